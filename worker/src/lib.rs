@@ -1,0 +1,238 @@
+//! Wire types of the squall agent: what the master asks `squall-worker` to do and what
+//! it answers.
+//!
+//! The master depends on this module (master -> worker, never the reverse). It holds the
+//! agent's on-disk layout, the status record of a task, the argv builder for every agent
+//! subcommand and the agent's exit codes. It performs no IO: the agent itself lives in
+//! `main.rs` (and `agent.rs`), and how a command reaches a host is the master's
+//! `Transport`'s business.
+//!
+//! On-disk layout under the agent root (default `~/.squall`):
+//!
+//! ```text
+//! ROOT/tasks/TASK_ID/spec.json     what to run (written by `start`)
+//! ROOT/tasks/TASK_ID/status.json   the task's status (atomically replaced)
+//! ROOT/tasks/TASK_ID/stdout.log    the task's standard output
+//! ROOT/tasks/TASK_ID/stderr.log    the task's standard error
+//! ROOT/tasks/TASK_ID/cancel        present once a cancel was asked
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Exit codes of `squall-worker`: a documented contract the master relies on.
+pub mod exit {
+    /// The subcommand did what was asked (for `wait`: the task has finished).
+    pub const OK: i32 = 0;
+    /// Any other failure (IO, bad spec); the message is on stderr.
+    pub const ERROR: i32 = 1;
+    /// The command line could not be parsed.
+    pub const USAGE: i32 = 2;
+    /// No task with that id exists under the root.
+    pub const UNKNOWN_TASK: i32 = 3;
+    /// `wait` gave up before the task finished; the task is still running.
+    pub const STILL_RUNNING: i32 = 4;
+}
+
+/// The directory under the agent root that holds one folder per task.
+pub const TASKS_DIR: &str = "tasks";
+
+/// What to run: written to `spec.json` by `start`, read by the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Unique within the root; `[A-Za-z0-9._-]`, at most 128 characters.
+    pub id: String,
+    /// Program and arguments, run without a shell.
+    pub argv: Vec<String>,
+    /// Extra environment variables, added to the agent's own.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the agent root when absent.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Killed (whole process group) after this many seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Where a task is in its life.
+///
+/// ```text
+/// start -> Running -> Exited      (the process ended by itself; see exit_code/signal)
+///                  -> TimedOut    (killed by the supervisor at timeout_secs)
+///                  -> Cancelled   (killed by `cancel`)
+///       -> FailedToStart          (spawn failed: no such program, bad cwd, ...)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Running,
+    Exited,
+    TimedOut,
+    Cancelled,
+    FailedToStart,
+}
+
+impl TaskState {
+    /// Whether the task has ended and its status will not change again.
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskState::Running)
+    }
+}
+
+/// The status record of a task (`status.json`), printed as JSON by every subcommand
+/// that concerns one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub id: String,
+    pub state: TaskState,
+    /// Pid of the task's process, which is also its process-group id.
+    pub pid: Option<u32>,
+    /// Pid of the supervisor that waits for the task and writes this file.
+    pub supervisor_pid: Option<u32>,
+    /// Unix time in milliseconds.
+    pub started_at_ms: Option<u64>,
+    pub ended_at_ms: Option<u64>,
+    /// The process's exit code when it exited normally.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the process, if any.
+    pub signal: Option<i32>,
+    /// Why the task could not start, or another supervisor-side failure.
+    pub error: Option<String>,
+}
+
+impl TaskStatus {
+    /// Whether the task ended successfully (exited with code 0).
+    pub fn succeeded(&self) -> bool {
+        self.state == TaskState::Exited && self.exit_code == Some(0)
+    }
+}
+
+/// Whether `id` is a valid task id (it becomes a directory name).
+pub fn valid_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The folder of one task under the agent root.
+pub fn task_dir(root: &Path, id: &str) -> PathBuf {
+    root.join(TASKS_DIR).join(id)
+}
+
+/// A request to the agent, turned into an argv by [`Request::argv`]. The master never
+/// builds agent command lines by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Start a task detached; idempotent for an id that already exists.
+    Start(TaskSpec),
+    /// Print a task's status.
+    Status { id: String },
+    /// Wait up to `timeout_secs` for a task to finish.
+    Wait { id: String, timeout_secs: u64 },
+    /// Kill a task's process group (TERM, then KILL after `grace_secs`).
+    Cancel { id: String, grace_secs: u64 },
+    /// Cancel every running task under the root.
+    CancelAll { grace_secs: u64 },
+    /// Stream a tar.gz of the root's task folders to stdout.
+    Pack,
+}
+
+impl Request {
+    /// The agent's argv for this request, starting with `agent` (the program path) and
+    /// `--root root`.
+    pub fn argv(&self, agent: &str, root: &str) -> Vec<String> {
+        let mut argv = vec![agent.to_owned(), "--root".to_owned(), root.to_owned()];
+        match self {
+            Request::Start(spec) => {
+                argv.extend(["start".to_owned(), "--id".to_owned(), spec.id.clone()]);
+                if let Some(t) = spec.timeout_secs {
+                    argv.extend(["--timeout-secs".to_owned(), t.to_string()]);
+                }
+                if let Some(cwd) = &spec.cwd {
+                    argv.extend(["--cwd".to_owned(), cwd.display().to_string()]);
+                }
+                for (k, v) in &spec.env {
+                    argv.extend(["--env".to_owned(), format!("{k}={v}")]);
+                }
+                argv.push("--".to_owned());
+                argv.extend(spec.argv.iter().cloned());
+            }
+            Request::Status { id } => argv.extend(["status".into(), "--id".into(), id.clone()]),
+            Request::Wait { id, timeout_secs } => argv.extend([
+                "wait".into(),
+                "--id".into(),
+                id.clone(),
+                "--timeout-secs".into(),
+                timeout_secs.to_string(),
+            ]),
+            Request::Cancel { id, grace_secs } => argv.extend([
+                "cancel".into(),
+                "--id".into(),
+                id.clone(),
+                "--grace-secs".into(),
+                grace_secs.to_string(),
+            ]),
+            Request::CancelAll { grace_secs } => argv.extend([
+                "cancel".into(),
+                "--all".into(),
+                "--grace-secs".into(),
+                grace_secs.to_string(),
+            ]),
+            Request::Pack => argv.push("pack".into()),
+        }
+        argv
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_are_path_safe() {
+        for ok in ["a", "s0-h1-t2-a0", "setup.1_x"] {
+            assert!(valid_task_id(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "ä", &"x".repeat(129)] {
+            assert!(!valid_task_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn start_argv_passes_the_command_after_a_separator() {
+        let spec = TaskSpec {
+            id: "t1".into(),
+            argv: vec!["sh".into(), "-c".into(), "echo --root".into()],
+            env: BTreeMap::from([("A".into(), "b=c".into())]),
+            cwd: None,
+            timeout_secs: Some(5),
+        };
+        let argv = Request::Start(spec).argv("/bin/agent", "/r");
+        assert_eq!(
+            argv,
+            [
+                "/bin/agent",
+                "--root",
+                "/r",
+                "start",
+                "--id",
+                "t1",
+                "--timeout-secs",
+                "5",
+                "--env",
+                "A=b=c",
+                "--",
+                "sh",
+                "-c",
+                "echo --root"
+            ]
+        );
+    }
+}
