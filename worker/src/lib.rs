@@ -4,8 +4,8 @@
 //! The master depends on this module (master -> worker, never the reverse). It holds the
 //! agent's on-disk layout, the status record of a task, the argv builder for every agent
 //! subcommand and the agent's exit codes. It performs no IO: the agent itself lives in
-//! `main.rs` (and `agent.rs`), and how a command reaches a host is the master's
-//! `Transport`'s business.
+//! `main.rs` and its modules (`agent.rs`, `supervisor.rs`, ...), and how a command
+//! reaches a host is the master's `Transport`'s business.
 //!
 //! On-disk layout under the agent root (default `~/.squall`):
 //!
@@ -15,6 +15,8 @@
 //! ROOT/tasks/TASK_ID/stdout.log    the task's standard output
 //! ROOT/tasks/TASK_ID/stderr.log    the task's standard error
 //! ROOT/tasks/TASK_ID/cancel        present once a cancel was asked
+//! ROOT/tasks/TASK_ID/supervisor.log the supervisor's own errors (normally empty)
+//! ROOT/tasks/TASK_ID/boot_id       the host's boot id when the task was started (Linux)
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,37 @@ pub mod exit {
     pub const UNKNOWN_TASK: i32 = 3;
     /// `wait` gave up before the task finished; the task is still running.
     pub const STILL_RUNNING: i32 = 4;
+}
+
+/// The error text of a task whose supervisor died without writing a final status
+/// (the host rebooted, or every process of the task was killed).
+pub const SUPERVISOR_VANISHED: &str = "supervisor vanished";
+
+/// Whether process `pid` exists and has not ended. A zombie counts as ended: under an
+/// init that does not reap orphans (some containers), a dead detached process stays a
+/// zombie and `kill(pid, 0)` still succeeds. A process we may not signal counts as
+/// alive.
+pub fn pid_alive(pid: u32) -> bool {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    if matches!(
+        rustix::process::test_kill_process(p),
+        Err(rustix::io::Errno::SRCH)
+    ) {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // "PID (COMM) STATE ...", where COMM may itself contain ") ".
+    !stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next())
+        .is_some_and(|state| matches!(state, 'Z' | 'X'))
 }
 
 /// The directory under the agent root that holds one folder per task.

@@ -1,0 +1,134 @@
+//! The `Compute` seam: start, describe, find and end instances.
+//!
+//! Sized to what a run needs, not a mirror of any SDK: launch a group of identical
+//! instances with tags and user-data in one call, describe them, list them by tag, and
+//! terminate them. Implementations: [`crate::local::LocalCompute`] (an instance is a
+//! directory plus its processes). How a command reaches an instance is
+//! [`crate::transport`]'s business, not this module's.
+
+use crate::playbook::FleetGroup;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+
+/// Tag keys squall puts on every instance. Teardown finds instances by these alone.
+pub mod tags {
+    /// The run id.
+    pub const RUN: &str = "squall:run";
+    /// `worker` or `master`.
+    pub const ROLE: &str = "squall:role";
+    /// The fleet group of a worker.
+    pub const GROUP: &str = "squall:group";
+    /// Unix seconds after which the instance may be terminated by anyone.
+    pub const DEADLINE: &str = "squall:deadline";
+    /// The human-readable name.
+    pub const NAME: &str = "Name";
+}
+
+/// What to launch: `count` identical instances of one fleet group.
+#[derive(Debug, Clone)]
+pub struct LaunchRequest {
+    pub run_id: String,
+    pub group: String,
+    pub spec: FleetGroup,
+    /// Tags for the instances (and their volumes).
+    pub tags: BTreeMap<String, String>,
+    /// Script run at boot; may be empty.
+    pub user_data: String,
+    /// Idempotency token: a retried launch with the same token launches nothing new.
+    pub client_token: String,
+}
+
+/// An instance's life as the provider reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    ShuttingDown,
+    Stopped,
+    Terminated,
+}
+
+impl InstanceState {
+    /// Whether the instance is gone for good (or going).
+    pub fn is_gone(self) -> bool {
+        matches!(
+            self,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        )
+    }
+}
+
+/// One instance as described by the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub id: String,
+    pub state: InstanceState,
+    /// Where the transport connects: a private IP on EC2, a directory for local.
+    pub address: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Instance {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+}
+
+/// Errors from a compute provider.
+#[derive(Debug, thiserror::Error)]
+pub enum ComputeError {
+    /// The provider had too little capacity for the minimum asked.
+    #[error("insufficient capacity for group `{group}`: {detail}")]
+    Capacity { group: String, detail: String },
+    /// The request was refused or failed.
+    #[error("{op} failed: {detail}")]
+    Failed { op: &'static str, detail: String },
+}
+
+/// Starts, describes, finds and ends instances.
+#[async_trait]
+pub trait Compute: Send + Sync + std::fmt::Debug {
+    /// Launches `spec.count` instances (at least `spec.min()`), tagged and with
+    /// user-data, in one call. Returns the instances launched (pending or running).
+    async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, ComputeError>;
+    /// Describes the given instances; unknown ids are left out.
+    async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>, ComputeError>;
+    /// Every instance, in any state, carrying tag `key=value`.
+    async fn list_by_tag(&self, key: &str, value: &str) -> Result<Vec<Instance>, ComputeError>;
+    /// Terminates the given instances; terminating a terminated one is not an error.
+    async fn terminate(&self, ids: &[String]) -> Result<(), ComputeError>;
+}
+
+/// Terminates every non-terminated instance tagged with `run_id`, from tags alone, and
+/// verifies none is left. Safe to run twice and from a fresh process.
+pub async fn teardown_run(compute: &dyn Compute, run_id: &str) -> Result<usize, ComputeError> {
+    let live: Vec<String> = compute
+        .list_by_tag(tags::RUN, run_id)
+        .await?
+        .into_iter()
+        .filter(|i| i.state != InstanceState::Terminated)
+        .map(|i| i.id)
+        .collect();
+    if !live.is_empty() {
+        compute.terminate(&live).await?;
+    }
+    let left: Vec<String> = compute
+        .list_by_tag(tags::RUN, run_id)
+        .await?
+        .into_iter()
+        .filter(|i| !i.state.is_gone())
+        .map(|i| i.id)
+        .collect();
+    if left.is_empty() {
+        Ok(live.len())
+    } else {
+        Err(ComputeError::Failed {
+            op: "teardown",
+            detail: format!(
+                "instances still running after terminate: {}",
+                left.join(", ")
+            ),
+        })
+    }
+}

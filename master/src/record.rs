@@ -1,0 +1,173 @@
+//! The run record (`runs/RUN_ID/run.json`) and the heartbeat (`status.json`): the
+//! serialized shape of what a run leaves behind.
+//!
+//! Plain data with serde. The engine fills it in ([`crate::engine::Engine::record`]);
+//! the runner writes it to the store. Reading and presenting records to users is not
+//! done here.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of the record format; bumped on incompatible changes.
+pub const RECORD_VERSION: u32 = 1;
+
+/// How a run ended (or that it has not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    DeadlineExceeded,
+    Cancelled,
+    /// The master vanished; recorded by a later sweep.
+    Abandoned,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::DeadlineExceeded => "deadline_exceeded",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// The phases of a run, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Provision,
+    Bootstrap,
+    Stages,
+    /// Cancelling what runs after a failure, the deadline or a cancel.
+    Stopping,
+    CollectLogs,
+    Teardown,
+    Record,
+    Done,
+}
+
+/// `run.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub version: u32,
+    pub run_id: String,
+    pub playbook: PlaybookInfo,
+    pub vars: BTreeMap<String, serde_json::Value>,
+    pub trigger: BTreeMap<String, serde_json::Value>,
+    pub status: RunStatus,
+    /// Why the run did not succeed.
+    pub reason: Option<String>,
+    /// Unix milliseconds.
+    pub started_at_ms: u64,
+    pub ended_at_ms: Option<u64>,
+    pub deadline_at_ms: u64,
+    pub phases: Vec<PhaseMark>,
+    pub stages: Vec<StageRecord>,
+    pub hosts: Vec<HostRecord>,
+    pub tasks: Vec<TaskRecord>,
+    pub teardown: Option<TeardownRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaybookInfo {
+    pub name: String,
+    pub file: String,
+    /// sha256 of the playbook text, hex.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseMark {
+    pub phase: Phase,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub name: String,
+    pub started_at_ms: u64,
+    pub ended_at_ms: Option<u64>,
+    pub succeeded: Option<bool>,
+    /// Number of shard items (0 when the stage is not sharded).
+    pub shards_total: usize,
+    pub shards_done: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub name: String,
+    pub group: String,
+    pub instance_id: String,
+    pub address: String,
+    pub launched_at_ms: u64,
+    pub ready_at_ms: Option<u64>,
+    /// Set when the host died, was cut off or failed to bootstrap.
+    pub lost: Option<HostLoss>,
+    /// Store key of the host's log archive, once collected.
+    pub archive: Option<String>,
+    pub archive_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLoss {
+    pub at_ms: u64,
+    pub reason: String,
+}
+
+/// How one task attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskOutcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    /// Its host was lost while it ran.
+    HostLost,
+}
+
+/// One attempt of one task on one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The agent's task id (the folder in the host's archive).
+    pub id: String,
+    pub stage: String,
+    pub host: String,
+    pub task: String,
+    /// Index of the shard item, in sharded stages.
+    pub item: Option<usize>,
+    pub attempt: u32,
+    pub started_at_ms: u64,
+    pub ended_at_ms: u64,
+    pub duration_ms: u64,
+    pub outcome: TaskOutcome,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeardownRecord {
+    pub at_ms: u64,
+    pub terminated: usize,
+    pub error: Option<String>,
+}
+
+/// `status.json`: a heartbeat written while the run goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub run_id: String,
+    pub phase: Phase,
+    pub stage: Option<String>,
+    pub hosts_live: usize,
+    pub hosts_total: usize,
+    pub shards_done: usize,
+    pub shards_total: usize,
+    pub updated_at_ms: u64,
+}

@@ -1,0 +1,65 @@
+//! Run ids: `NAME-YYYYMMDDTHHMMSSZ-XXXX`, safe as a store key, a tag value and part of an
+//! EC2 client token.
+//!
+//! Time and randomness are passed in. Deriving ids from triggers (S3 events,
+//! schedules) for exactly-once runs belongs to the launcher, not here.
+
+/// A run id for a manual run of playbook `name` at `unix_secs`, with `nonce` for
+/// uniqueness.
+pub fn manual(name: &str, unix_secs: u64, nonce: u16) -> String {
+    let name: String = name.chars().take(32).collect();
+    format!("{name}-{}-{nonce:04x}", utc_stamp(unix_secs))
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a unix time.
+pub fn utc_stamp(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let secs = unix_secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A nonce from the OS's randomness (falls back to the clock).
+pub fn nonce() -> u16 {
+    use std::io::Read;
+    let mut b = [0u8; 2];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u16::from_le_bytes(b),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u16),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stamps() {
+        assert_eq!(super::utc_stamp(0), "19700101T000000Z");
+        assert_eq!(super::utc_stamp(1_795_392_000), "20261123T000000Z");
+        assert_eq!(super::utc_stamp(951_782_400 + 3661), "20000229T010101Z");
+        assert_eq!(
+            super::manual("hello", 0, 0xab),
+            "hello-19700101T000000Z-00ab"
+        );
+    }
+}

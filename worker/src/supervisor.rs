@@ -1,0 +1,174 @@
+//! The hidden `supervise` subcommand: the detached process that runs one task.
+//!
+//! It leaves the caller's session (`setsid`) so the task survives the SSH session that
+//! started it, spawns the task in a process group of its own with its output going to
+//! the task's log files, writes `status.json` (`Running`, then the final state), enforces
+//! `timeout_secs` and, once the task's process has ended, kills whatever is left of its
+//! process group. It does not talk to the master: `start` spawns it and everyone else
+//! only reads the files it writes. Its own stderr is the task's `supervisor.log`.
+
+use crate::error::{AgentError, Result, chain};
+use crate::store::{STDERR_FILE, STDOUT_FILE, TaskDir, now_ms, signal_group};
+use rustix::process::{Pid, Signal};
+use squall_worker::{TaskSpec, TaskState, TaskStatus};
+use std::fs::File;
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a timed-out task gets between SIGTERM and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+/// How often the supervisor polls a task that has a timeout.
+const POLL: Duration = Duration::from_millis(25);
+
+/// Runs task `id` to its end and records its status.
+pub fn supervise(root: &Path, id: &str) -> Result<()> {
+    if let Err(e) = rustix::process::setsid() {
+        // Still run the task; it is merely less detached from the caller.
+        eprintln!("squall-worker: warning: setsid failed for task `{id}`: {e}");
+    }
+    let task = TaskDir::new(root, id);
+    let supervisor_pid = Some(std::process::id());
+    let base = TaskStatus {
+        id: id.to_owned(),
+        state: TaskState::FailedToStart,
+        pid: None,
+        supervisor_pid,
+        started_at_ms: None,
+        ended_at_ms: None,
+        exit_code: None,
+        signal: None,
+        error: None,
+    };
+
+    let spec = match task.read_spec() {
+        Ok(spec) => spec,
+        Err(e) => return fail_to_start(&task, base, chain(&e)),
+    };
+    if task.cancel_requested() {
+        let status = TaskStatus {
+            state: TaskState::Cancelled,
+            ended_at_ms: Some(now_ms()),
+            ..base
+        };
+        return task.write_status(&status);
+    }
+    let mut child = match spawn(root, &task, &spec) {
+        Ok(child) => child,
+        Err(e) => return fail_to_start(&task, base, e),
+    };
+    let pid = child.id();
+    // The task is its own group leader, so its pid is the group's id.
+    let pgid = Pid::from_child(&child);
+    task.record_boot_id();
+    let running = TaskStatus {
+        state: TaskState::Running,
+        pid: Some(pid),
+        started_at_ms: Some(now_ms()),
+        ..base
+    };
+    if let Err(e) = task.write_status(&running) {
+        // Nobody could ever learn about this task: do not let it run unobserved.
+        let _ = signal_group(pgid, Signal::KILL);
+        let _ = child.wait();
+        return Err(e);
+    }
+
+    let waited = wait(&mut child, pgid, spec.timeout_secs);
+    // Whatever the task left behind in its group (background jobs) ends with it.
+    let _ = signal_group(pgid, Signal::KILL);
+    let ended_at_ms = Some(now_ms());
+    let status = match waited {
+        Ok((exit, timed_out)) => TaskStatus {
+            state: if timed_out {
+                TaskState::TimedOut
+            } else if task.cancel_requested() {
+                TaskState::Cancelled
+            } else {
+                TaskState::Exited
+            },
+            ended_at_ms,
+            exit_code: exit.code(),
+            signal: exit.signal(),
+            ..running
+        },
+        Err(e) => TaskStatus {
+            state: TaskState::Exited,
+            ended_at_ms,
+            error: Some(format!("waiting for the task's process {pid}: {e}")),
+            ..running
+        },
+    };
+    task.write_status(&status)
+}
+
+/// Records `FailedToStart` with `error` as the reason.
+fn fail_to_start(task: &TaskDir, base: TaskStatus, error: String) -> Result<()> {
+    let status = TaskStatus {
+        state: TaskState::FailedToStart,
+        ended_at_ms: Some(now_ms()),
+        error: Some(error),
+        ..base
+    };
+    task.write_status(&status)
+}
+
+/// Spawns the task in its own process group with its output in the task's log files.
+/// The error is the text recorded as the status's `error`, e.g. "No such file or
+/// directory (os error 2) running `nosuchprog`".
+fn spawn(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<Child, String> {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return Err("the task's argv is empty".to_owned());
+    };
+    let log = |name: &str| {
+        let path = task.path(name);
+        File::create(&path).map_err(|e| chain(&AgentError::io("creating", path, e)))
+    };
+    let stdout = log(STDOUT_FILE)?;
+    let stderr = log(STDERR_FILE)?;
+    // `start` makes a given cwd absolute; the default is the root.
+    let cwd = match &spec.cwd {
+        Some(cwd) => root.join(cwd),
+        None => root.to_owned(),
+    };
+    if let Err(e) = std::fs::metadata(&cwd) {
+        return Err(format!("{e} for the working directory {}", cwd.display()));
+    }
+    Command::new(program)
+        .args(args)
+        .envs(&spec.env)
+        .current_dir(&cwd)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("{e} running `{program}`"))
+}
+
+/// Waits for the task's process; with a timeout, TERMs its group at the deadline and
+/// KILLs it [`TERM_GRACE`] later. Returns the exit status and whether it timed out.
+fn wait(child: &mut Child, pgid: Pid, timeout_secs: Option<u64>) -> io::Result<(ExitStatus, bool)> {
+    let deadline = timeout_secs.and_then(|s| Instant::now().checked_add(Duration::from_secs(s)));
+    let Some(deadline) = deadline else {
+        return Ok((child.wait()?, false));
+    };
+    while Instant::now() < deadline {
+        if let Some(exit) = child.try_wait()? {
+            return Ok((exit, false));
+        }
+        std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
+    }
+    signal_group(pgid, Signal::TERM)?;
+    let kill_at = Instant::now() + TERM_GRACE;
+    while Instant::now() < kill_at {
+        if let Some(exit) = child.try_wait()? {
+            return Ok((exit, true));
+        }
+        std::thread::sleep(POLL);
+    }
+    signal_group(pgid, Signal::KILL)?;
+    Ok((child.wait()?, true))
+}
