@@ -512,38 +512,36 @@ impl Engine {
                     }
                 }
             }
-            Phase::Stopping => {
+            Phase::Stopping
                 if self
                     .stopping_since_ms
-                    .is_some_and(|t| now >= t + STOP_GRACE_MS)
-                {
-                    // Tasks that never reported back are recorded as cancelled.
-                    for (key, host) in std::mem::take(&mut self.in_flight) {
-                        let result = TaskResult {
-                            outcome: TaskOutcome::Cancelled,
-                            exit_code: None,
-                            signal: None,
-                            error: Some("no answer after cancel".into()),
-                            started_at_ms: now,
-                            ended_at_ms: now,
-                        };
-                        self.push_task_record(key, host, &result);
-                    }
-                    self.pending_launches.clear();
-                    for h in &mut self.hosts {
-                        h.bootstrapping = false;
-                    }
+                    .is_some_and(|t| now >= t + STOP_GRACE_MS) =>
+            {
+                // Tasks that never reported back are recorded as cancelled.
+                for (key, host) in std::mem::take(&mut self.in_flight) {
+                    let result = TaskResult {
+                        outcome: TaskOutcome::Cancelled,
+                        exit_code: None,
+                        signal: None,
+                        error: Some("no answer after cancel".into()),
+                        started_at_ms: now,
+                        ended_at_ms: now,
+                    };
+                    self.push_task_record(key, host, &result);
+                }
+                self.pending_launches.clear();
+                for h in &mut self.hosts {
+                    h.bootstrapping = false;
                 }
             }
-            Phase::CollectLogs => {
+            Phase::CollectLogs
                 if self
                     .collect_since_ms
-                    .is_some_and(|t| now >= t + COLLECT_GRACE_MS)
-                {
-                    for h in self.hosts.iter_mut().filter(|h| h.collecting) {
-                        h.collecting = false;
-                        h.rec.archive_error = Some("log collection timed out".into());
-                    }
+                    .is_some_and(|t| now >= t + COLLECT_GRACE_MS) =>
+            {
+                for h in self.hosts.iter_mut().filter(|h| h.collecting) {
+                    h.collecting = false;
+                    h.rec.archive_error = Some("log collection timed out".into());
                 }
             }
             _ => {}

@@ -575,7 +575,7 @@ fn validate_task(
             ),
         ));
     }
-    for (k, _) in &t.environment {
+    for k in t.environment.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             out.push(at.at(
                 task,

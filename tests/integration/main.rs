@@ -1,1 +1,10 @@
-//! placeholder
+//! squall's one integration-test binary; each module is an area.
+//!
+//! - `playbooks`: every example parses; broken playbooks give the expected error at the
+//!   expected line and column.
+//! - `engine`: the run state machine as data: events in, actions out.
+//! - `local_run`: the real `squall` binary end to end on the local backend, with faults.
+
+mod engine;
+mod local_run;
+mod playbooks;

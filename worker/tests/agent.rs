@@ -60,13 +60,12 @@ impl Root {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(AGENT);
+        command.arg("--root").arg(&self.path).args(args);
         // The agent runs where the master's commands run: in the host's login home,
-        // which these tests stand in for with the root itself.
-        command
-            .arg("--root")
-            .arg(&self.path)
-            .args(args)
-            .current_dir(&self.path);
+        // which these tests stand in for with the root itself (when it exists).
+        if self.path.is_dir() {
+            command.current_dir(&self.path);
+        }
         command
     }
 

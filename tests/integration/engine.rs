@@ -1,0 +1,553 @@
+//! The run state machine as data: playbook + events in, actions and the run record out.
+//!
+//! No process, file or clock is involved: time is a number the test advances. What a
+//! real run does with the actions is tested in `local_run`.
+
+use squall::compute::{Instance, InstanceState};
+use squall::engine::{Action, Engine, Event, HostId, TaskCommand, TaskKey, TaskResult};
+use squall::playbook;
+use squall::record::{Phase, RunStatus, TaskOutcome};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// An engine under test, with the clock and the actions it asked for.
+struct Sim {
+    e: Engine,
+    now: u64,
+    /// Tasks started and not yet reported: key -> (host, argv or copy).
+    running: BTreeMap<TaskKey, (HostId, TaskCommand)>,
+    cancelled: Vec<TaskKey>,
+    collects: Vec<HostId>,
+    torn_down: bool,
+}
+
+impl Sim {
+    fn new(yaml: &str) -> Sim {
+        let pb = playbook::parse(Path::new("t.yml"), yaml, Path::new("."), &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("test playbook is invalid:\n{e}"));
+        let trigger = BTreeMap::from([("kind".to_owned(), serde_json::json!("manual"))]);
+        let mut e = Engine::new(Arc::new(pb), "run-1".into(), trigger, 0);
+        let first = e.start();
+        let mut sim = Sim {
+            e,
+            now: 0,
+            running: BTreeMap::new(),
+            cancelled: Vec::new(),
+            collects: Vec::new(),
+            torn_down: false,
+        };
+        sim.absorb(first);
+        sim
+    }
+
+    /// Launches every group as asked and bootstraps every host: the run reaches Stages.
+    fn boot(yaml: &str) -> Sim {
+        let mut sim = Sim::new(yaml);
+        assert_eq!(sim.e.phase(), Phase::Bootstrap);
+        let hosts = sim.e.progress().hosts_total;
+        for h in 0..hosts {
+            sim.send(Event::Bootstrapped { host: h });
+        }
+        assert_eq!(sim.e.phase(), Phase::Stages);
+        sim
+    }
+
+    fn send(&mut self, ev: Event) -> Vec<Action> {
+        let actions = self.e.handle(self.now, ev);
+        self.absorb(actions.clone());
+        actions
+    }
+
+    fn absorb(&mut self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Launch { group, spec } => {
+                    let instances = (0..spec.count)
+                        .map(|i| Instance {
+                            id: format!("i-{group}-{i}"),
+                            state: InstanceState::Running,
+                            address: format!("127.0.0.{i}"),
+                            tags: BTreeMap::new(),
+                        })
+                        .collect();
+                    let more = self
+                        .e
+                        .handle(self.now, Event::Launched { group, instances });
+                    self.absorb(more);
+                }
+                Action::Bootstrap { .. } => {}
+                Action::StartTask {
+                    key, host, command, ..
+                } => {
+                    assert!(
+                        self.running.insert(key, (host, command)).is_none(),
+                        "{key:?} started twice"
+                    );
+                }
+                Action::CancelTask { key, .. } => self.cancelled.push(key),
+                Action::CollectLogs { host } => self.collects.push(host),
+                Action::Teardown => self.torn_down = true,
+                Action::WriteRecord(_) => {}
+            }
+        }
+    }
+
+    /// The running tasks as (host, stage, unit, task, try) sorted.
+    fn running(&self) -> Vec<(HostId, usize, usize, usize, u32)> {
+        self.running
+            .iter()
+            .map(|(k, (h, _))| (*h, k.stage, k.unit, k.task, k.try_no))
+            .collect()
+    }
+
+    fn running_on(&self, host: HostId) -> TaskKey {
+        let keys: Vec<TaskKey> = self
+            .running
+            .iter()
+            .filter(|(_, (h, _))| *h == host)
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(keys.len(), 1, "expected one task on host {host}: {keys:?}");
+        keys[0]
+    }
+
+    fn argv(&self, host: HostId) -> Vec<String> {
+        match &self.running[&self.running_on(host)].1 {
+            TaskCommand::Exec(spec) => spec.argv.clone(),
+            other => panic!("not an exec: {other:?}"),
+        }
+    }
+
+    fn finish(&mut self, host: HostId, outcome: TaskOutcome, code: Option<i32>) -> Vec<Action> {
+        let key = self.running_on(host);
+        self.running.remove(&key);
+        self.send(Event::TaskFinished {
+            key,
+            host,
+            result: TaskResult {
+                outcome,
+                exit_code: code,
+                signal: None,
+                error: None,
+                started_at_ms: self.now,
+                ended_at_ms: self.now,
+            },
+        })
+    }
+
+    fn ok(&mut self, host: HostId) -> Vec<Action> {
+        self.finish(host, TaskOutcome::Succeeded, Some(0))
+    }
+
+    fn lose(&mut self, host: HostId) -> Vec<Action> {
+        self.running.retain(|_, (h, _)| *h != host);
+        self.send(Event::HostLost {
+            host,
+            reason: "killed".into(),
+        })
+    }
+
+    /// Answers collection and teardown and the record; returns the final status.
+    fn wind_down(&mut self) -> RunStatus {
+        assert_eq!(
+            self.e.phase(),
+            Phase::CollectLogs,
+            "{:?}",
+            self.e.progress()
+        );
+        for h in std::mem::take(&mut self.collects) {
+            self.send(Event::LogsCollected {
+                host: h,
+                result: Ok(format!("runs/run-1/logs/{h}.tar.gz")),
+            });
+        }
+        assert!(self.torn_down, "teardown follows collection");
+        let actions = self.send(Event::TornDown { result: Ok(2) });
+        assert!(matches!(actions.as_slice(), [Action::WriteRecord(_)]));
+        self.send(Event::RecordWritten);
+        assert!(self.e.is_done());
+        self.e.status()
+    }
+}
+
+const PLAIN: &str = r#"
+name: t
+fleet: { w: { count: 2 } }
+stages:
+  - name: one
+    hosts: w
+    tasks:
+      - shell: echo {{ host.name }} {{ host.index }}/{{ host.count }} {{ run.id }}
+      - command: [echo, "{{ trigger.kind }}"]
+  - name: two
+    hosts: all
+    tasks:
+      - shell: echo two
+"#;
+
+#[test]
+fn a_plain_run_goes_through_every_phase_in_order() {
+    let mut s = Sim::boot(PLAIN);
+    assert_eq!(s.running(), [(0, 0, 0, 0, 0), (1, 0, 1, 0, 0)]);
+    assert_eq!(s.argv(0), ["/bin/sh", "-c", "echo w-0 0/2 run-1"]);
+    assert_eq!(s.argv(1), ["/bin/sh", "-c", "echo w-1 1/2 run-1"]);
+    s.ok(0);
+    // Host 0 goes on with its next task without waiting for host 1.
+    assert_eq!(s.running(), [(0, 0, 0, 1, 0), (1, 0, 1, 0, 0)]);
+    assert_eq!(s.argv(0), ["echo", "manual"]);
+    s.ok(0);
+    // Stage two waits for stage one everywhere.
+    assert_eq!(s.running(), [(1, 0, 1, 0, 0)]);
+    s.ok(1);
+    s.ok(1);
+    assert_eq!(s.running(), [(0, 1, 0, 0, 0), (1, 1, 1, 0, 0)]);
+    s.ok(1);
+    s.ok(0);
+    assert_eq!(s.collects, [0, 1]);
+    assert_eq!(s.wind_down(), RunStatus::Succeeded);
+    let rec = s.e.record();
+    assert_eq!(rec.tasks.len(), 6);
+    assert!(
+        rec.tasks
+            .iter()
+            .all(|t| t.outcome == TaskOutcome::Succeeded)
+    );
+    let phases: Vec<Phase> = rec.phases.iter().map(|p| p.phase).collect();
+    assert_eq!(
+        phases,
+        [
+            Phase::Provision,
+            Phase::Bootstrap,
+            Phase::Stages,
+            Phase::CollectLogs,
+            Phase::Teardown,
+            Phase::Record,
+            Phase::Done
+        ]
+    );
+    assert_eq!(
+        rec.tasks[0].task, "echo w-0 0/2 run-1",
+        "tasks are named by their rendered command"
+    );
+}
+
+#[test]
+fn a_failed_task_is_retried_on_its_host_then_fails_the_run_and_stops_the_rest() {
+    let yaml = PLAIN.replace("    hosts: w\n", "    hosts: w\n    retries: 1\n");
+    let mut s = Sim::boot(&yaml);
+    s.finish(0, TaskOutcome::Failed, Some(7));
+    assert_eq!(
+        s.running(),
+        [(0, 0, 0, 0, 1), (1, 0, 1, 0, 0)],
+        "retried as try 1, same host"
+    );
+    assert_eq!(s.e.status(), RunStatus::Running);
+    s.finish(0, TaskOutcome::Failed, Some(7));
+    assert_eq!(s.e.status(), RunStatus::Failed);
+    assert_eq!(s.e.phase(), Phase::Stopping);
+    assert_eq!(s.cancelled.len(), 1, "the other host's task is cancelled");
+    assert!(
+        s.collects.is_empty(),
+        "logs are collected once nothing runs"
+    );
+    s.finish(1, TaskOutcome::Cancelled, None);
+    assert_eq!(s.wind_down(), RunStatus::Failed);
+    let reason = s.e.record().reason.unwrap_or_default();
+    assert!(
+        reason.contains("failed on w-0")
+            && reason.contains("after 2 attempts")
+            && reason.contains("exit code 7"),
+        "{reason}"
+    );
+}
+
+const SHARDED: &str = r#"
+name: t
+fleet: { w: { count: 2 } }
+stages:
+  - name: score
+    hosts: w
+    retries: 1
+    shards: [a, b, c, d]
+    tasks:
+      - shell: prep {{ item }}
+      - shell: score {{ item }} on {{ host.name }}
+"#;
+
+#[test]
+fn shards_go_to_whichever_host_is_free() {
+    let mut s = Sim::boot(SHARDED);
+    assert_eq!(s.argv(0)[2], "prep a");
+    assert_eq!(s.argv(1)[2], "prep b");
+    s.ok(0);
+    assert_eq!(
+        s.argv(0)[2],
+        "score a on w-0",
+        "an item's tasks stay on its host"
+    );
+    s.ok(0);
+    assert_eq!(s.argv(0)[2], "prep c", "a free host takes the next item");
+    s.ok(0);
+    s.ok(0);
+    assert_eq!(s.argv(0)[2], "prep d");
+    for _ in 0..2 {
+        s.ok(0);
+        s.ok(1);
+    }
+    assert_eq!(s.wind_down(), RunStatus::Succeeded);
+    let rec = s.e.record();
+    assert_eq!(
+        (rec.stages[0].shards_done, rec.stages[0].shards_total),
+        (4, 4)
+    );
+    let on_w0 = rec.tasks.iter().filter(|t| t.host == "w-0").count();
+    assert_eq!(on_w0, 6, "the faster host did three items");
+}
+
+#[test]
+fn a_dead_hosts_shards_finish_on_the_others_without_counting_as_failures() {
+    let mut s = Sim::boot(SHARDED.replace("retries: 1", "retries: 0").as_str());
+    s.ok(0); // w-0 is into item a's second task
+    s.lose(0);
+    assert_eq!(
+        s.e.status(),
+        RunStatus::Running,
+        "losing a host is not a failure"
+    );
+    // w-1 finishes b and then takes a (from its first task), then c and d.
+    s.ok(1);
+    s.ok(1);
+    assert_eq!(s.argv(1)[2], "prep a");
+    for _ in 0..6 {
+        s.ok(1);
+    }
+    assert_eq!(s.collects, [0, 1]);
+    assert_eq!(s.wind_down(), RunStatus::Succeeded);
+    let rec = s.e.record();
+    assert!(rec.hosts[0].lost.is_some());
+    assert_eq!(rec.stages[0].shards_done, 4);
+    let lost: Vec<_> = rec
+        .tasks
+        .iter()
+        .filter(|t| t.outcome == TaskOutcome::HostLost)
+        .collect();
+    assert_eq!(lost.len(), 1);
+    assert_eq!((lost[0].host.as_str(), lost[0].item), ("w-0", Some(0)));
+    assert!(
+        rec.hosts.iter().all(|h| h.archive.is_some()),
+        "a lost host's logs are still asked for"
+    );
+}
+
+#[test]
+fn a_failed_shard_is_retried_on_another_host() {
+    let mut s = Sim::boot(SHARDED);
+    s.finish(0, TaskOutcome::Failed, Some(1)); // item a fails on w-0
+    assert_eq!(
+        s.argv(0)[2],
+        "prep c",
+        "w-0 takes a new item, not the one it failed"
+    );
+    s.ok(1);
+    s.ok(1); // w-1 is done with b and takes a
+    assert_eq!(s.argv(1)[2], "prep a");
+    let key = s.running_on(1);
+    assert_eq!(key.try_no, 1);
+}
+
+#[test]
+fn a_failed_shard_goes_back_to_the_same_host_when_it_is_the_only_one() {
+    let mut s = Sim::boot(&SHARDED.replace("count: 2", "count: 1"));
+    s.finish(0, TaskOutcome::Failed, Some(1));
+    assert_eq!(
+        s.argv(0)[2],
+        "prep a",
+        "no other host can take it: retried first"
+    );
+    assert_eq!(s.running_on(0).try_no, 1);
+    s.ok(0);
+    s.ok(0);
+    assert_eq!(s.argv(0)[2], "prep b");
+}
+
+#[test]
+fn losing_every_host_of_a_sharded_stage_fails_the_run() {
+    let mut s = Sim::boot(SHARDED);
+    s.lose(0);
+    s.lose(1);
+    assert_eq!(s.e.status(), RunStatus::Failed);
+    assert_eq!(s.wind_down(), RunStatus::Failed);
+    let reason = s.e.record().reason.unwrap_or_default();
+    assert!(
+        reason.contains("no live hosts left for stage `score`"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn losing_a_host_that_owes_a_plain_stage_fails_the_run() {
+    let mut s = Sim::boot(PLAIN);
+    s.lose(1);
+    assert_eq!(s.e.status(), RunStatus::Failed);
+    assert_eq!(s.cancelled.len(), 1);
+    s.finish(0, TaskOutcome::Cancelled, None);
+    assert_eq!(s.wind_down(), RunStatus::Failed);
+    assert!(
+        s.e.record()
+            .reason
+            .unwrap_or_default()
+            .contains("host w-1 was lost during stage `one`")
+    );
+}
+
+#[test]
+fn the_deadline_cancels_running_tasks_then_collects_and_tears_down() {
+    let mut s = Sim::boot(&format!("deadline: 10s\n{PLAIN}"));
+    s.now = 9_999;
+    s.send(Event::Tick);
+    assert_eq!(s.e.status(), RunStatus::Running);
+    s.now = 10_000;
+    s.send(Event::Tick);
+    assert_eq!(s.e.status(), RunStatus::DeadlineExceeded);
+    assert_eq!(s.cancelled.len(), 2);
+    s.finish(0, TaskOutcome::Cancelled, None);
+    assert!(s.collects.is_empty());
+    s.finish(1, TaskOutcome::Cancelled, None);
+    assert_eq!(s.wind_down(), RunStatus::DeadlineExceeded);
+    let reason = s.e.record().reason.unwrap_or_default();
+    assert!(
+        reason.contains("deadline of 10s") && reason.contains("stage `one`"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn tasks_that_never_answer_a_cancel_do_not_hold_the_run_forever() {
+    let mut s = Sim::boot(PLAIN);
+    s.send(Event::Cancel {
+        reason: "cancelled by Ctrl-C".into(),
+    });
+    assert_eq!(s.e.status(), RunStatus::Cancelled);
+    s.now = squall::engine::STOP_GRACE_MS - 1;
+    s.send(Event::Tick);
+    assert_eq!(s.e.phase(), Phase::Stopping);
+    s.now = squall::engine::STOP_GRACE_MS;
+    s.send(Event::Tick);
+    assert_eq!(s.wind_down(), RunStatus::Cancelled);
+    let rec = s.e.record();
+    assert_eq!(rec.reason.as_deref(), Some("cancelled by Ctrl-C"));
+    assert!(
+        rec.tasks
+            .iter()
+            .all(|t| t.outcome == TaskOutcome::Cancelled)
+    );
+}
+
+#[test]
+fn a_stage_timeout_fails_the_run() {
+    let yaml = PLAIN.replace("  - name: one\n", "  - name: one\n    timeout: 30s\n");
+    let mut s = Sim::boot(&yaml);
+    s.now = 30_000;
+    s.send(Event::Tick);
+    assert_eq!(s.e.status(), RunStatus::Failed);
+    s.finish(0, TaskOutcome::Cancelled, None);
+    s.finish(1, TaskOutcome::Cancelled, None);
+    assert_eq!(s.wind_down(), RunStatus::Failed);
+    assert!(
+        s.e.record()
+            .reason
+            .unwrap_or_default()
+            .contains("exceeded its timeout of 30s")
+    );
+}
+
+#[test]
+fn a_failed_launch_waits_for_the_other_launches_then_tears_down() {
+    let yaml = r#"
+name: t
+fleet: { a: { count: 1 }, b: { count: 1 } }
+stages: [{ name: s, hosts: all, tasks: [{ shell: "true" }] }]
+"#;
+    let pb =
+        playbook::parse(Path::new("t.yml"), yaml, Path::new("."), &BTreeMap::new()).expect("valid");
+    let mut e = Engine::new(Arc::new(pb), "r".into(), BTreeMap::new(), 0);
+    let launches = e.start();
+    assert_eq!(launches.len(), 2, "one launch per group");
+    let acts = e.handle(
+        0,
+        Event::LaunchFailed {
+            group: "a".into(),
+            error: "InsufficientInstanceCapacity".into(),
+        },
+    );
+    assert!(
+        acts.is_empty(),
+        "nothing to collect or tear down while b is launching: {acts:?}"
+    );
+    let acts = e.handle(
+        1,
+        Event::Launched {
+            group: "b".into(),
+            instances: vec![Instance {
+                id: "i-b".into(),
+                state: InstanceState::Running,
+                address: "x".into(),
+                tags: BTreeMap::new(),
+            }],
+        },
+    );
+    assert_eq!(
+        acts,
+        [Action::Teardown],
+        "no bootstrap after a failure, straight to teardown"
+    );
+    assert_eq!(e.status(), RunStatus::Failed);
+}
+
+#[test]
+fn a_host_that_fails_to_bootstrap_is_left_out_when_the_group_minimum_allows() {
+    let yaml = PLAIN.replace("count: 2", "count: 2, min_count: 1");
+    let mut s = Sim::new(&yaml);
+    s.send(Event::BootstrapFailed {
+        host: 0,
+        error: "no route".into(),
+    });
+    s.send(Event::Bootstrapped { host: 1 });
+    assert_eq!(s.e.phase(), Phase::Stages);
+    assert_eq!(s.running(), [(1, 0, 0, 0, 0)]);
+    let mut s = Sim::new(PLAIN);
+    s.send(Event::BootstrapFailed {
+        host: 0,
+        error: "no route".into(),
+    });
+    s.send(Event::Bootstrapped { host: 1 });
+    assert_eq!(s.e.status(), RunStatus::Failed, "below the group's minimum");
+}
+
+#[test]
+fn shard_items_reach_tasks_as_templates_and_environment() {
+    let yaml = r#"
+name: t
+vars: { model: m1 }
+fleet: { w: { count: 1 } }
+stages:
+  - name: s
+    hosts: w
+    shards: [{ file: x.csv, n: 3 }]
+    tasks:
+      - command: [run, "{{ vars.model }}", "{{ item.file }}", "{{ item.n * 2 }}"]
+        environment: { WHERE: "{{ host.group }}" }
+        timeout: 90s
+"#;
+    let s = Sim::boot(yaml);
+    let TaskCommand::Exec(spec) = &s.running[&s.running_on(0)].1 else {
+        panic!("exec expected")
+    };
+    assert_eq!(spec.argv, ["run", "m1", "x.csv", "6"]);
+    assert_eq!(spec.env["WHERE"], "w");
+    assert_eq!(spec.env["SQUALL_ITEM"], r#"{"file":"x.csv","n":3}"#);
+    assert_eq!(spec.env["SQUALL_RUN_ID"], "run-1");
+    assert_eq!(spec.timeout_secs, Some(90));
+    assert_eq!(spec.id, "s0-u0-t0-a0");
+}

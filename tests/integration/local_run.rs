@@ -1,0 +1,544 @@
+//! The real `squall` binary end to end on the embedded local backend, with faults: a
+//! host crashed mid-stage, a failing task, the deadline, Ctrl-C, and the master itself
+//! killed while a task runs.
+//!
+//! Every test asserts on what the run left behind (run.json, the archives as GNU tar
+//! reads them, the instances' recorded state and their processes), not on log text
+//! alone. The engine's decisions in isolation are tested in `engine`.
+
+use squall::compute::{Compute, InstanceState, tags};
+use squall::local::LocalCompute;
+use squall::record::{RunRecord, RunStatus, TaskOutcome};
+use squall_tests::{Scratch, squall, squall_command, text, workspace};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn record(home: &Path, run: &str) -> RunRecord {
+    let path = home.join("store/runs").join(run).join("run.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).expect("run.json parses as a RunRecord")
+}
+
+fn archive(home: &Path, run: &str, host: &str) -> PathBuf {
+    home.join("store/runs")
+        .join(run)
+        .join("logs")
+        .join(format!("{host}.tar.gz"))
+}
+
+/// Lists an archive with GNU tar, which must accept it.
+fn gnu_tar_list(archive: &Path) -> Vec<String> {
+    let out = Command::new("tar")
+        .arg("tzf")
+        .arg(archive)
+        .output()
+        .expect("running tar");
+    assert!(
+        out.status.success(),
+        "GNU tar rejects {}: {}",
+        archive.display(),
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One file's content from an archive, through GNU tar.
+fn gnu_tar_cat(archive: &Path, member: &str) -> String {
+    let out = Command::new("tar")
+        .arg("xzOf")
+        .arg(archive)
+        .arg(member)
+        .output()
+        .expect("running tar");
+    assert!(
+        out.status.success(),
+        "{member} not in {}: {}",
+        archive.display(),
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every instance of the run is terminated and none of their processes is left.
+fn assert_nothing_left(home: &Path, run: &str) {
+    let compute = LocalCompute::new(home.join("instances"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let instances = rt
+        .block_on(compute.list_by_tag(tags::RUN, run))
+        .expect("listing instances");
+    assert!(!instances.is_empty(), "the run launched instances");
+    for i in &instances {
+        assert_eq!(
+            i.state,
+            InstanceState::Terminated,
+            "{} is left running",
+            i.id
+        );
+        assert_eq!(compute.crash(&i.id), 0, "{} still had processes", i.id);
+    }
+}
+
+fn write_playbook(dir: &Scratch, yaml: &str) -> PathBuf {
+    dir.file("pb.yml", yaml)
+}
+
+#[test]
+fn hello_runs_end_to_end_and_leaves_archives_gnu_tar_reads() {
+    let home = Scratch::new("hello");
+    let home_str = home.path.to_str().expect("utf-8");
+    let out = squall(
+        &home.path,
+        &[
+            "run",
+            "playbooks/hello.yml",
+            "--run-id",
+            "hello-1",
+            "--var",
+            "greeting=bonjour",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("run hello-1 succeeded"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("record:  {home_str}/store/runs/hello-1/run.json")),
+        "{stdout}"
+    );
+
+    let rec = record(&home.path, "hello-1");
+    assert_eq!(rec.status, RunStatus::Succeeded);
+    assert_eq!(rec.hosts.len(), 3);
+    assert_eq!(rec.tasks.len(), 6);
+    assert!(
+        rec.tasks
+            .iter()
+            .all(|t| t.exit_code == Some(0) && t.ended_at_ms >= t.started_at_ms)
+    );
+    assert_eq!(rec.vars["greeting"], "bonjour");
+    assert_eq!(rec.teardown.as_ref().map(|t| t.terminated), Some(3));
+    for (i, host) in rec.hosts.iter().enumerate() {
+        let path = archive(&home.path, "hello-1", &host.name);
+        assert_eq!(
+            host.archive.as_deref(),
+            Some(format!("runs/hello-1/logs/{}.tar.gz", host.name).as_str())
+        );
+        let members = gnu_tar_list(&path);
+        let task = rec
+            .tasks
+            .iter()
+            .find(|t| t.host == host.name)
+            .expect("a task per host");
+        assert!(
+            members.contains(&format!("tasks/{}/stdout.log", task.id)),
+            "{members:?}"
+        );
+        let said = gnu_tar_cat(&path, &format!("tasks/{}/stdout.log", task.id));
+        assert_eq!(
+            said,
+            format!("bonjour from workers-{i} ({} of 3) in run hello-1\n", i + 1)
+        );
+    }
+    let master = gnu_tar_cat(&archive(&home.path, "hello-1", "master"), "master.log");
+    assert!(master.contains("run ended"), "{master}");
+    assert_nothing_left(&home.path, "hello-1");
+}
+
+#[test]
+fn the_sharded_example_spreads_its_items_and_aggregates() {
+    let home = Scratch::new("inference");
+    let out = squall(
+        &home.path,
+        &["run", "playbooks/inference.yml", "--run-id", "inf-1"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let rec = record(&home.path, "inf-1");
+    assert_eq!(rec.status, RunStatus::Succeeded);
+    let score = rec
+        .stages
+        .iter()
+        .find(|s| s.name == "score")
+        .expect("score stage");
+    assert_eq!((score.shards_done, score.shards_total), (12, 12));
+    let workers: std::collections::BTreeSet<&str> = rec
+        .tasks
+        .iter()
+        .filter(|t| t.stage == "score")
+        .map(|t| t.host.as_str())
+        .collect();
+    assert_eq!(workers.len(), 4, "every worker took items: {workers:?}");
+    let agg = rec
+        .tasks
+        .iter()
+        .find(|t| t.stage == "aggregate")
+        .expect("aggregate ran");
+    let said = gnu_tar_cat(
+        &archive(&home.path, "inf-1", "aggregator-0"),
+        &format!("tasks/{}/stdout.log", agg.id),
+    );
+    assert_eq!(
+        said,
+        "aggregating resnet50 scores for run inf-1 on aggregator-0\n"
+    );
+    // The copied script ran on each worker: its output is in their archives.
+    let scored = rec
+        .tasks
+        .iter()
+        .find(|t| t.task.starts_with("score shard 3"))
+        .expect("shard 3 was scored");
+    let out = gnu_tar_cat(
+        &archive(&home.path, "inf-1", &scored.host),
+        &format!("tasks/{}/stdout.log", scored.id),
+    );
+    assert!(out.contains("scored 200 rows of out/input-3.csv"), "{out}");
+    assert_nothing_left(&home.path, "inf-1");
+}
+
+#[test]
+fn a_failing_task_fails_the_run_but_logs_are_shipped_and_nothing_is_left() {
+    let home = Scratch::new("fail");
+    let pb = write_playbook(
+        &home,
+        r#"
+name: failing
+fleet: { w: { count: 2 } }
+stages:
+  - name: work
+    hosts: w
+    retries: 1
+    tasks:
+      - shell: echo "attempt on {{ host.name }}"; echo "disk full" >&2; exit 3
+"#,
+    );
+    let out = squall(
+        &home.path,
+        &["run", pb.to_str().expect("utf-8"), "--run-id", "fail-1"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(squall::exit::RUN_FAILED)),
+        "{}",
+        text(&out)
+    );
+    let rec = record(&home.path, "fail-1");
+    assert_eq!(rec.status, RunStatus::Failed);
+    let reason = rec.reason.unwrap_or_default();
+    assert!(reason.contains("after 2 attempts: exit code 3"), "{reason}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&reason));
+    let failed = rec
+        .tasks
+        .iter()
+        .find(|t| t.outcome == TaskOutcome::Failed)
+        .expect("a failure");
+    let host = rec
+        .hosts
+        .iter()
+        .find(|h| h.name == failed.host)
+        .expect("its host");
+    let stderr = gnu_tar_cat(
+        &archive(&home.path, "fail-1", &host.name),
+        &format!("tasks/{}/stderr.log", failed.id),
+    );
+    assert_eq!(stderr, "disk full\n");
+    assert!(
+        rec.hosts.iter().all(|h| h.archive.is_some()),
+        "every host's logs were shipped"
+    );
+    assert_nothing_left(&home.path, "fail-1");
+}
+
+#[test]
+fn an_invalid_playbook_launches_nothing() {
+    let home = Scratch::new("invalid");
+    let pb = write_playbook(
+        &home,
+        "name: bad\nfleet: { w: { count: 1 } }\nstages:\n  - name: s\n    hosts: nope\n    tasks: [{ shell: 'true' }]\n",
+    );
+    let out = squall(&home.path, &["run", pb.to_str().expect("utf-8")]);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(squall::exit::USAGE)),
+        "{}",
+        text(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pb.yml:5:12: unknown group `nope`"),
+        "{stderr}"
+    );
+    assert!(
+        !home.path.join("instances").exists(),
+        "nothing was launched"
+    );
+}
+
+#[test]
+fn the_deadline_kills_running_tasks_collects_and_tears_down() {
+    let home = Scratch::new("deadline");
+    let pb = write_playbook(
+        &home,
+        "name: slow\ndeadline: 2s\nfleet: { w: { count: 2 } }\nstages:\n  - name: s\n    hosts: w\n    tasks:\n      - shell: echo started; sleep 60\n",
+    );
+    let started = Instant::now();
+    let out = squall(
+        &home.path,
+        &["run", pb.to_str().expect("utf-8"), "--run-id", "dl-1"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(squall::exit::DEADLINE_EXCEEDED)),
+        "{}",
+        text(&out)
+    );
+    let rec = record(&home.path, "dl-1");
+    assert_eq!(rec.status, RunStatus::DeadlineExceeded);
+    assert_eq!(rec.tasks.len(), 2);
+    assert!(
+        rec.tasks
+            .iter()
+            .all(|t| t.outcome == TaskOutcome::Cancelled),
+        "{:?}",
+        rec.tasks
+    );
+    let t = &rec.tasks[0];
+    let said = gnu_tar_cat(
+        &archive(&home.path, "dl-1", &t.host),
+        &format!("tasks/{}/stdout.log", t.id),
+    );
+    assert_eq!(said, "started\n", "output up to the cut-off is kept");
+    assert_nothing_left(&home.path, "dl-1");
+}
+
+/// Starts `squall run` in the background on a playbook whose stage runs `sleep`s.
+fn spawn_run(home: &Scratch, yaml: &str, run_id: &str) -> std::process::Child {
+    let pb = write_playbook(home, yaml);
+    squall_command(
+        &home.path,
+        &["run", pb.to_str().expect("utf-8"), "--run-id", run_id],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("starting squall")
+}
+
+/// Task folders (on any instance) whose status says running.
+fn running_tasks(home: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(instances) = std::fs::read_dir(home.join("instances")) else {
+        return out;
+    };
+    for inst in instances.flatten() {
+        let tasks = inst.path().join("home/.squall/tasks");
+        for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            let status =
+                std::fs::read_to_string(task.path().join("status.json")).unwrap_or_default();
+            if status.contains(r#""state":"running""#) {
+                out.push((inst.file_name().to_string_lossy().into_owned(), task.path()));
+            }
+        }
+    }
+    out
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("running kill")
+        .success();
+    assert!(ok, "kill {sig} {}", child.id());
+}
+
+fn finish(child: std::process::Child, limit: Duration) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("waiting for squall"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("squall (pid {pid}) did not finish within {limit:?}");
+        }
+    }
+}
+
+#[test]
+fn ctrl_c_cancels_the_run_but_still_collects_and_tears_down() {
+    let home = Scratch::new("ctrlc");
+    let child = spawn_run(
+        &home,
+        "name: slow\nfleet: { w: { count: 2 } }\nstages:\n  - name: s\n    hosts: w\n    tasks:\n      - shell: echo working; sleep 60\n",
+        "cc-1",
+    );
+    wait_until(Duration::from_secs(20), "both tasks to run", || {
+        running_tasks(&home.path).len() == 2
+    });
+    signal(&child, "-INT");
+    let out = finish(child, Duration::from_secs(40));
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(squall::exit::CANCELLED)),
+        "{}",
+        text(&out)
+    );
+    let rec = record(&home.path, "cc-1");
+    assert_eq!(rec.status, RunStatus::Cancelled);
+    assert_eq!(rec.reason.as_deref(), Some("cancelled by Ctrl-C"));
+    assert!(
+        rec.tasks
+            .iter()
+            .all(|t| t.outcome == TaskOutcome::Cancelled)
+    );
+    assert!(rec.hosts.iter().all(|h| h.archive.is_some()));
+    assert_nothing_left(&home.path, "cc-1");
+}
+
+#[test]
+fn a_host_killed_mid_stage_has_its_shards_finished_by_the_others() {
+    let home = Scratch::new("hostkill");
+    let child = spawn_run(
+        &home,
+        r#"
+name: shards
+fleet: { w: { count: 3 } }
+stages:
+  - name: work
+    hosts: w
+    shards: [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    tasks:
+      - shell: echo "item {{ item }} on {{ host.name }}"; sleep 1
+  - name: after
+    hosts: w
+    tasks:
+      - shell: echo "after on {{ host.name }}"
+"#,
+        "hk-1",
+    );
+    wait_until(Duration::from_secs(20), "tasks to run", || {
+        !running_tasks(&home.path).is_empty()
+    });
+    let (victim, _) = running_tasks(&home.path).remove(0);
+    let compute = LocalCompute::new(home.path.join("instances"));
+    assert!(compute.crash(&victim) > 0, "the victim had processes");
+    let out = finish(child, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out));
+    let rec = record(&home.path, "hk-1");
+    assert_eq!(rec.status, RunStatus::Succeeded);
+    let lost: Vec<_> = rec.hosts.iter().filter(|h| h.lost.is_some()).collect();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].instance_id, victim);
+    let work = &rec.stages[0];
+    assert_eq!((work.shards_done, work.shards_total), (9, 9));
+    let mut done: Vec<usize> = rec
+        .tasks
+        .iter()
+        .filter(|t| t.stage == "work" && t.outcome == TaskOutcome::Succeeded)
+        .filter_map(|t| t.item)
+        .collect();
+    done.sort_unstable();
+    assert_eq!(
+        done,
+        (0..9).collect::<Vec<_>>(),
+        "each item succeeded exactly once"
+    );
+    let interrupted = rec
+        .tasks
+        .iter()
+        .find(|t| t.outcome == TaskOutcome::HostLost)
+        .expect("the interrupted item is recorded");
+    assert!(
+        rec.tasks.iter().any(|t| t.item == interrupted.item
+            && t.outcome == TaskOutcome::Succeeded
+            && t.host != lost[0].name),
+        "the interrupted item finished on another host"
+    );
+    // The stage after runs on the survivors only.
+    let after: Vec<_> = rec.tasks.iter().filter(|t| t.stage == "after").collect();
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|t| t.host != lost[0].name));
+    assert_nothing_left(&home.path, "hk-1");
+}
+
+#[test]
+fn a_task_outlives_the_master_that_started_it_and_sweep_ends_it() {
+    let home = Scratch::new("orphan");
+    let child = spawn_run(
+        &home,
+        "name: orphan\nfleet: { w: { count: 1 } }\nstages:\n  - name: s\n    hosts: w\n    tasks:\n      - shell: sleep 1; echo survived\n",
+        "or-1",
+    );
+    wait_until(Duration::from_secs(20), "the task to run", || {
+        !running_tasks(&home.path).is_empty()
+    });
+    let (_, task_dir) = running_tasks(&home.path).remove(0);
+    signal(&child, "-KILL");
+    let _ = finish(child, Duration::from_secs(10));
+    wait_until(
+        Duration::from_secs(20),
+        "the orphaned task to finish",
+        || {
+            std::fs::read_to_string(task_dir.join("status.json"))
+                .is_ok_and(|s| s.contains(r#""state":"exited""#))
+        },
+    );
+    let status = std::fs::read_to_string(task_dir.join("status.json")).expect("status");
+    assert!(status.contains(r#""exit_code":0"#), "{status}");
+    assert_eq!(
+        std::fs::read_to_string(task_dir.join("stdout.log")).expect("stdout"),
+        "survived\n"
+    );
+    // The master is gone: teardown from the tags alone, in a fresh process.
+    let out = squall(&home.path, &["sweep", "--run", "or-1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("terminated 1 instance(s) of run or-1"));
+    assert_nothing_left(&home.path, "or-1");
+    let again = squall(&home.path, &["sweep", "--run", "or-1"]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("terminated 0 instance(s)"),
+        "sweep is idempotent"
+    );
+}
+
+#[test]
+fn the_workspace_has_the_required_top_level() {
+    for entry in [
+        "Cargo.toml",
+        "launcher",
+        "master",
+        "worker",
+        "playbooks",
+        "infra",
+        "tests",
+        "README.md",
+        "ARCHITECTURE.md",
+    ] {
+        assert!(workspace().join(entry).exists(), "{entry} is missing");
+    }
+}

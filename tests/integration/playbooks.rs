@@ -1,0 +1,1226 @@
+//! Playbook parsing and validation, as a user meets it.
+//!
+//! Covers: every example under `playbooks/` loads; a table of broken playbooks, each
+//! giving a diagnostic at the expected line and column with the expected message; all
+//! problems of one playbook reported at once, in line order; `squall validate` printing
+//! `file:line:column: message` with the source line and a caret; `--var` overrides.
+//!
+//! Does not cover: running playbooks (the `engine` and `local_run` modules), rendering
+//! templates for real runs, or duration parsing edge cases (unit tests in
+//! `master/src/playbook.rs`). Whether `copy` sources exist is not checked here either.
+
+use squall::playbook::{self, Diagnostic};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// `(name, source, line, column, message substring)`: parsing `source` must fail with
+/// some diagnostic at exactly `line`:`column` whose message contains the substring.
+type Case = (&'static str, &'static str, u64, u64, &'static str);
+
+/// Broken playbooks. Each is the same small valid playbook with one problem.
+///
+/// Positions are pinned as the parser reports them today; a few are known to be less
+/// precise than they could be (see the comments marked `imprecise`).
+const CASES: &[Case] = &[
+    // --- YAML syntax ---
+    (
+        "yaml_unclosed_bracket",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - command: [uname, -sm
+"#,
+        9,
+        18,
+        "unclosed bracket '['",
+    ),
+    (
+        "yaml_bad_indentation",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+   market: spot
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        5,
+        4,
+        "did not find expected key",
+    ),
+    (
+        "yaml_sequence_item_misindented",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+     - shell: echo two
+"#,
+        10,
+        6,
+        "did not find expected key",
+    ),
+    (
+        "yaml_key_over_indented",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+         timeout: 5m
+"#,
+        10,
+        17,
+        "mapping values are not allowed in this context",
+    ),
+    (
+        // imprecise: the tab is at column 1.
+        "yaml_tab_indentation",
+        "name: demo\nfleet:\n\tworkers:\n    count: 2\nstages:\n  - name: run\n    hosts: workers\n    tasks:\n      - shell: echo hi\n",
+        3,
+        2,
+        "tabs disallowed",
+    ),
+    (
+        // imprecise: `tasks` (line 8) is under-indented by one, which ends the stage's
+        // mapping early; the report is a missing field at the stage's last key.
+        "yaml_stage_key_under_indented",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+   tasks:
+      - shell: echo hi
+"#,
+        7,
+        5,
+        "missing field `tasks`",
+    ),
+    (
+        "yaml_duplicate_key",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+    count: 3
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        5,
+        5,
+        "duplicate mapping key: count",
+    ),
+    ("empty_document", "", 1, 1, "unexpected end of input"),
+    // --- unknown keys ---
+    (
+        "unknown_top_level_key",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stage:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        5,
+        1,
+        "unknown field `stage`, expected one of name, deadline, vars, fleet, stages",
+    ),
+    (
+        "unknown_stage_key",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    host: workers
+    tasks:
+      - shell: echo hi
+"#,
+        7,
+        5,
+        "unknown field `host`",
+    ),
+    (
+        "unknown_task_key",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shel: echo hi
+"#,
+        9,
+        9,
+        "unknown field `shel`",
+    ),
+    (
+        "unknown_fleet_group_key",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+    instance: t3.micro
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        5,
+        5,
+        "unknown field `instance`",
+    ),
+    // --- wrong types ---
+    (
+        "count_not_a_number",
+        r#"name: demo
+fleet:
+  workers:
+    count: "three"
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        4,
+        12,
+        "invalid u32",
+    ),
+    (
+        "count_negative",
+        r#"name: demo
+fleet:
+  workers:
+    count: -1
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        4,
+        12,
+        "invalid u32",
+    ),
+    (
+        "retries_not_a_number",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    retries: many
+    tasks:
+      - shell: echo hi
+"#,
+        8,
+        14,
+        "invalid u32",
+    ),
+    (
+        "public_ip_not_a_bool",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+    public_ip: maybe
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        5,
+        16,
+        "invalid boolean",
+    ),
+    (
+        "tasks_not_a_list",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks: echo hi
+"#,
+        8,
+        12,
+        "expected sequence start",
+    ),
+    (
+        "command_not_a_list",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - command: uname -sm
+"#,
+        9,
+        18,
+        "expected sequence start",
+    ),
+    (
+        "shards_not_a_list",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    shards: 12
+    tasks:
+      - shell: echo {{ item }}
+"#,
+        8,
+        13,
+        "expected sequence start",
+    ),
+    (
+        "fleet_not_a_mapping",
+        r#"name: demo
+fleet:
+  - workers
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        3,
+        3,
+        "expected mapping start",
+    ),
+    (
+        "instance_type_empty_list",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+    instance_type: []
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        5,
+        20,
+        "expected at least one instance type",
+    ),
+    // --- missing required fields ---
+    (
+        // imprecise: points at the last top-level key (`stages:`).
+        "missing_name",
+        r#"fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        4,
+        1,
+        "missing field `name`",
+    ),
+    (
+        // imprecise: points at the last top-level key (`stages:`).
+        "missing_fleet",
+        r#"name: demo
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        2,
+        1,
+        "missing field `fleet`",
+    ),
+    (
+        // imprecise: points at the last top-level key (`fleet:`).
+        "missing_stages",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+"#,
+        2,
+        1,
+        "missing field `stages`",
+    ),
+    (
+        // imprecise: points at the stage's last key (`tasks:`), not its start.
+        "missing_stage_hosts",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    tasks:
+      - shell: echo hi
+"#,
+        7,
+        5,
+        "missing field `hosts`",
+    ),
+    (
+        // imprecise: points at the stage's last key (`tasks:`), not its start.
+        "missing_stage_name",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        7,
+        5,
+        "missing field `name`",
+    ),
+    (
+        "missing_copy_dest",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - copy:
+          src: files/infer.sh
+"#,
+        10,
+        11,
+        "missing field `dest`",
+    ),
+    (
+        "missing_copy_dest_flow",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - copy: { src: files/infer.sh }
+"#,
+        9,
+        17,
+        "missing field `dest`",
+    ),
+    // --- empty collections ---
+    (
+        // imprecise: the document start, not `stages: []` (5:9).
+        "empty_stages",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages: []
+"#,
+        1,
+        1,
+        "expected at least one stage under `stages`",
+    ),
+    (
+        // imprecise: the stage's start, not `tasks: []` (9:12).
+        "empty_tasks",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks: []
+"#,
+        6,
+        5,
+        "expected at least one task in stage `run`",
+    ),
+    (
+        "empty_shards",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    shards: []
+    tasks:
+      - shell: echo hi
+"#,
+        8,
+        13,
+        "expected at least one item in `shards`",
+    ),
+    (
+        // imprecise: the document start, not `fleet: {}` (2:8).
+        "empty_fleet",
+        r#"name: demo
+fleet: {}
+stages:
+  - name: run
+    hosts: all
+    tasks:
+      - shell: echo hi
+"#,
+        1,
+        1,
+        "expected at least one group under `fleet`",
+    ),
+    (
+        "command_empty_list",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - command: []
+"#,
+        9,
+        18,
+        "expected `command` to be a non-empty list",
+    ),
+    // --- groups and hosts ---
+    (
+        "unknown_group_in_hosts",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+  aggregator:
+    count: 1
+stages:
+  - name: run
+    hosts: worker
+    tasks:
+      - shell: echo hi
+"#,
+        9,
+        12,
+        "unknown group `worker` in `hosts`, expected `all` or one of: aggregator, workers",
+    ),
+    (
+        // imprecise: the group's first key (`count`), not its name (3:3).
+        "group_named_all",
+        r#"name: demo
+fleet:
+  all:
+    count: 2
+stages:
+  - name: run
+    hosts: all
+    tasks:
+      - shell: echo hi
+"#,
+        4,
+        5,
+        "(not `all` or `master`), found `all`",
+    ),
+    (
+        // imprecise: the group's first key (`count`), not its name (3:3).
+        "group_named_master",
+        r#"name: demo
+fleet:
+  master:
+    count: 2
+stages:
+  - name: run
+    hosts: master
+    tasks:
+      - shell: echo hi
+"#,
+        4,
+        5,
+        "found `master`",
+    ),
+    (
+        // imprecise: the group's first key, not the value `0` (4:12).
+        "count_zero",
+        r#"name: demo
+fleet:
+  workers:
+    count: 0
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        4,
+        5,
+        "expected `count` between 1 and 1000 in group `workers`, found 0",
+    ),
+    (
+        "count_too_large",
+        r#"name: demo
+fleet:
+  workers:
+    count: 5000
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        4,
+        5,
+        "expected `count` between 1 and 1000 in group `workers`, found 5000",
+    ),
+    (
+        // imprecise: the `count` line, not `min_count: 3` (5:16).
+        "min_count_above_count",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+    min_count: 3
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        4,
+        5,
+        "expected `min_count` between 1 and `count` (2) in group `workers`, found 3",
+    ),
+    // --- durations and enums ---
+    (
+        "deadline_in_words",
+        r#"name: demo
+deadline: 3 hours
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        2,
+        11,
+        "expected a duration like 90s, 30m, 3h or 1h30m, found `3 hours`",
+    ),
+    (
+        "stage_timeout_without_unit",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    timeout: 10
+    tasks:
+      - shell: echo hi
+"#,
+        8,
+        14,
+        "expected a duration like 90s, 30m, 3h or 1h30m, found `10`",
+    ),
+    (
+        "task_timeout_zero",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+        timeout: 0s
+"#,
+        10,
+        18,
+        "found `0s`",
+    ),
+    (
+        "deadline_unknown_unit",
+        r#"name: demo
+deadline: 5q
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        2,
+        11,
+        "found `5q`",
+    ),
+    (
+        "bad_market",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+    market: cheap
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        5,
+        13,
+        "unknown variant `cheap`, expected one of on-demand, spot, spot-or-on-demand",
+    ),
+    // --- names ---
+    (
+        "name_uppercase",
+        r#"name: Demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        1,
+        7,
+        "expected a name of lowercase letters, digits and '-', starting with a letter, at most 40 characters, found `Demo`",
+    ),
+    (
+        "name_with_spaces",
+        r#"name: my demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        1,
+        7,
+        "found `my demo`",
+    ),
+    (
+        "duplicate_stage_names",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo one
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo two
+"#,
+        10,
+        11,
+        "stage name `run` is already used at line 6; stage names must be unique",
+    ),
+    (
+        "stage_name_empty",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: ""
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        6,
+        11,
+        "expected a non-empty stage name",
+    ),
+    // --- stages and tasks ---
+    (
+        // imprecise: the stage's start, not `retries: 500` (8:14).
+        "retries_over_limit",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    retries: 500
+    tasks:
+      - shell: echo hi
+"#,
+        6,
+        5,
+        "expected `retries` of at most 100, found 500",
+    ),
+    (
+        "task_without_action",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - name: forgot the command
+        timeout: 5m
+"#,
+        9,
+        9,
+        "expected one of `shell`, `command` or `copy` in this task",
+    ),
+    (
+        "task_with_shell_and_command",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: uname -sm
+        command: [uname, -sm]
+"#,
+        9,
+        9,
+        "expected only one of `shell`, `command` or `copy` in this task, found several",
+    ),
+    (
+        "bad_copy_mode",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - copy: { src: files/infer.sh, dest: bin/infer.sh, mode: "999" }
+"#,
+        9,
+        64,
+        "expected an octal file mode like \"0644\", found `999`",
+    ),
+    (
+        // imprecise: the task's start, not the key `A=B` (11:11).
+        "environment_name_with_equals",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+        environment:
+          "A=B": "1"
+"#,
+        9,
+        9,
+        "expected an environment variable name, found `A=B`",
+    ),
+    // --- templates ---
+    (
+        "template_undefined_var",
+        r#"name: demo
+vars:
+  model: resnet50
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo {{ vars.nope }}
+"#,
+        11,
+        16,
+        "template error: undefined value in `vars.nope`",
+    ),
+    (
+        "template_item_in_unsharded_stage",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo {{ item }}
+"#,
+        9,
+        16,
+        "undefined value in `item`",
+    ),
+    (
+        "template_syntax_error",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo {{ host.name
+"#,
+        9,
+        16,
+        "template error: syntax error: unexpected end of input",
+    ),
+    (
+        "template_item_missing_key",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: score
+    hosts: workers
+    shards:
+      - { input: a.csv, rows: 10 }
+      - { input: b.csv }
+    tasks:
+      - command: [./score.sh, "{{ item.input }}", "{{ item.rows }}"]
+"#,
+        12,
+        51,
+        r#"undefined value in `item.rows`; templates can use vars, run.id, host.name, host.index, host.count, host.group, item (sharded stages) and trigger (with item = {"input":"b.csv"})"#,
+    ),
+    (
+        "template_in_environment",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: ./run.sh
+        environment:
+          MODEL: "{{ vars.model }}"
+"#,
+        11,
+        18,
+        "undefined value in `vars.model`",
+    ),
+    (
+        // imprecise: the scalar's first line; the error is on its second (11:11).
+        "template_in_block_scalar",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: |
+          echo start
+          echo {{ vars.nope }}
+"#,
+        10,
+        11,
+        "undefined value in `vars.nope` (line 2 of the template)",
+    ),
+    (
+        // Index 0 and 1 render; the last host (index 2) does not.
+        "template_fails_only_on_last_host",
+        r#"name: demo
+vars:
+  parts: [a, b]
+fleet:
+  workers:
+    count: 3
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo {{ vars.parts[host.index] }}
+"#,
+        11,
+        16,
+        "template error: undefined value",
+    ),
+];
+
+fn parse(src: &str) -> Result<playbook::Loaded, playbook::Invalid> {
+    playbook::parse(
+        Path::new("broken.yml"),
+        src,
+        Path::new("."),
+        &BTreeMap::new(),
+    )
+}
+
+fn show(diags: &[Diagnostic]) -> String {
+    diags
+        .iter()
+        .map(|d| format!("{d}\n"))
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+/// Checks one table case; `Err` describes the mismatch with every diagnostic.
+fn check(&(name, src, line, column, message): &Case) -> Result<(), String> {
+    let diags = match parse(src) {
+        Ok(_) => return Err(format!("{name}: parsed without error")),
+        Err(e) => e.0,
+    };
+    let found = diags
+        .iter()
+        .find(|d| d.line == line && d.column == column && d.message.contains(message));
+    let Some(d) = found else {
+        return Err(format!(
+            "{name}: expected a diagnostic at {line}:{column} containing {message:?}, got:\n{}",
+            show(&diags)
+        ));
+    };
+    let expected_source = src.lines().nth(line as usize - 1).map(str::to_owned);
+    if d.file != Path::new("broken.yml") || d.source_line != expected_source {
+        return Err(format!(
+            "{name}: wrong file or source line (expected {expected_source:?}):\n{d:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn every_example_playbook_parses() {
+    let dir = squall_tests::workspace().join("playbooks");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("reading playbooks/")
+        .map(|e| e.expect("a playbooks/ entry").path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 2,
+        "expected at least 2 example playbooks in {}, found {files:?}",
+        dir.display()
+    );
+    for file in &files {
+        if let Err(e) = playbook::load(file, &BTreeMap::new()) {
+            panic!("{} does not load:\n{e}", file.display());
+        }
+    }
+}
+
+#[test]
+fn broken_playbooks_report_line_column_and_message() {
+    assert!(CASES.len() >= 30, "the table shrank to {}", CASES.len());
+    let mut names: Vec<&str> = CASES.iter().map(|c| c.0).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), CASES.len(), "case names must be unique");
+
+    let failures: Vec<String> = CASES.iter().filter_map(|c| check(c).err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn validate_reports_every_problem_at_once() {
+    let src = r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: setup
+    hosts: worker
+    tasks:
+      - shell: echo hi
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo {{ vars.nope }}
+  - name: finish
+    hosts: all
+    tasks:
+      - name: no action here
+"#;
+    let diags = parse(src).expect_err("three problems").0;
+    let got: Vec<(u64, u64)> = diags.iter().map(|d| (d.line, d.column)).collect();
+    assert_eq!(
+        got,
+        [(7, 12), (13, 16), (17, 9)],
+        "diagnostics:\n{}",
+        show(&diags)
+    );
+    let expected = [
+        "unknown group `worker`",
+        "undefined value in `vars.nope`",
+        "expected one of `shell`, `command` or `copy`",
+    ];
+    for (d, want) in diags.iter().zip(expected) {
+        assert!(d.message.contains(want), "{d}\nshould contain {want:?}");
+    }
+}
+
+#[test]
+fn squall_validate_prints_file_line_column() {
+    let scratch = squall_tests::Scratch::new("validate");
+    let broken = scratch.file(
+        "broken.yml",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: worker
+    tasks:
+      - shell: echo hi
+"#,
+    );
+    let path = broken.to_str().expect("a UTF-8 scratch path");
+    let out = squall_tests::squall(&scratch.path, &["validate", path]);
+    let all = squall_tests::text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(squall::exit::USAGE)),
+        "{all}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("{path}:7:12: unknown group `worker`")),
+        "{all}"
+    );
+    assert!(stderr.contains("    hosts: worker\n"), "source line: {all}");
+    let caret = stderr
+        .lines()
+        .find(|l| l.trim_end().ends_with('^'))
+        .unwrap_or_else(|| panic!("no caret line: {all}"));
+    let source = stderr
+        .lines()
+        .find(|l| l.ends_with("    hosts: worker"))
+        .expect("the source line");
+    assert_eq!(
+        caret.find('^'),
+        source.find("worker"),
+        "the caret is under the value: {all}"
+    );
+
+    let out = squall_tests::squall(&scratch.path, &["validate", "playbooks/hello.yml"]);
+    let all = squall_tests::text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(squall::exit::OK)),
+        "{all}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("playbooks/hello.yml: ok"),
+        "{all}"
+    );
+}
+
+#[test]
+fn var_overrides_apply() {
+    let src = r#"name: demo
+vars:
+  model: resnet50
+  batch: 8
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: ./infer.sh {{ vars.model }} {{ vars.batch }} {{ vars.extra }}
+"#;
+    // Without the override, `vars.extra` is undefined.
+    let diags = parse(src).expect_err("vars.extra is undefined").0;
+    assert!(
+        diags.iter().any(|d| d.message.contains("`vars.extra`")),
+        "{}",
+        show(&diags)
+    );
+
+    let overrides = BTreeMap::from([
+        ("model".to_owned(), "vit".to_owned()),
+        ("extra".to_owned(), "1".to_owned()),
+    ]);
+    let loaded = playbook::parse(Path::new("demo.yml"), src, Path::new("."), &overrides)
+        .unwrap_or_else(|e| panic!("overrides make it valid:\n{e}"));
+    let expected = BTreeMap::from([
+        ("batch".to_owned(), serde_json::json!(8)),
+        ("extra".to_owned(), serde_json::json!("1")),
+        ("model".to_owned(), serde_json::json!("vit")),
+    ]);
+    assert_eq!(loaded.vars, expected);
+    assert_eq!(
+        loaded.playbook.vars.get("model"),
+        Some(&serde_json::json!("resnet50")),
+        "the playbook as written is kept"
+    );
+}
