@@ -265,6 +265,7 @@ impl Engine {
         self.pb
             .playbook
             .fleet
+            .value
             .iter()
             .map(|(group, spec)| {
                 self.pending_launches.insert(group.clone());
@@ -438,8 +439,12 @@ impl Engine {
         let Some(stage) = self.stage.as_mut().filter(|s| s.index == key.stage) else {
             return;
         };
-        let retries = self.pb.playbook.stages[key.stage].value.retries;
-        let n_tasks = self.pb.playbook.stages[key.stage].value.tasks.len();
+        let retries = self.pb.playbook.stages.value[key.stage].value.retries;
+        let n_tasks = self.pb.playbook.stages.value[key.stage]
+            .value
+            .tasks
+            .value
+            .len();
         let unit = &mut stage.units[key.unit];
         unit.running = false;
         if stopping {
@@ -468,7 +473,11 @@ impl Engine {
         let why = describe_failure(&result);
         let task_name = self.task_name(key.stage, key.task);
         let host_name = self.hosts[host].rec.name.clone();
-        let stage_name = self.pb.playbook.stages[key.stage].value.name.value.clone();
+        let stage_name = self.pb.playbook.stages.value[key.stage]
+            .value
+            .name
+            .value
+            .clone();
         let item = item.map(|i| format!(", item {i}")).unwrap_or_default();
         let tries = if attempts == 1 {
             String::new()
@@ -500,7 +509,7 @@ impl Engine {
             }
             Phase::Stages => {
                 if let Some(s) = &self.stage {
-                    let st = &self.pb.playbook.stages[s.index].value;
+                    let st = &self.pb.playbook.stages.value[s.index].value;
                     if let Some(t) = &st.timeout
                         && now >= s.started_at_ms + t.value.0.as_millis() as u64
                     {
@@ -665,7 +674,7 @@ impl Engine {
     }
 
     fn check_groups_alive(&mut self, out: &mut Vec<Action>) {
-        for (group, spec) in &self.pb.playbook.fleet {
+        for (group, spec) in &self.pb.playbook.fleet.value {
             let live = self
                 .hosts
                 .iter()
@@ -699,7 +708,7 @@ impl Engine {
 
     fn schedule(&mut self, out: &mut Vec<Action>) {
         if self.stage.is_none() {
-            if self.next_stage == self.pb.playbook.stages.len() {
+            if self.next_stage == self.pb.playbook.stages.value.len() {
                 self.start_collect(out);
                 return;
             }
@@ -812,9 +821,9 @@ impl Engine {
 
     fn open_stage(&mut self, out: &mut Vec<Action>) {
         let index = self.next_stage;
-        let st = &self.pb.playbook.stages[index].value;
+        let st = &self.pb.playbook.stages.value[index].value;
         let groups: BTreeSet<String> = if st.hosts.value == ALL_HOSTS {
-            self.pb.playbook.fleet.keys().cloned().collect()
+            self.pb.playbook.fleet.value.keys().cloned().collect()
         } else {
             BTreeSet::from([st.hosts.value.clone()])
         };
@@ -877,8 +886,8 @@ impl Engine {
         host: HostId,
         item: Option<usize>,
     ) -> Result<(String, TaskCommand), String> {
-        let st = &self.pb.playbook.stages[key.stage].value;
-        let task: &Task = &st.tasks[key.task].value;
+        let st = &self.pb.playbook.stages.value[key.stage].value;
+        let task: &Task = &st.tasks.value[key.task].value;
         let h = &self.hosts[host];
         let count = self
             .hosts
@@ -957,11 +966,15 @@ impl Engine {
     }
 
     fn stage_name(&self, stage: usize) -> String {
-        self.pb.playbook.stages[stage].value.name.value.clone()
+        self.pb.playbook.stages.value[stage]
+            .value
+            .name
+            .value
+            .clone()
     }
 
     fn task_name(&self, stage: usize, task: usize) -> String {
-        let t = &self.pb.playbook.stages[stage].value.tasks[task].value;
+        let t = &self.pb.playbook.stages.value[stage].value.tasks.value[task].value;
         if let Some(n) = &t.name {
             return n.value.clone();
         }
@@ -989,7 +1002,12 @@ impl Engine {
         if r.outcome == TaskOutcome::Succeeded
             && let Some(stage) = self.stage.as_ref().filter(|s| s.index == key.stage)
             && stage.sharded
-            && key.task + 1 == self.pb.playbook.stages[key.stage].value.tasks.len()
+            && key.task + 1
+                == self.pb.playbook.stages.value[key.stage]
+                    .value
+                    .tasks
+                    .value
+                    .len()
         {
             self.stage_records[key.stage].shards_done += 1;
         }
@@ -1055,7 +1073,7 @@ impl Engine {
             phase: self.phase,
             stage,
             stage_index,
-            stages_total: self.pb.playbook.stages.len(),
+            stages_total: self.pb.playbook.stages.value.len(),
             units_done,
             units_total,
             sharded,

@@ -97,8 +97,8 @@ fn validate(files: &[PathBuf]) -> u8 {
             Ok(pb) => println!(
                 "{}: ok ({} stage(s), {} group(s))",
                 file.display(),
-                pb.playbook.stages.len(),
-                pb.playbook.fleet.len()
+                pb.playbook.stages.value.len(),
+                pb.playbook.fleet.value.len()
             ),
             Err(e) => {
                 eprintln!("{e}");

@@ -48,9 +48,9 @@ pub struct Playbook {
     #[serde(default)]
     pub vars: BTreeMap<String, serde_json::Value>,
     /// Named groups of workers.
-    pub fleet: BTreeMap<String, Spanned<FleetGroup>>,
+    pub fleet: Spanned<BTreeMap<String, Spanned<FleetGroup>>>,
     /// Stages, run in order; a stage starts once the previous one is done everywhere.
-    pub stages: Vec<Spanned<Stage>>,
+    pub stages: Spanned<Vec<Spanned<Stage>>>,
 }
 
 /// A named group of identical workers.
@@ -144,7 +144,7 @@ pub struct Stage {
     /// A fleet group, or `all`.
     pub hosts: Spanned<String>,
     /// Tasks run in order on each host (or for each shard item).
-    pub tasks: Vec<Spanned<Task>>,
+    pub tasks: Spanned<Vec<Spanned<Task>>>,
     /// The stage is cut off (and the run fails) after this long.
     #[serde(default)]
     pub timeout: Option<Spanned<Dur>>,
@@ -342,7 +342,7 @@ impl Loaded {
     /// The group names a stage runs on, in fleet order.
     pub fn stage_groups(&self, stage: &Stage) -> Vec<String> {
         if stage.hosts.value == ALL_HOSTS {
-            self.playbook.fleet.keys().cloned().collect()
+            self.playbook.fleet.value.keys().cloned().collect()
         } else {
             vec![stage.hosts.value.clone()]
         }
@@ -395,18 +395,57 @@ pub fn parse(
     }
 }
 
-/// serde-saphyr's message without its own location prefix and snippet.
+/// serde-saphyr's message without its own location (prefix or suffix) and snippet, with
+/// parser jargon turned into what was expected.
 fn bare_message(e: &serde_saphyr::Error) -> String {
     let text = e.without_snippet().to_string();
     let first = text.lines().next().unwrap_or_default();
     let first = first.strip_prefix("error: ").unwrap_or(first);
     // "line 4 column 5: unknown field ..." -> "unknown field ..."
-    match first.split_once(": ") {
-        Some((head, rest)) if head.starts_with("line ") && head.contains(" column ") => {
-            rest.to_owned()
+    let msg = match first.split_once(": ") {
+        Some((head, rest)) if head.starts_with("line ") && head.contains(" column ") => rest,
+        _ => first,
+    };
+    // "... at line 9, column 18" -> "..."
+    let msg = match msg.rfind(" at line ") {
+        Some(i) if msg[i..].contains(", column ") => &msg[..i],
+        _ => msg,
+    };
+    friendly(msg)
+}
+
+/// Rewrites the parser's wording of common type errors as what was expected.
+fn friendly(msg: &str) -> String {
+    let rewrites: [(&str, &str); 6] = [
+        (
+            "unexpected event: expected sequence start",
+            "expected a list, e.g. `[a, b]` or `- a` lines",
+        ),
+        (
+            "unexpected event: expected mapping start",
+            "expected a mapping of keys to values, e.g. `{ key: value }`",
+        ),
+        (
+            "unexpected event: expected string scalar",
+            "expected a string",
+        ),
+        (
+            "invalid u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("invalid u64", "expected a whole number"),
+        ("invalid bool", "expected true or false"),
+    ];
+    for (from, to) in rewrites {
+        if msg == from {
+            return to.to_owned();
         }
-        _ => first.to_owned(),
     }
+    if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        return format!("duplicate key `{key}`: each key may appear once");
+    }
+    msg.to_owned()
 }
 
 /// Turns positions into diagnostics for one file.
@@ -454,10 +493,10 @@ fn validate(pb: &Loaded, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
             ),
         ));
     }
-    if p.fleet.is_empty() {
-        out.push(at.diag(1, 1, "expected at least one group under `fleet`"));
+    if p.fleet.value.is_empty() {
+        out.push(at.at(&p.fleet, "expected at least one group under `fleet`"));
     }
-    for (name, g) in &p.fleet {
+    for (name, g) in &p.fleet.value {
         if !valid_name(name) || name == ALL_HOSTS || name == "master" {
             out.push(at.at(
                 g,
@@ -479,11 +518,11 @@ fn validate(pb: &Loaded, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
             out.push(at.at(g, format!("expected `min_count` between 1 and `count` ({}) in group `{name}`, found {min}", g.value.count)));
         }
     }
-    if p.stages.is_empty() {
-        out.push(at.diag(1, 1, "expected at least one stage under `stages`"));
+    if p.stages.value.is_empty() {
+        out.push(at.at(&p.stages, "expected at least one stage under `stages`"));
     }
     let mut seen = BTreeMap::new();
-    for stage in &p.stages {
+    for stage in &p.stages.value {
         let s = &stage.value;
         if s.name.value.trim().is_empty() {
             out.push(at.at(&s.name, "expected a non-empty stage name"));
@@ -496,9 +535,9 @@ fn validate(pb: &Loaded, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
                 ),
             ));
         }
-        let known_group = s.hosts.value == ALL_HOSTS || p.fleet.contains_key(&s.hosts.value);
+        let known_group = s.hosts.value == ALL_HOSTS || p.fleet.value.contains_key(&s.hosts.value);
         if !known_group {
-            let groups: Vec<&str> = p.fleet.keys().map(String::as_str).collect();
+            let groups: Vec<&str> = p.fleet.value.keys().map(String::as_str).collect();
             out.push(at.at(
                 &s.hosts,
                 format!(
@@ -508,9 +547,9 @@ fn validate(pb: &Loaded, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
                 ),
             ));
         }
-        if s.tasks.is_empty() {
+        if s.tasks.value.is_empty() {
             out.push(at.at(
-                stage,
+                &s.tasks,
                 format!("expected at least one task in stage `{}`", s.name.value),
             ));
         }
@@ -528,7 +567,7 @@ fn validate(pb: &Loaded, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
                 format!("expected `retries` of at most 100, found {}", s.retries),
             ));
         }
-        for task in &s.tasks {
+        for task in &s.tasks.value {
             validate_task(pb, s, task, known_group, at, out);
         }
     }
@@ -596,7 +635,7 @@ fn validate_task(
     for (group, count) in pb
         .stage_groups(stage)
         .into_iter()
-        .filter_map(|g| pb.playbook.fleet.get(&g).map(|f| (g, f.value.count)))
+        .filter_map(|g| pb.playbook.fleet.value.get(&g).map(|f| (g, f.value.count)))
     {
         let mut indices = vec![0];
         if count > 1 {

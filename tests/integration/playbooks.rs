@@ -131,7 +131,7 @@ stages:
 "#,
         5,
         5,
-        "duplicate mapping key: count",
+        "duplicate key `count`: each key may appear once",
     ),
     ("empty_document", "", 1, 1, "unexpected end of input"),
     // --- unknown keys ---
@@ -215,7 +215,7 @@ stages:
 "#,
         4,
         12,
-        "invalid u32",
+        "expected a whole number",
     ),
     (
         "count_negative",
@@ -231,7 +231,7 @@ stages:
 "#,
         4,
         12,
-        "invalid u32",
+        "expected a whole number",
     ),
     (
         "retries_not_a_number",
@@ -248,7 +248,7 @@ stages:
 "#,
         8,
         14,
-        "invalid u32",
+        "expected a whole number",
     ),
     (
         "public_ip_not_a_bool",
@@ -280,7 +280,7 @@ stages:
 "#,
         8,
         12,
-        "expected sequence start",
+        "expected a list",
     ),
     (
         "command_not_a_list",
@@ -296,7 +296,7 @@ stages:
 "#,
         9,
         18,
-        "expected sequence start",
+        "expected a list",
     ),
     (
         "shards_not_a_list",
@@ -313,7 +313,7 @@ stages:
 "#,
         8,
         13,
-        "expected sequence start",
+        "expected a list",
     ),
     (
         "fleet_not_a_mapping",
@@ -328,7 +328,7 @@ stages:
 "#,
         3,
         3,
-        "expected mapping start",
+        "expected a mapping of keys to values",
     ),
     (
         "instance_type_empty_list",
@@ -457,7 +457,6 @@ stages:
     ),
     // --- empty collections ---
     (
-        // imprecise: the document start, not `stages: []` (5:9).
         "empty_stages",
         r#"name: demo
 fleet:
@@ -465,12 +464,11 @@ fleet:
     count: 2
 stages: []
 "#,
-        1,
-        1,
+        5,
+        9,
         "expected at least one stage under `stages`",
     ),
     (
-        // imprecise: the stage's start, not `tasks: []` (9:12).
         "empty_tasks",
         r#"name: demo
 fleet:
@@ -481,8 +479,8 @@ stages:
     hosts: workers
     tasks: []
 "#,
-        6,
-        5,
+        8,
+        12,
         "expected at least one task in stage `run`",
     ),
     (
@@ -503,7 +501,6 @@ stages:
         "expected at least one item in `shards`",
     ),
     (
-        // imprecise: the document start, not `fleet: {}` (2:8).
         "empty_fleet",
         r#"name: demo
 fleet: {}
@@ -513,8 +510,8 @@ stages:
     tasks:
       - shell: echo hi
 "#,
-        1,
-        1,
+        2,
+        8,
         "expected at least one group under `fleet`",
     ),
     (
