@@ -3,18 +3,21 @@
 //! (`main.rs`) only parses the command line and calls in here.
 //!
 //! Start at [`engine`] (the run as a state machine, no IO) and [`runner`] (which drives
-//! it through [`compute`], [`transport`] and [`store`]). The agent that runs on hosts is
+//! it through [`compute`], [`transport`] and [`store`]). Backends: [`local`] (embedded),
+//! [`ssh`] with [`inventory`] (machines you already have). The agent that runs on hosts is
 //! the `squall-worker` crate; the Lambda is the `squall-launcher` crate.
 
 pub mod compute;
 pub mod engine;
 pub mod exit;
+pub mod inventory;
 pub mod local;
 pub mod playbook;
 pub mod progress;
 pub mod record;
 pub mod runid;
 pub mod runner;
+pub mod ssh;
 pub mod store;
 pub mod template;
 pub mod transport;

@@ -5,7 +5,7 @@
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use squall::compute::{self, Compute, InstanceState, tags};
-use squall::{exit, local, playbook, runid, runner};
+use squall::{exit, local, playbook, runid, runner, ssh};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,10 @@ enum Command {
         /// Plain log lines even on a terminal.
         #[arg(long)]
         no_progress: bool,
+        /// Run on the hosts of this static inventory, over SSH, instead of local
+        /// instances.
+        #[arg(long, value_name = "FILE")]
+        inventory: Option<PathBuf>,
     },
     /// Check playbooks and print every problem with its file, line and column.
     Validate {
@@ -78,7 +82,16 @@ fn main() -> ExitCode {
             run_id,
             agent,
             no_progress,
-        } => run(&playbook, &vars, &home, run_id, agent, no_progress),
+            inventory,
+        } => run(&RunArgs {
+            file: &playbook,
+            vars: &vars,
+            home: &home,
+            run_id,
+            agent,
+            no_progress,
+            inventory: inventory.as_deref(),
+        }),
         Command::Sweep { home, run } => sweep(&home, run.as_deref()),
     };
     match result {
@@ -131,14 +144,56 @@ fn default_agent() -> anyhow::Result<PathBuf> {
     }
 }
 
-fn run(
-    file: &Path,
-    vars: &[String],
-    home: &Path,
+/// `squall run`'s arguments.
+#[derive(Debug)]
+struct RunArgs<'a> {
+    file: &'a Path,
+    vars: &'a [String],
+    home: &'a Path,
     run_id: Option<String>,
     agent: Option<PathBuf>,
     no_progress: bool,
-) -> anyhow::Result<u8> {
+    inventory: Option<&'a Path>,
+}
+
+/// The backends for a run: local instances, or an inventory's hosts over SSH.
+fn backends(
+    home: &Path,
+    inventory: Option<&Path>,
+) -> anyhow::Result<Option<(runner::Backends, Option<Arc<ssh::SshTransport>>)>> {
+    let Some(inv) = inventory else {
+        return Ok(Some((local::backends(home), None)));
+    };
+    let inv = match squall::inventory::load(inv, &home.join("ssh")) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(None);
+        }
+    };
+    let control_dir = std::env::temp_dir().join(format!("squall-ssh-{}", std::process::id()));
+    std::fs::create_dir_all(&control_dir)
+        .with_context(|| format!("failed to create {}", control_dir.display()))?;
+    let transport = Arc::new(ssh::SshTransport::new(
+        ssh::SshOptions {
+            control_dir,
+            ..ssh::SshOptions::default()
+        },
+        None,
+    ));
+    let compute = squall::inventory::InventoryCompute::new(inv, transport.clone());
+    let b = runner::Backends {
+        compute: Arc::new(compute),
+        transport: transport.clone(),
+        store: Arc::new(local::LocalStore::new(home.join("store"))),
+    };
+    Ok(Some((b, Some(transport))))
+}
+
+fn run(args: &RunArgs<'_>) -> anyhow::Result<u8> {
+    let RunArgs {
+        file, vars, home, ..
+    } = *args;
     let overrides = parse_vars(vars)?;
     let pb = match playbook::load(file, &overrides) {
         Ok(pb) => pb,
@@ -148,8 +203,8 @@ fn run(
         }
         Err(e) => return Err(e.into()),
     };
-    let agent_binary = match agent {
-        Some(a) => a,
+    let agent_binary = match &args.agent {
+        Some(a) => a.clone(),
         None => default_agent()?,
     };
     std::fs::create_dir_all(home)
@@ -158,13 +213,18 @@ fn run(
         .canonicalize()
         .with_context(|| format!("failed to resolve {}", home.display()))?;
     let now = runner::now_ms() / 1000;
-    let run_id =
-        run_id.unwrap_or_else(|| runid::manual(&pb.playbook.name.value, now, runid::nonce()));
+    let run_id = args
+        .run_id
+        .clone()
+        .unwrap_or_else(|| runid::manual(&pb.playbook.name.value, now, runid::nonce()));
+    let Some((run_backends, ssh_transport)) = backends(&home, args.inventory)? else {
+        return Ok(exit::USAGE);
+    };
     let log_dir = home.join("master-logs");
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("failed to create {}", log_dir.display()))?;
     let master_log = log_dir.join(format!("{run_id}.log"));
-    let live = !no_progress && std::io::stderr().is_terminal();
+    let live = !args.no_progress && std::io::stderr().is_terminal();
     init_tracing(&master_log, live)?;
 
     let trigger = BTreeMap::from([
@@ -185,7 +245,13 @@ fn run(
         handle_signals: true,
     };
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
-    let summary = rt.block_on(runner::run(Arc::new(pb), local::backends(&home), opts))?;
+    let summary = rt.block_on(async {
+        let summary = runner::run(Arc::new(pb), run_backends, opts).await;
+        if let Some(ssh) = ssh_transport {
+            ssh.close_all().await;
+        }
+        summary
+    })?;
     let rec = &summary.record;
     let took = rec.ended_at_ms.unwrap_or(rec.started_at_ms) - rec.started_at_ms;
     println!(

@@ -29,8 +29,12 @@ use tokio::task::JoinSet;
 
 /// Where the agent lives on every host, relative to the login home.
 pub const AGENT_PATH: &str = ".squall/bin/squall-worker";
-/// The agent's root on every host, relative to the login home.
-pub const AGENT_ROOT: &str = ".squall";
+
+/// The agent's root for one run on every host, relative to the login home. One root
+/// per run keeps task ids apart on hosts that serve many runs (a static inventory).
+pub fn agent_root(run_id: &str) -> String {
+    format!(".squall/runs/{run_id}")
+}
 
 /// The seams a run uses.
 #[derive(Debug, Clone)]
@@ -90,6 +94,8 @@ pub fn now_ms() -> u64 {
 struct Ctx {
     b: Backends,
     opts: RunOptions,
+    /// sha256 of the agent binary, hex: an up-to-date agent is not uploaded again.
+    agent_sha256: Option<String>,
     deadline_tag: String,
     tx: mpsc::UnboundedSender<Event>,
 }
@@ -107,9 +113,11 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
     // have passed.
     let grace = (crate::engine::STOP_GRACE_MS + crate::engine::COLLECT_GRACE_MS) / 1000;
     let deadline_tag = (engine.deadline_at_ms() / 1000 + grace).to_string();
+    let agent_sha256 = file_sha256(&opts.agent_binary).await;
     let ctx = Arc::new(Ctx {
         b: b.clone(),
         opts: opts.clone(),
+        agent_sha256,
         deadline_tag,
         tx,
     });
@@ -370,12 +378,37 @@ pub fn client_token(run_id: &str, group: &str) -> String {
     digest.iter().take(32).map(|b| format!("{b:02x}")).collect()
 }
 
+/// sha256 of a local file, hex; None when it cannot be read (then the agent is always
+/// uploaded, and the upload reports the error).
+async fn file_sha256(path: &std::path::Path) -> Option<String> {
+    use sha2::Digest;
+    let bytes = tokio::fs::read(path).await.ok()?;
+    Some(
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
+/// Installs the agent unless the host already has this exact binary.
 async fn bootstrap(ctx: &Ctx, host: HostId, inst: Instance) {
-    let r = ctx
-        .b
-        .transport
-        .put_file(&inst, &ctx.opts.agent_binary, AGENT_PATH, 0o755)
-        .await;
+    let check = ["sha256sum".to_owned(), AGENT_PATH.to_owned()];
+    let up_to_date = match (&ctx.agent_sha256, ctx.b.transport.run(&inst, &check).await) {
+        (Some(want), Ok(out)) => {
+            out.code == Some(0) && String::from_utf8_lossy(&out.stdout).starts_with(want.as_str())
+        }
+        _ => false,
+    };
+    let r = if up_to_date {
+        tracing::info!(host = %inst.id, "agent already installed");
+        Ok(())
+    } else {
+        ctx.b
+            .transport
+            .put_file(&inst, &ctx.opts.agent_binary, AGENT_PATH, 0o755)
+            .await
+    };
     let event = match r {
         Ok(()) => Event::Bootstrapped { host },
         Err(e) => Event::BootstrapFailed {
@@ -386,8 +419,8 @@ async fn bootstrap(ctx: &Ctx, host: HostId, inst: Instance) {
     let _ = ctx.tx.send(event);
 }
 
-fn agent_argv(req: &Request) -> Vec<String> {
-    req.argv(AGENT_PATH, AGENT_ROOT)
+fn agent_argv(ctx: &Ctx, req: &Request) -> Vec<String> {
+    req.argv(AGENT_PATH, &agent_root(&ctx.opts.run_id))
 }
 
 /// Parses the last JSON line an agent printed.
@@ -466,11 +499,21 @@ async fn exec_task(
     spec: squall_worker::TaskSpec,
 ) -> Result<TaskStatus, TaskError> {
     let id = spec.id.clone();
-    let start = agent_argv(&Request::Start(spec));
-    let wait = agent_argv(&Request::Wait {
-        id: id.clone(),
-        timeout_secs: ctx.opts.wait_poll_secs,
-    });
+    // `start` also waits, so a short task costs one round trip.
+    let start = agent_argv(
+        ctx,
+        &Request::Start {
+            spec,
+            wait_secs: ctx.opts.wait_poll_secs,
+        },
+    );
+    let wait = agent_argv(
+        ctx,
+        &Request::Wait {
+            id: id.clone(),
+            timeout_secs: ctx.opts.wait_poll_secs,
+        },
+    );
     let mut started = false;
     let mut errors = 0;
     loop {
@@ -545,10 +588,13 @@ fn to_result(s: &TaskStatus, fallback_start: u64) -> TaskResult {
 }
 
 async fn cancel_task(ctx: &Ctx, key: TaskKey, inst: Instance) {
-    let argv = agent_argv(&Request::Cancel {
-        id: key.agent_id(),
-        grace_secs: 10,
-    });
+    let argv = agent_argv(
+        ctx,
+        &Request::Cancel {
+            id: key.agent_id(),
+            grace_secs: 10,
+        },
+    );
     match ctx.b.transport.run(&inst, &argv).await {
         Ok(out) if out.code == Some(agent_exit::OK) => {}
         Ok(out) => {
@@ -581,7 +627,7 @@ async fn pipe_to_store(ctx: &Ctx, inst: &Instance, key: &str) -> Result<u64, Str
         inner: reader,
         ok: ok.clone(),
     };
-    let argv = agent_argv(&Request::Pack);
+    let argv = agent_argv(ctx, &Request::Pack);
     let pull = async move {
         let mut writer = writer;
         let r = ctx.b.transport.stream(inst, &argv, &mut writer).await;

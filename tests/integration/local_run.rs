@@ -351,8 +351,18 @@ fn running_tasks(home: &Path) -> Vec<(String, PathBuf)> {
         return out;
     };
     for inst in instances.flatten() {
-        let tasks = inst.path().join("home/.squall/tasks");
-        for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+        let runs = inst.path().join("home/.squall/runs");
+        let task_dirs = std::fs::read_dir(&runs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|run| {
+                std::fs::read_dir(run.path().join("tasks"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            });
+        for task in task_dirs {
             let status =
                 std::fs::read_to_string(task.path().join("status.json")).unwrap_or_default();
             if status.contains(r#""state":"running""#) {

@@ -163,8 +163,10 @@ pub fn task_dir(root: &Path, id: &str) -> PathBuf {
 /// builds agent command lines by hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Start a task detached; idempotent for an id that already exists.
-    Start(TaskSpec),
+    /// Start a task detached; idempotent for an id that already exists. With
+    /// `wait_secs > 0`, then wait up to that long for it to end (one round trip for a
+    /// short task); exits [`exit::STILL_RUNNING`] if it has not.
+    Start { spec: TaskSpec, wait_secs: u64 },
     /// Print a task's status.
     Status { id: String },
     /// Wait up to `timeout_secs` for a task to finish.
@@ -183,8 +185,11 @@ impl Request {
     pub fn argv(&self, agent: &str, root: &str) -> Vec<String> {
         let mut argv = vec![agent.to_owned(), "--root".to_owned(), root.to_owned()];
         match self {
-            Request::Start(spec) => {
+            Request::Start { spec, wait_secs } => {
                 argv.extend(["start".to_owned(), "--id".to_owned(), spec.id.clone()]);
+                if *wait_secs > 0 {
+                    argv.extend(["--wait-secs".to_owned(), wait_secs.to_string()]);
+                }
                 if let Some(t) = spec.timeout_secs {
                     argv.extend(["--timeout-secs".to_owned(), t.to_string()]);
                 }
@@ -247,7 +252,7 @@ mod tests {
             cwd: None,
             timeout_secs: Some(5),
         };
-        let argv = Request::Start(spec).argv("/bin/agent", "/r");
+        let argv = Request::Start { spec, wait_secs: 2 }.argv("/bin/agent", "/r");
         assert_eq!(
             argv,
             [
@@ -257,6 +262,8 @@ mod tests {
                 "start",
                 "--id",
                 "t1",
+                "--wait-secs",
+                "2",
                 "--timeout-secs",
                 "5",
                 "--env",

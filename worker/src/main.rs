@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: squall-worker [--root DIR] COMMAND
 commands:
-  start --id ID [--timeout-secs N] [--cwd DIR] [--env K=V]... -- PROGRAM [ARG]...
+  start --id ID [--timeout-secs N] [--wait-secs N] [--cwd DIR] [--env K=V]... -- PROGRAM [ARG]...
   status --id ID
   wait --id ID --timeout-secs N
   cancel (--id ID | --all) --grace-secs N
@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Debug, PartialEq, Eq)]
 enum Cmd {
     Help,
-    Start(TaskSpec),
+    Start { spec: TaskSpec, wait_secs: u64 },
     Supervise { id: String },
     Status { id: String },
     Wait { id: String, timeout_secs: u64 },
@@ -74,7 +74,10 @@ fn run(cli: Cli) -> Result<i32> {
     let root = std::path::absolute(&root).map_err(|e| AgentError::io("resolving", &root, e))?;
     match cli.command {
         Cmd::Help => Ok(exit::OK),
-        Cmd::Start(mut spec) => {
+        Cmd::Start {
+            mut spec,
+            wait_secs,
+        } => {
             // A relative working directory is relative to where `start` was run (the
             // login home over SSH), as `cd` would have it, not to the agent root.
             if let Some(cwd) = spec.cwd.take() {
@@ -82,8 +85,16 @@ fn run(cli: Cli) -> Result<i32> {
                     std::path::absolute(&cwd).map_err(|e| AgentError::io("resolving", &cwd, e))?,
                 );
             }
-            print_statuses(&[agent::start(&root, &spec)?])?;
-            Ok(exit::OK)
+            let mut status = agent::start(&root, &spec)?;
+            if wait_secs > 0 && !status.state.is_final() {
+                status = agent::wait(&root, &spec.id, wait_secs)?.unwrap_or(status);
+            }
+            print_statuses(std::slice::from_ref(&status))?;
+            Ok(if wait_secs > 0 && !status.state.is_final() {
+                exit::STILL_RUNNING
+            } else {
+                exit::OK
+            })
         }
         Cmd::Supervise { id } => {
             agent::check_id(&id)?;
@@ -194,6 +205,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
         match arg.as_str() {
             "--id" => flags.id = Some(text(value(&mut args)?)?),
             "--timeout-secs" => flags.timeout_secs = Some(number(&arg, value(&mut args)?)?),
+            "--wait-secs" => flags.wait_secs = Some(number(&arg, value(&mut args)?)?),
             "--grace-secs" => flags.grace_secs = Some(number(&arg, value(&mut args)?)?),
             "--cwd" => flags.cwd = Some(PathBuf::from(value(&mut args)?)),
             "--env" => {
@@ -213,17 +225,23 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
     }
     let command = match command.as_str() {
         "start" => {
-            flags.allow(&command, &["--id", "--timeout-secs", "--cwd", "--env"])?;
+            flags.allow(
+                &command,
+                &["--id", "--timeout-secs", "--wait-secs", "--cwd", "--env"],
+            )?;
             if rest.is_empty() {
                 return Err(usage("start needs `-- PROGRAM [ARG]...`"));
             }
-            Cmd::Start(TaskSpec {
-                id: flags.id(&command)?,
-                argv: rest,
-                env: flags.env,
-                cwd: flags.cwd,
-                timeout_secs: flags.timeout_secs,
-            })
+            Cmd::Start {
+                wait_secs: flags.wait_secs.unwrap_or(0),
+                spec: TaskSpec {
+                    id: flags.id(&command)?,
+                    argv: rest,
+                    env: flags.env,
+                    cwd: flags.cwd,
+                    timeout_secs: flags.timeout_secs,
+                },
+            }
         }
         "supervise" => {
             flags.allow(&command, &["--id"])?;
@@ -277,6 +295,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
 struct Flags {
     id: Option<String>,
     timeout_secs: Option<u64>,
+    wait_secs: Option<u64>,
     grace_secs: Option<u64>,
     cwd: Option<PathBuf>,
     env: BTreeMap<String, String>,
@@ -289,6 +308,7 @@ impl Flags {
         let given = [
             ("--id", self.id.is_some()),
             ("--timeout-secs", self.timeout_secs.is_some()),
+            ("--wait-secs", self.wait_secs.is_some()),
             ("--grace-secs", self.grace_secs.is_some()),
             ("--cwd", self.cwd.is_some()),
             ("--env", !self.env.is_empty()),
@@ -343,7 +363,13 @@ mod tests {
             timeout_secs: Some(5),
         };
         let cases = [
-            (Request::Start(spec.clone()), Cmd::Start(spec)),
+            (
+                Request::Start {
+                    spec: spec.clone(),
+                    wait_secs: 3,
+                },
+                Cmd::Start { spec, wait_secs: 3 },
+            ),
             (
                 Request::Status { id: "a".into() },
                 Cmd::Status { id: "a".into() },

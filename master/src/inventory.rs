@@ -1,0 +1,373 @@
+//! Static inventory: run playbooks on machines you already have, over SSH.
+//!
+//! An inventory file maps playbook groups to hosts (address, port, user, key, known
+//! host key). [`InventoryCompute`] "launches" a group by leasing the first `count` of its
+//! hosts to the run and "terminates" them by cancelling the run's tasks and removing the
+//! run's agent folder: a static host is cleaned, never powered off. Reaching hosts is
+//! [`crate::ssh::SshTransport`]'s job.
+//!
+//! ```yaml
+//! defaults:                  # optional; each host may override any of these
+//!   user: deploy
+//!   port: 22
+//!   key: ~/.ssh/id_ed25519
+//!   known_hosts: known_hosts # relative to the inventory file
+//! groups:
+//!   workers:
+//!     - { name: gpu-1, address: 10.0.0.5 }
+//!     - { name: gpu-2, address: 10.0.0.6, host_key: "ssh-ed25519 AAAA..." }
+//! ```
+
+use crate::compute::{Compute, ComputeError, Instance, InstanceState, LaunchRequest, tags};
+use crate::playbook::{Diagnostic, Invalid};
+use crate::runner::{AGENT_PATH, agent_root};
+use crate::ssh::{SshTarget, SshTransport};
+use crate::transport::Transport;
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The inventory file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryFile {
+    #[serde(default)]
+    pub defaults: HostSettings,
+    /// Playbook group name -> its hosts.
+    pub groups: BTreeMap<String, Vec<Spanned<InventoryHost>>>,
+}
+
+/// Connection settings that hosts inherit from `defaults`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSettings {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Private key file (`~/` is expanded; relative to the inventory file).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// known_hosts file holding the hosts' keys.
+    #[serde(default)]
+    pub known_hosts: Option<String>,
+}
+
+/// One host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryHost {
+    /// Unique in the inventory (default: the address).
+    #[serde(default)]
+    pub name: Option<String>,
+    pub address: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub known_hosts: Option<String>,
+    /// The host's public key (`ssh-ed25519 AAAA...`), instead of a known_hosts file.
+    #[serde(default)]
+    pub host_key: Option<String>,
+}
+
+/// A loaded inventory: every host with its complete SSH settings.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub groups: BTreeMap<String, Vec<SshTarget>>,
+}
+
+/// Reads an inventory. Host keys given inline are written to a known_hosts file in
+/// `state_dir`.
+pub fn load(path: &Path, state_dir: &Path) -> Result<Inventory, Invalid> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| one(path, 0, 0, format!("failed to read the inventory: {e}")))?;
+    let file: InventoryFile = serde_saphyr::from_str(&text).map_err(|e| {
+        let (l, c) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        let msg = e.without_snippet().to_string();
+        let msg = msg
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned();
+        one(path, l, c, msg)
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &str| -> PathBuf {
+        match p.strip_prefix("~/") {
+            Some(rest) => std::env::var_os("HOME")
+                .map_or_else(|| PathBuf::from(p), |h| PathBuf::from(h).join(rest)),
+            None => base.join(p),
+        }
+    };
+    let mut problems = Vec::new();
+    let mut groups = BTreeMap::new();
+    let mut names = BTreeMap::new();
+    let mut inline_keys = String::new();
+    let inline_file = state_dir.join("inventory_known_hosts");
+    for (group, hosts) in &file.groups {
+        let mut targets = Vec::new();
+        for h in hosts {
+            let (l, c) = (h.referenced.line(), h.referenced.column());
+            let v = &h.value;
+            let name = v.name.clone().unwrap_or_else(|| v.address.clone());
+            if names.insert(name.clone(), l).is_some() {
+                problems.push(diag(
+                    path,
+                    &text,
+                    l,
+                    c,
+                    format!("host name `{name}` appears twice; names must be unique"),
+                ));
+            }
+            let d = &file.defaults;
+            let user = v.user.clone().or_else(|| d.user.clone());
+            let key = v.key.clone().or_else(|| d.key.clone());
+            let port = v.port.or(d.port).unwrap_or(22);
+            let known_hosts = match (
+                &v.host_key,
+                v.known_hosts.as_ref().or(d.known_hosts.as_ref()),
+            ) {
+                (Some(k), _) => {
+                    let who = if port == 22 {
+                        v.address.clone()
+                    } else {
+                        format!("[{}]:{port}", v.address)
+                    };
+                    inline_keys.push_str(&format!("{who} {}\n", k.trim()));
+                    Some(inline_file.clone())
+                }
+                (None, Some(f)) => Some(resolve(f)),
+                (None, None) => None,
+            };
+            match (user, key, known_hosts) {
+                (Some(user), Some(key), Some(known_hosts)) => targets.push(SshTarget {
+                    name,
+                    address: v.address.clone(),
+                    port,
+                    user,
+                    key: resolve(&key),
+                    known_hosts,
+                }),
+                (user, key, kh) => {
+                    let missing: Vec<&str> = [
+                        ("user", user.is_none()),
+                        ("key", key.is_none()),
+                        ("known_hosts or host_key", kh.is_none()),
+                    ]
+                    .iter()
+                    .filter(|(_, m)| *m)
+                    .map(|(n, _)| *n)
+                    .collect();
+                    problems.push(diag(
+                        path,
+                        &text,
+                        l,
+                        c,
+                        format!(
+                            "host `{name}` has no {} (set it on the host or under `defaults`)",
+                            missing.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        groups.insert(group.clone(), targets);
+    }
+    if !problems.is_empty() {
+        return Err(Invalid(problems));
+    }
+    if !inline_keys.is_empty() {
+        std::fs::create_dir_all(state_dir)
+            .and_then(|()| std::fs::write(&inline_file, inline_keys))
+            .map_err(|e| {
+                one(
+                    &inline_file,
+                    0,
+                    0,
+                    format!("failed to write known host keys: {e}"),
+                )
+            })?;
+    }
+    Ok(Inventory { groups })
+}
+
+fn diag(path: &Path, text: &str, line: u64, column: u64, message: String) -> Diagnostic {
+    Diagnostic {
+        file: path.to_owned(),
+        line,
+        column,
+        message,
+        source_line: (line > 0)
+            .then(|| text.lines().nth((line - 1) as usize))
+            .flatten()
+            .map(str::to_owned),
+    }
+}
+
+fn one(path: &Path, line: u64, column: u64, message: String) -> Invalid {
+    Invalid(vec![Diagnostic {
+        file: path.to_owned(),
+        line,
+        column,
+        message,
+        source_line: None,
+    }])
+}
+
+#[derive(Debug, Clone)]
+struct Lease {
+    instance: Instance,
+}
+
+/// `Compute` over a static inventory. See the module docs.
+#[derive(Debug)]
+pub struct InventoryCompute {
+    inventory: Inventory,
+    transport: Arc<SshTransport>,
+    leases: Mutex<BTreeMap<String, Lease>>,
+}
+
+impl InventoryCompute {
+    /// Registers every host with `transport` under its name.
+    pub fn new(inventory: Inventory, transport: Arc<SshTransport>) -> Self {
+        for t in inventory.groups.values().flatten() {
+            transport.register(&t.name, t.clone());
+        }
+        InventoryCompute {
+            inventory,
+            transport,
+            leases: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn leases(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, Lease>>, ComputeError> {
+        self.leases.lock().map_err(|_| ComputeError::Failed {
+            op: "inventory",
+            detail: "lease table poisoned".into(),
+        })
+    }
+
+    /// Cancels the run's tasks on a host and removes its agent folder.
+    async fn clean(&self, inst: &Instance) -> Result<(), String> {
+        let Some(run) = inst.tag(tags::RUN) else {
+            return Ok(());
+        };
+        let root = agent_root(run);
+        let cancel = squall_worker::Request::CancelAll { grace_secs: 5 }.argv(AGENT_PATH, &root);
+        let _ = self.transport.run(inst, &cancel).await;
+        let rm = ["rm".to_owned(), "-rf".to_owned(), "--".to_owned(), root];
+        match self.transport.run(inst, &rm).await {
+            Ok(out) if out.code == Some(0) => Ok(()),
+            Ok(out) => Err(format!(
+                "cleaning {} failed: {}",
+                inst.id,
+                out.stderr_tail()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+impl Compute for InventoryCompute {
+    async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, ComputeError> {
+        let Some(hosts) = self.inventory.groups.get(&req.group) else {
+            return Err(ComputeError::Capacity {
+                group: req.group.clone(),
+                detail: "the inventory has no such group".into(),
+            });
+        };
+        let mut leases = self.leases()?;
+        let mut out = Vec::new();
+        for t in hosts.iter().take(req.spec.count as usize) {
+            let taken = leases.get(&t.name).is_some_and(|l| {
+                l.instance.state == InstanceState::Running
+                    && l.instance.tag(tags::RUN) != Some(req.run_id.as_str())
+            });
+            if taken {
+                continue;
+            }
+            let mut tags = req.tags.clone();
+            tags.insert(tags::NAME.into(), t.name.clone());
+            let instance = Instance {
+                id: t.name.clone(),
+                state: InstanceState::Running,
+                address: t.address.clone(),
+                tags,
+            };
+            leases.insert(
+                t.name.clone(),
+                Lease {
+                    instance: instance.clone(),
+                },
+            );
+            out.push(instance);
+        }
+        if (out.len() as u32) < req.spec.min() {
+            return Err(ComputeError::Capacity {
+                group: req.group.clone(),
+                detail: format!(
+                    "the inventory has {} free host(s), the group needs {}",
+                    out.len(),
+                    req.spec.min()
+                ),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>, ComputeError> {
+        let leases = self.leases()?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| leases.get(id).map(|l| l.instance.clone()))
+            .collect())
+    }
+
+    async fn list_by_tag(&self, key: &str, value: &str) -> Result<Vec<Instance>, ComputeError> {
+        let leases = self.leases()?;
+        Ok(leases
+            .values()
+            .filter(|l| l.instance.tag(key) == Some(value))
+            .map(|l| l.instance.clone())
+            .collect())
+    }
+
+    async fn terminate(&self, ids: &[String]) -> Result<(), ComputeError> {
+        let targets: Vec<Instance> = {
+            let leases = self.leases()?;
+            ids.iter()
+                .filter_map(|id| leases.get(id))
+                .filter(|l| l.instance.state != InstanceState::Terminated)
+                .map(|l| l.instance.clone())
+                .collect()
+        };
+        let mut errors = Vec::new();
+        for inst in &targets {
+            if let Err(e) = self.clean(inst).await {
+                tracing::warn!(host = %inst.id, "cleaning failed: {e}");
+                errors.push(e);
+            }
+            if let Some(l) = self.leases()?.get_mut(&inst.id) {
+                l.instance.state = InstanceState::Terminated;
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            // The hosts are released either way; say what could not be cleaned.
+            Err(ComputeError::Failed {
+                op: "clean",
+                detail: errors.join("; "),
+            })
+        }
+    }
+}
