@@ -5,6 +5,7 @@
 //! crate starts no servers of its own yet; the SSH and AWS harnesses join it with their
 //! issues.
 
+pub mod sshd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};

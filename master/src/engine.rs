@@ -681,10 +681,24 @@ impl Engine {
                 .filter(|h| &h.rec.group == group && h.live() && h.ready)
                 .count() as u32;
             if live < spec.value.min() {
-                let msg = format!(
+                let losses: Vec<String> = self
+                    .hosts
+                    .iter()
+                    .filter(|h| &h.rec.group == group)
+                    .filter_map(|h| {
+                        h.rec
+                            .lost
+                            .as_ref()
+                            .map(|l| format!("{}: {}", h.rec.name, l.reason))
+                    })
+                    .collect();
+                let mut msg = format!(
                     "group `{group}` has {live} ready host(s), fewer than the {} required",
                     spec.value.min()
                 );
+                if !losses.is_empty() {
+                    msg.push_str(&format!("; {}", losses.join("; ")));
+                }
                 self.fail(RunStatus::Failed, msg, out);
                 return;
             }

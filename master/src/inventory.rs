@@ -1,8 +1,9 @@
 //! Static inventory: run playbooks on machines you already have, over SSH.
 //!
 //! An inventory file maps playbook groups to hosts (address, port, user, key, known
-//! host key). [`InventoryCompute`] "launches" a group by leasing the first `count` of its
-//! hosts to the run and "terminates" them by cancelling the run's tasks and removing the
+//! host key). As with Ansible, a group is all of its inventory hosts: [`Inventory::apply`]
+//! sets each fleet group's count to its inventory size. [`InventoryCompute`] "launches" a
+//! group by leasing its hosts to the run and "terminates" them by cancelling the run's tasks and removing the
 //! run's agent folder: a static host is cleaned, never powered off. Reaching hosts is
 //! [`crate::ssh::SshTransport`]'s job.
 //!
@@ -20,7 +21,7 @@
 
 use crate::compute::{Compute, ComputeError, Instance, InstanceState, LaunchRequest, tags};
 use crate::playbook::{Diagnostic, Invalid};
-use crate::runner::{AGENT_PATH, agent_root};
+use crate::runner::{AGENT_PATH, agent_root, run_dir};
 use crate::ssh::{SshTarget, SshTransport};
 use crate::transport::Transport;
 use async_trait::async_trait;
@@ -81,6 +82,41 @@ pub struct InventoryHost {
 #[derive(Debug, Clone)]
 pub struct Inventory {
     pub groups: BTreeMap<String, Vec<SshTarget>>,
+}
+
+impl Inventory {
+    /// Makes the playbook's groups the inventory's: each group's count becomes its
+    /// number of inventory hosts. A playbook group missing from the inventory is an error.
+    pub fn apply(
+        &self,
+        pb: &mut crate::playbook::Loaded,
+        inventory_file: &Path,
+    ) -> Result<(), Invalid> {
+        let mut problems = Vec::new();
+        for (group, spec) in pb.playbook.fleet.value.iter_mut() {
+            match self.groups.get(group) {
+                Some(hosts) if !hosts.is_empty() => {
+                    spec.value.count = hosts.len() as u32;
+                    spec.value.min_count = None;
+                }
+                _ => problems.push(Diagnostic {
+                    file: inventory_file.to_owned(),
+                    line: 0,
+                    column: 0,
+                    message: format!(
+                        "the playbook's group `{group}` has no hosts in the inventory (groups there: {})",
+                        self.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                    source_line: None,
+                }),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Invalid(problems))
+        }
+    }
 }
 
 /// Reads an inventory. Host keys given inline are written to a known_hosts file in
@@ -222,6 +258,12 @@ fn one(path: &Path, line: u64, column: u64, message: String) -> Invalid {
     }])
 }
 
+/// Why a host could not be cleaned.
+enum CleanError {
+    Unreachable(String),
+    Failed(String),
+}
+
 #[derive(Debug, Clone)]
 struct Lease {
     instance: Instance,
@@ -256,22 +298,42 @@ impl InventoryCompute {
     }
 
     /// Cancels the run's tasks on a host and removes its agent folder.
-    async fn clean(&self, inst: &Instance) -> Result<(), String> {
+    async fn clean(&self, inst: &Instance) -> Result<(), CleanError> {
         let Some(run) = inst.tag(tags::RUN) else {
             return Ok(());
         };
-        let root = agent_root(run);
-        let cancel = squall_worker::Request::CancelAll { grace_secs: 5 }.argv(AGENT_PATH, &root);
-        let _ = self.transport.run(inst, &cancel).await;
-        let rm = ["rm".to_owned(), "-rf".to_owned(), "--".to_owned(), root];
+        let cancel = squall_worker::Request::CancelAll { grace_secs: 5 }
+            .argv(AGENT_PATH, &agent_root(run, &inst.id));
+        if let Err(e) = self.transport.run(inst, &cancel).await
+            && e.is_unreachable()
+        {
+            return Err(CleanError::Unreachable(e.to_string()));
+        }
+        let rm = [
+            "rm".to_owned(),
+            "-rf".to_owned(),
+            "--".to_owned(),
+            agent_root(run, &inst.id),
+        ];
         match self.transport.run(inst, &rm).await {
-            Ok(out) if out.code == Some(0) => Ok(()),
-            Ok(out) => Err(format!(
+            Ok(out) if out.code == Some(0) => {
+                // The run's folder goes too once no other host of the run uses it.
+                let rmdir = [
+                    "rmdir".to_owned(),
+                    "--ignore-fail-on-non-empty".to_owned(),
+                    "--".to_owned(),
+                    run_dir(run),
+                ];
+                let _ = self.transport.run(inst, &rmdir).await;
+                Ok(())
+            }
+            Ok(out) => Err(CleanError::Failed(format!(
                 "cleaning {} failed: {}",
                 inst.id,
                 out.stderr_tail()
-            )),
-            Err(e) => Err(e.to_string()),
+            ))),
+            Err(e) if e.is_unreachable() => Err(CleanError::Unreachable(e.to_string())),
+            Err(e) => Err(CleanError::Failed(e.to_string())),
         }
     }
 }
@@ -287,7 +349,7 @@ impl Compute for InventoryCompute {
         };
         let mut leases = self.leases()?;
         let mut out = Vec::new();
-        for t in hosts.iter().take(req.spec.count as usize) {
+        for t in hosts {
             let taken = leases.get(&t.name).is_some_and(|l| {
                 l.instance.state == InstanceState::Running
                     && l.instance.tag(tags::RUN) != Some(req.run_id.as_str())
@@ -352,9 +414,17 @@ impl Compute for InventoryCompute {
         };
         let mut errors = Vec::new();
         for inst in &targets {
-            if let Err(e) = self.clean(inst).await {
-                tracing::warn!(host = %inst.id, "cleaning failed: {e}");
-                errors.push(e);
+            match self.clean(inst).await {
+                Ok(()) => {}
+                // Nothing of the run can be left on a host it cannot reach now; a host
+                // that comes back keeps only a dead folder under .squall/runs.
+                Err(CleanError::Unreachable(e)) => {
+                    tracing::warn!(host = %inst.id, "not cleaned: {e}");
+                }
+                Err(CleanError::Failed(e)) => {
+                    tracing::warn!(host = %inst.id, "cleaning failed: {e}");
+                    errors.push(e);
+                }
             }
             if let Some(l) = self.leases()?.get_mut(&inst.id) {
                 l.instance.state = InstanceState::Terminated;

@@ -45,6 +45,10 @@ enum Command {
         /// instances.
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
+        /// How long to keep retrying an SSH connection that is refused or times out
+        /// (e.g. 20s, 3m).
+        #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+        connect_deadline: Duration,
     },
     /// Check playbooks and print every problem with its file, line and column.
     Validate {
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
             agent,
             no_progress,
             inventory,
+            connect_deadline,
         } => run(&RunArgs {
             file: &playbook,
             vars: &vars,
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
             agent,
             no_progress,
             inventory: inventory.as_deref(),
+            connect_deadline,
         }),
         Command::Sweep { home, run } => sweep(&home, run.as_deref()),
     };
@@ -154,17 +160,30 @@ struct RunArgs<'a> {
     agent: Option<PathBuf>,
     no_progress: bool,
     inventory: Option<&'a Path>,
+    connect_deadline: Duration,
 }
 
-/// The backends for a run: local instances, or an inventory's hosts over SSH.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    playbook::Dur::parse(s)
+        .map(|d| d.0)
+        .ok_or_else(|| format!("expected a duration like 20s or 3m, found `{s}`"))
+}
+
+/// The backends for a run: local instances, or an inventory's hosts over SSH. With an
+/// inventory, the playbook's groups become the inventory's (see `Inventory::apply`).
+/// `None` when the inventory is invalid (already reported).
 fn backends(
     home: &Path,
     inventory: Option<&Path>,
+    connect_deadline: Duration,
+    pb: &mut playbook::Loaded,
 ) -> anyhow::Result<Option<(runner::Backends, Option<Arc<ssh::SshTransport>>)>> {
-    let Some(inv) = inventory else {
+    let Some(inv_file) = inventory else {
         return Ok(Some((local::backends(home), None)));
     };
-    let inv = match squall::inventory::load(inv, &home.join("ssh")) {
+    let inv = match squall::inventory::load(inv_file, &home.join("ssh"))
+        .and_then(|inv| inv.apply(pb, inv_file).map(|()| inv))
+    {
         Ok(inv) => inv,
         Err(e) => {
             eprintln!("{e}");
@@ -177,6 +196,7 @@ fn backends(
     let transport = Arc::new(ssh::SshTransport::new(
         ssh::SshOptions {
             control_dir,
+            connect_deadline,
             ..ssh::SshOptions::default()
         },
         None,
@@ -195,7 +215,7 @@ fn run(args: &RunArgs<'_>) -> anyhow::Result<u8> {
         file, vars, home, ..
     } = *args;
     let overrides = parse_vars(vars)?;
-    let pb = match playbook::load(file, &overrides) {
+    let mut pb = match playbook::load(file, &overrides) {
         Ok(pb) => pb,
         Err(e @ playbook::LoadError::Invalid(_)) => {
             eprintln!("{e}");
@@ -217,7 +237,9 @@ fn run(args: &RunArgs<'_>) -> anyhow::Result<u8> {
         .run_id
         .clone()
         .unwrap_or_else(|| runid::manual(&pb.playbook.name.value, now, runid::nonce()));
-    let Some((run_backends, ssh_transport)) = backends(&home, args.inventory)? else {
+    let Some((run_backends, ssh_transport)) =
+        backends(&home, args.inventory, args.connect_deadline, &mut pb)?
+    else {
         return Ok(exit::USAGE);
     };
     let log_dir = home.join("master-logs");

@@ -30,10 +30,16 @@ use tokio::task::JoinSet;
 /// Where the agent lives on every host, relative to the login home.
 pub const AGENT_PATH: &str = ".squall/bin/squall-worker";
 
-/// The agent's root for one run on every host, relative to the login home. One root
-/// per run keeps task ids apart on hosts that serve many runs (a static inventory).
-pub fn agent_root(run_id: &str) -> String {
+/// Everything one run leaves on a host, relative to the login home.
+pub fn run_dir(run_id: &str) -> String {
     format!(".squall/runs/{run_id}")
+}
+
+/// The agent's root for one run on one host, relative to the login home: one root per
+/// run keeps task ids apart on hosts that serve many runs (a static inventory), and one
+/// per instance keeps hosts apart where they share a home (e.g. one NFS home).
+pub fn agent_root(run_id: &str, instance_id: &str) -> String {
+    format!("{}/{instance_id}", run_dir(run_id))
 }
 
 /// The seams a run uses.
@@ -419,8 +425,8 @@ async fn bootstrap(ctx: &Ctx, host: HostId, inst: Instance) {
     let _ = ctx.tx.send(event);
 }
 
-fn agent_argv(ctx: &Ctx, req: &Request) -> Vec<String> {
-    req.argv(AGENT_PATH, &agent_root(&ctx.opts.run_id))
+fn agent_argv(ctx: &Ctx, inst: &Instance, req: &Request) -> Vec<String> {
+    req.argv(AGENT_PATH, &agent_root(&ctx.opts.run_id, &inst.id))
 }
 
 /// Parses the last JSON line an agent printed.
@@ -502,6 +508,7 @@ async fn exec_task(
     // `start` also waits, so a short task costs one round trip.
     let start = agent_argv(
         ctx,
+        inst,
         &Request::Start {
             spec,
             wait_secs: ctx.opts.wait_poll_secs,
@@ -509,6 +516,7 @@ async fn exec_task(
     );
     let wait = agent_argv(
         ctx,
+        inst,
         &Request::Wait {
             id: id.clone(),
             timeout_secs: ctx.opts.wait_poll_secs,
@@ -590,6 +598,7 @@ fn to_result(s: &TaskStatus, fallback_start: u64) -> TaskResult {
 async fn cancel_task(ctx: &Ctx, key: TaskKey, inst: Instance) {
     let argv = agent_argv(
         ctx,
+        &inst,
         &Request::Cancel {
             id: key.agent_id(),
             grace_secs: 10,
@@ -627,7 +636,7 @@ async fn pipe_to_store(ctx: &Ctx, inst: &Instance, key: &str) -> Result<u64, Str
         inner: reader,
         ok: ok.clone(),
     };
-    let argv = agent_argv(ctx, &Request::Pack);
+    let argv = agent_argv(ctx, inst, &Request::Pack);
     let pull = async move {
         let mut writer = writer;
         let r = ctx.b.transport.stream(inst, &argv, &mut writer).await;

@@ -262,8 +262,25 @@ fn error_text(e: &openssh::Error) -> String {
 }
 
 fn unreachable(host: &Instance, t: &SshTarget, detail: String) -> TransportError {
+    let lower = detail.to_lowercase();
+    let detail = if lower.contains("host key verification failed")
+        || lower.contains("offending")
+        || lower.contains("identification has changed")
+    {
+        format!(
+            "host key verification failed: the key {} offered is not the one pinned in {} (ssh: {detail})",
+            t.address,
+            t.known_hosts.display()
+        )
+    } else {
+        detail
+    };
     TransportError::Unreachable {
-        host: format!("{} ({})", t.name, host.id),
+        host: if t.name == host.id {
+            t.name.clone()
+        } else {
+            format!("{} ({})", t.name, host.id)
+        },
         address: t.display(),
         detail,
     }

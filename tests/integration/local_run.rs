@@ -357,7 +357,7 @@ fn running_tasks(home: &Path) -> Vec<(String, PathBuf)> {
             .flatten()
             .flatten()
             .flat_map(|run| {
-                std::fs::read_dir(run.path().join("tasks"))
+                std::fs::read_dir(run.path().join(inst.file_name()).join("tasks"))
                     .into_iter()
                     .flatten()
                     .flatten()

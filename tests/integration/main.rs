@@ -4,7 +4,10 @@
 //!   expected line and column.
 //! - `engine`: the run state machine as data: events in, actions out.
 //! - `local_run`: the real `squall` binary end to end on the local backend, with faults.
+//! - `ssh_run`: the real binary over SSH to real sshd servers (static inventory), with
+//!   connection faults and errors.
 
 mod engine;
 mod local_run;
 mod playbooks;
+mod ssh_run;

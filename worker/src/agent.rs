@@ -78,30 +78,24 @@ pub fn start(root: &Path, spec: &TaskSpec) -> Result<TaskStatus> {
     }
 }
 
-/// Writes the spec, spawns the supervisor and waits for its first status.
+/// Writes the spec, starts the supervisor through `detach` (a double fork: the
+/// supervisor is nobody's child here, so killing the caller's whole process tree, e.g. an
+/// SSH session being torn down, cannot reach it) and waits for its first status.
 fn launch(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<TaskStatus> {
     task.write_spec(spec)?;
     let log_path = task.path(SUPERVISOR_LOG);
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| AgentError::io("creating", &log_path, e))?;
     let exe = std::env::current_exe().map_err(|source| AgentError::Spawn {
         what: "finding the agent's own executable".to_owned(),
         source,
     })?;
-    // Nothing of the caller's stdio is passed on: an SSH session must be able to close
-    // while the supervisor runs.
-    let mut supervisor = Command::new(&exe)
+    let out = Command::new(&exe)
         .arg("--root")
         .arg(root)
-        .args(["supervise", "--id", &task.id])
+        .args(["detach", "--id", &task.id])
         .current_dir(root)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
+        .stderr(Stdio::null())
+        .output()
         .map_err(|source| AgentError::Spawn {
             what: format!(
                 "spawning the supervisor {} for task `{}`",
@@ -110,17 +104,24 @@ fn launch(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<TaskStatus> {
             ),
             source,
         })?;
+    let supervisor_pid: Option<u32> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+    let Some(supervisor_pid) = supervisor_pid.filter(|_| out.status.success()) else {
+        return Err(AgentError::Task {
+            id: task.id.clone(),
+            problem: format!(
+                "was not started: detaching its supervisor failed ({}); supervisor.log: {}",
+                out.status,
+                log_tail(&log_path)
+            ),
+        });
+    };
 
     let deadline = deadline_after(START_TIMEOUT_SECS);
     loop {
         if let Some(status) = task.read_status()? {
             return Ok(status);
         }
-        let ended = supervisor.try_wait().map_err(|source| AgentError::Spawn {
-            what: format!("checking the supervisor of task `{}`", task.id),
-            source,
-        })?;
-        if let Some(exit) = ended {
+        if !squall_worker::pid_alive(supervisor_pid) {
             // It may have written its status just before exiting.
             if let Some(status) = task.read_status()? {
                 return Ok(status);
@@ -128,8 +129,8 @@ fn launch(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<TaskStatus> {
             return Err(AgentError::Task {
                 id: task.id.clone(),
                 problem: format!(
-                    "was not started: its supervisor exited ({exit}) without a status; \
-                     supervisor.log: {}",
+                    "was not started: its supervisor (pid {supervisor_pid}) exited without a \
+                     status; supervisor.log: {}",
                     log_tail(&log_path)
                 ),
             });
@@ -137,8 +138,12 @@ fn launch(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<TaskStatus> {
         if passed(deadline) {
             // Stop it so that it cannot bring the task up behind the failure recorded
             // by the caller; a status it wrote meanwhile still wins.
-            let _ = supervisor.kill();
-            let _ = supervisor.wait();
+            if let Some(pid) = i32::try_from(supervisor_pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, Signal::KILL);
+            }
             if let Some(status) = task.read_status()? {
                 return Ok(status);
             }
@@ -151,8 +156,40 @@ fn launch(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<TaskStatus> {
                 ),
             });
         }
-        sleep_until_at_most(Duration::from_millis(10), deadline);
+        sleep_until_at_most(Duration::from_millis(5), deadline);
     }
+}
+
+/// `detach --id ID` (internal): starts the supervisor of task `id` and exits at once,
+/// printing its pid; the supervisor is then re-parented away from the caller.
+pub fn detach(root: &Path, id: &str) -> Result<u32> {
+    let task = TaskDir::existing(root, id)?;
+    let log_path = task.path(SUPERVISOR_LOG);
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| AgentError::io("creating", &log_path, e))?;
+    let exe = std::env::current_exe().map_err(|source| AgentError::Spawn {
+        what: "finding the agent's own executable".to_owned(),
+        source,
+    })?;
+    // Nothing of the caller's stdio is passed on: an SSH session must be able to close
+    // while the supervisor runs.
+    let supervisor = Command::new(&exe)
+        .arg("--root")
+        .arg(root)
+        .args(["supervise", "--id", id])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|source| AgentError::Spawn {
+            what: format!("spawning the supervisor {} for task `{id}`", exe.display()),
+            source,
+        })?;
+    Ok(supervisor.id())
 }
 
 /// The last part of the supervisor's log, for an error message.

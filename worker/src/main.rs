@@ -38,11 +38,28 @@ struct Cli {
 #[derive(Debug, PartialEq, Eq)]
 enum Cmd {
     Help,
-    Start { spec: TaskSpec, wait_secs: u64 },
-    Supervise { id: String },
-    Status { id: String },
-    Wait { id: String, timeout_secs: u64 },
-    Cancel { id: Option<String>, grace_secs: u64 },
+    Start {
+        spec: TaskSpec,
+        wait_secs: u64,
+    },
+    Supervise {
+        id: String,
+    },
+    /// Internal: starts a task's supervisor and exits (the double fork).
+    Detach {
+        id: String,
+    },
+    Status {
+        id: String,
+    },
+    Wait {
+        id: String,
+        timeout_secs: u64,
+    },
+    Cancel {
+        id: Option<String>,
+        grace_secs: u64,
+    },
     Pack,
 }
 
@@ -95,6 +112,11 @@ fn run(cli: Cli) -> Result<i32> {
             } else {
                 exit::OK
             })
+        }
+        Cmd::Detach { id } => {
+            agent::check_id(&id)?;
+            println!("{}", agent::detach(&root, &id)?);
+            Ok(exit::OK)
         }
         Cmd::Supervise { id } => {
             agent::check_id(&id)?;
@@ -246,6 +268,12 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
         "supervise" => {
             flags.allow(&command, &["--id"])?;
             Cmd::Supervise {
+                id: flags.id(&command)?,
+            }
+        }
+        "detach" => {
+            flags.allow(&command, &["--id"])?;
+            Cmd::Detach {
                 id: flags.id(&command)?,
             }
         }

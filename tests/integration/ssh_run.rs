@@ -1,0 +1,325 @@
+//! The real `squall` binary driving real OpenSSH servers on loopback through a static
+//! inventory: a sharded multi-stage run on five hosts, a task that survives its SSH
+//! server being restarted mid-task, and each connection error (unreachable host,
+//! refused key, host key mismatch, missing remote program) failing the run cleanly.
+//!
+//! Servers come from `squall_tests::sshd` (started and stopped by PID). The local backend
+//! is tested in `local_run`; the engine's decisions in `engine`.
+
+use squall::record::{RunRecord, RunStatus, TaskOutcome};
+use squall_tests::sshd::{self, SshFleet, TEST_USER};
+use squall_tests::{Scratch, squall, squall_command, text};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn record(home: &Path, run: &str) -> RunRecord {
+    let path = home.join("store/runs").join(run).join("run.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).expect("run.json parses")
+}
+
+fn archive(home: &Path, run: &str, host: &str) -> PathBuf {
+    home.join("store/runs")
+        .join(run)
+        .join("logs")
+        .join(format!("{host}.tar.gz"))
+}
+
+fn gnu_tar_cat(archive: &Path, member: &str) -> String {
+    let out = Command::new("tar")
+        .arg("xzOf")
+        .arg(archive)
+        .arg(member)
+        .output()
+        .expect("running tar");
+    assert!(
+        out.status.success(),
+        "{member} not in {}: {}",
+        archive.display(),
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The test user's folder for one run on the hosts (all test hosts share one home).
+fn run_dir_on_hosts(run: &str) -> PathBuf {
+    Path::new("/home")
+        .join(TEST_USER)
+        .join(".squall/runs")
+        .join(run)
+}
+
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `squall run PLAYBOOK --inventory INV` to the end.
+fn run_on(
+    home: &Scratch,
+    playbook: &Path,
+    inventory: &str,
+    run_id: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let inv = home.file("inventory.yml", inventory);
+    let mut args = vec![
+        "run",
+        playbook.to_str().expect("utf-8"),
+        "--inventory",
+        inv.to_str().expect("utf-8"),
+        "--run-id",
+        run_id,
+    ];
+    args.extend_from_slice(extra);
+    squall(&home.path, &args)
+}
+
+#[test]
+fn a_sharded_multi_stage_playbook_runs_over_ssh_on_five_hosts() {
+    if !sshd::available() {
+        return;
+    }
+    let fleet = SshFleet::start(5);
+    let home = Scratch::new("ssh-inference");
+    let playbook = squall_tests::workspace().join("playbooks/inference.yml");
+    let inventory = fleet.inventory_yaml(&[("workers", 0..4), ("aggregator", 4..5)]);
+    let run = format!("ssh-inf-{}", std::process::id());
+    let out = run_on(&home, &playbook, &inventory, &run, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rec = record(&home.path, &run);
+    assert_eq!(rec.status, RunStatus::Succeeded);
+    assert_eq!(rec.hosts.len(), 5);
+    let score = rec
+        .stages
+        .iter()
+        .find(|s| s.name == "score")
+        .expect("score stage");
+    assert_eq!((score.shards_done, score.shards_total), (12, 12));
+    for (i, host) in rec.hosts.iter().enumerate() {
+        assert_eq!(
+            host.address,
+            fleet.hosts[host.instance_id[1..].parse::<usize>().expect("hN")].address,
+            "{i}"
+        );
+        // Each archive holds exactly its host's tasks, readable by GNU tar.
+        let path = archive(&home.path, &run, &host.name);
+        // (`copy` tasks do not run through the agent, so they have no output files.)
+        for t in rec
+            .tasks
+            .iter()
+            .filter(|t| t.host == host.name && !t.task.starts_with("install"))
+        {
+            let out = gnu_tar_cat(&path, &format!("tasks/{}/stdout.log", t.id));
+            if t.task.starts_with("score shard") {
+                let item = t.item.expect("a shard item");
+                assert!(
+                    out.contains(&format!("scored 200 rows of out/input-{item}.csv")),
+                    "{out}"
+                );
+            }
+        }
+    }
+    assert!(
+        !run_dir_on_hosts(&run).exists(),
+        "the run's folder is removed from the hosts"
+    );
+}
+
+#[test]
+fn a_task_survives_its_ssh_server_restarting_mid_task() {
+    if !sshd::available() {
+        return;
+    }
+    let mut fleet = SshFleet::start(2);
+    let home = Scratch::new("ssh-restart");
+    let run = format!("ssh-rs-{}", std::process::id());
+    let pb = home.file(
+        "pb.yml",
+        "name: long\nfleet: { workers: { count: 2 } }\nstages:\n  - name: s\n    hosts: workers\n    tasks:\n      - shell: echo begin; sleep 4; echo end\n",
+    );
+    let inv = home.file("inventory.yml", &fleet.inventory_yaml(&[("workers", 0..2)]));
+    let child = squall_command(
+        &home.path,
+        &[
+            "run",
+            pb.to_str().expect("utf-8"),
+            "--inventory",
+            inv.to_str().expect("utf-8"),
+            "--run-id",
+            &run,
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("starting squall");
+    let tasks = run_dir_on_hosts(&run).join("h0/tasks");
+    wait_until(Duration::from_secs(30), "the task on h0 to run", || {
+        std::fs::read_dir(&tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|t| {
+                std::fs::read_to_string(t.path().join("status.json"))
+                    .is_ok_and(|s| s.contains(r#""state":"running""#))
+            })
+    });
+    // Every connection to h0 dies with its server; the task must not.
+    fleet.restart(0);
+    let out = child.wait_with_output().expect("waiting for squall");
+    assert!(out.status.success(), "{}", text(&out));
+    let rec = record(&home.path, &run);
+    assert_eq!(rec.status, RunStatus::Succeeded);
+    let on_h0: Vec<_> = rec.tasks.iter().filter(|t| t.host == "workers-0").collect();
+    assert_eq!(on_h0.len(), 1, "re-attached, not re-run: {on_h0:?}");
+    assert_eq!(on_h0[0].outcome, TaskOutcome::Succeeded);
+    let said = gnu_tar_cat(
+        &archive(&home.path, &run, "workers-0"),
+        &format!("tasks/{}/stdout.log", on_h0[0].id),
+    );
+    assert_eq!(
+        said, "begin\nend\n",
+        "the whole output is in the host's archive"
+    );
+}
+
+const TWO_HOSTS: &str = "name: two\nfleet: { workers: { count: 2 } }\nstages:\n  - name: s\n    hosts: workers\n    tasks:\n      - shell: echo hello from {{ host.name }}\n";
+
+/// Runs TWO_HOSTS where host h1 is broken by `inventory` and checks the run failed
+/// cleanly: the reason names h1's user and address and says `why`, h0's logs were
+/// collected, and h0 was cleaned.
+fn check_fails_cleanly(fleet: &SshFleet, inventory: &str, why: &str) {
+    let home = Scratch::new("ssh-error");
+    let run = format!("ssh-err-{}-{}", std::process::id(), why.len());
+    let pb = home.file("pb.yml", TWO_HOSTS);
+    let started = Instant::now();
+    let out = run_on(&home, &pb, inventory, &run, &["--connect-deadline", "2s"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(squall::exit::RUN_FAILED)),
+        "{}",
+        text(&out)
+    );
+    let rec = record(&home.path, &run);
+    assert_eq!(rec.status, RunStatus::Failed);
+    let reason = rec.reason.clone().unwrap_or_default();
+    let h1 = &fleet.hosts[1];
+    let who = format!("{TEST_USER}@{}:{}", h1.address, h1.port);
+    assert!(
+        reason.contains(&who),
+        "the reason names user and address {who}: {reason}"
+    );
+    assert!(reason.contains(why), "the reason says `{why}`: {reason}");
+    let h0 = rec
+        .hosts
+        .iter()
+        .find(|h| h.instance_id == "h0")
+        .expect("h0");
+    assert!(
+        h0.archive.is_some(),
+        "logs of the reachable host were collected"
+    );
+    assert!(rec.teardown.is_some(), "teardown ran");
+    assert!(
+        !run_dir_on_hosts(&run).exists(),
+        "the reachable host was cleaned"
+    );
+}
+
+#[test]
+fn an_unreachable_host_fails_the_run_cleanly() {
+    if !sshd::available() {
+        return;
+    }
+    let mut fleet = SshFleet::start(2);
+    fleet.stop(1);
+    let inventory = fleet.inventory_yaml(&[("workers", 0..2)]);
+    check_fails_cleanly(&fleet, &inventory, "Connection refused");
+}
+
+#[test]
+fn a_refused_key_fails_the_run_cleanly() {
+    if !sshd::available() {
+        return;
+    }
+    let fleet = SshFleet::start(2);
+    let wrong = fleet.dir.join("wrong_key");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&wrong)
+        .status()
+        .expect("ssh-keygen");
+    assert!(ok.success());
+    let inventory = fleet.inventory_yaml(&[("workers", 0..2)]).replace(
+        "{ name: h1,",
+        &format!("{{ name: h1, key: {},", wrong.display()),
+    );
+    check_fails_cleanly(&fleet, &inventory, "Permission denied (publickey)");
+}
+
+#[test]
+fn a_host_key_mismatch_fails_the_run_cleanly() {
+    if !sshd::available() {
+        return;
+    }
+    let fleet = SshFleet::start(2);
+    // Pin h0's key for h1: a man in the middle, as far as ssh can tell.
+    let inventory = fleet.inventory_yaml(&[("workers", 0..2)]).replace(
+        "{ name: h1,",
+        &format!(
+            "{{ name: h1, host_key: \"{}\",",
+            fleet.hosts[0].host_public_key.trim()
+        ),
+    );
+    check_fails_cleanly(&fleet, &inventory, "host key verification failed");
+}
+
+#[test]
+fn a_missing_remote_program_fails_the_run_with_the_host_and_the_error() {
+    if !sshd::available() {
+        return;
+    }
+    let fleet = SshFleet::start(2);
+    let home = Scratch::new("ssh-missing");
+    let run = format!("ssh-missing-{}", std::process::id());
+    let pb = home.file(
+        "pb.yml",
+        "name: missing\nfleet: { workers: { count: 2 } }\nstages:\n  - name: s\n    hosts: workers\n    tasks:\n      - command: [squall-no-such-program, --flag]\n",
+    );
+    let out = run_on(
+        &home,
+        &pb,
+        &fleet.inventory_yaml(&[("workers", 0..2)]),
+        &run,
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(squall::exit::RUN_FAILED)),
+        "{}",
+        text(&out)
+    );
+    let rec = record(&home.path, &run);
+    let reason = rec.reason.clone().unwrap_or_default();
+    assert!(reason.contains("failed on workers-"), "{reason}");
+    assert!(reason.contains("No such file or directory"), "{reason}");
+    assert!(reason.contains("squall-no-such-program"), "{reason}");
+    assert!(
+        rec.hosts.iter().all(|h| h.archive.is_some()),
+        "logs collected from every host"
+    );
+    assert!(!run_dir_on_hosts(&run).exists(), "hosts cleaned");
+}
