@@ -258,6 +258,12 @@ fn one(path: &Path, line: u64, column: u64, message: String) -> Invalid {
     }])
 }
 
+/// Cleans one host: `$1` is the agent, `$2` the run's agent root on this host, `$3` the
+/// run's folder (removed once empty). A constant script; paths arrive as arguments.
+const CLEAN_SCRIPT: &str = r#"if [ -d "$2" ]; then "$1" --root "$2" cancel --all --grace-secs 5 >/dev/null || true; fi
+rm -rf -- "$2"
+rmdir -- "$3" 2>/dev/null || true"#;
+
 /// Why a host could not be cleaned.
 enum CleanError {
     Unreachable(String),
@@ -297,36 +303,18 @@ impl InventoryCompute {
         })
     }
 
-    /// Cancels the run's tasks on a host and removes its agent folder.
+    /// Cancels the run's tasks on a host and removes its agent folder, in one round trip.
     async fn clean(&self, inst: &Instance) -> Result<(), CleanError> {
         let Some(run) = inst.tag(tags::RUN) else {
             return Ok(());
         };
-        let cancel = squall_worker::Request::CancelAll { grace_secs: 5 }
-            .argv(AGENT_PATH, &agent_root(run, &inst.id));
-        if let Err(e) = self.transport.run(inst, &cancel).await
-            && e.is_unreachable()
-        {
-            return Err(CleanError::Unreachable(e.to_string()));
-        }
-        let rm = [
-            "rm".to_owned(),
-            "-rf".to_owned(),
-            "--".to_owned(),
-            agent_root(run, &inst.id),
-        ];
-        match self.transport.run(inst, &rm).await {
-            Ok(out) if out.code == Some(0) => {
-                // The run's folder goes too once no other host of the run uses it.
-                let rmdir = [
-                    "rmdir".to_owned(),
-                    "--ignore-fail-on-non-empty".to_owned(),
-                    "--".to_owned(),
-                    run_dir(run),
-                ];
-                let _ = self.transport.run(inst, &rmdir).await;
-                Ok(())
-            }
+        let argv: Vec<String> = ["sh", "-c", CLEAN_SCRIPT, "squall-clean", AGENT_PATH]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain([agent_root(run, &inst.id), run_dir(run)])
+            .collect();
+        match self.transport.run(inst, &argv).await {
+            Ok(out) if out.code == Some(0) => Ok(()),
             Ok(out) => Err(CleanError::Failed(format!(
                 "cleaning {} failed: {}",
                 inst.id,

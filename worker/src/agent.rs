@@ -117,6 +117,8 @@ fn launch(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<TaskStatus> {
     };
 
     let deadline = deadline_after(START_TIMEOUT_SECS);
+    // A task usually starts within a few milliseconds: poll fast first, then back off.
+    let mut step = Duration::from_millis(1);
     loop {
         if let Some(status) = task.read_status()? {
             return Ok(status);
@@ -156,7 +158,8 @@ fn launch(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<TaskStatus> {
                 ),
             });
         }
-        sleep_until_at_most(Duration::from_millis(5), deadline);
+        sleep_until_at_most(step, deadline);
+        step = (step * 2).min(Duration::from_millis(10));
     }
 }
 
@@ -252,7 +255,9 @@ pub fn wait(root: &Path, id: &str, timeout_secs: u64) -> Result<Option<TaskStatu
     check_id(id)?;
     let task = TaskDir::existing(root, id)?;
     let deadline = deadline_after(timeout_secs);
-    let mut step = Duration::from_millis(20);
+    // Short tasks end within milliseconds and long ones do not mind: poll from 1 ms,
+    // doubling up to 200 ms.
+    let mut step = Duration::from_millis(1);
     loop {
         let status = match task.read_status()? {
             Some(s) => Some(task.settle_vanished(s, TaskState::Exited)?),
@@ -262,7 +267,7 @@ pub fn wait(root: &Path, id: &str, timeout_secs: u64) -> Result<Option<TaskStatu
             return Ok(status);
         }
         sleep_until_at_most(step, deadline);
-        step = (step * 3 / 2).min(Duration::from_millis(200));
+        step = (step * 2).min(Duration::from_millis(200));
     }
 }
 

@@ -155,11 +155,14 @@ fn wait(child: &mut Child, pgid: Pid, timeout_secs: Option<u64>) -> io::Result<(
     let Some(deadline) = deadline else {
         return Ok((child.wait()?, false));
     };
+    // From 1 ms up to POLL, so a short task with a timeout is not slowed down.
+    let mut step = Duration::from_millis(1);
     while Instant::now() < deadline {
         if let Some(exit) = child.try_wait()? {
             return Ok((exit, false));
         }
-        std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
+        std::thread::sleep(step.min(deadline.saturating_duration_since(Instant::now())));
+        step = (step * 2).min(POLL);
     }
     signal_group(pgid, Signal::TERM)?;
     let kill_at = Instant::now() + TERM_GRACE;
