@@ -12,7 +12,8 @@
 use crate::compute::Instance;
 use crate::transport::{Output, Transport, TransportError, tail_lines};
 use async_trait::async_trait;
-use openssh::{KnownHosts, Session, SessionBuilder, Stdio};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use std::num::NonZeroUsize;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::sync::Mutex;
+
+/// Seconds an idle control master stays up; see `connect_once`.
+const CONTROL_PERSIST_IDLE: NonZeroUsize = NonZeroUsize::new(120).expect("non-zero");
 
 /// How to reach one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +135,9 @@ impl SshTransport {
             .config_file("/dev/null")
             .connect_timeout(self.options.attempt_timeout)
             .server_alive_interval(Duration::from_secs(15))
+            // The master connection outlives a crashed squall by at most this idle time
+            // (squall itself talks to every host at least every wait poll).
+            .control_persist(ControlPersist::IdleFor(CONTROL_PERSIST_IDLE))
             .control_directory(&self.options.control_dir);
         b.connect_mux(&t.address).await.map_err(|e| {
             let text = error_text(&e);
