@@ -1,14 +1,15 @@
 //! Harness for squall's integration tests: finding the built binaries, scratch
 //! directories, and running `squall` as a user would.
 //!
-//! The tests themselves live in `integration/` (one test binary, modules inside). This
-//! crate starts no servers of its own yet; the SSH and AWS harnesses join it with their
-//! issues.
+//! The tests themselves live in `integration/` (one test binary, modules inside). Real
+//! servers are started by [`sshd`] (OpenSSH) and [`moto`] (the AWS API emulator).
 
+pub mod moto;
 pub mod sshd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -101,4 +102,67 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Polls `cond` every 50 ms until it holds, panicking after `limit` with `what`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The run record a run left in the local store under `home`.
+pub fn run_record(home: &Path, run: &str) -> squall::record::RunRecord {
+    let path = home.join("store/runs").join(run).join("run.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).expect("run.json parses as a RunRecord")
+}
+
+/// A host's log archive in the local store under `home`.
+pub fn archive(home: &Path, run: &str, host: &str) -> PathBuf {
+    home.join("store/runs")
+        .join(run)
+        .join("logs")
+        .join(format!("{host}.tar.gz"))
+}
+
+/// Lists an archive with GNU tar, which must accept it.
+pub fn gnu_tar_list(archive: &Path) -> Vec<String> {
+    let out = Command::new("tar")
+        .arg("tzf")
+        .arg(archive)
+        .output()
+        .expect("running tar");
+    assert!(
+        out.status.success(),
+        "GNU tar rejects {}: {}",
+        archive.display(),
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One member's content from an archive, through GNU tar.
+pub fn gnu_tar_cat(archive: &Path, member: &str) -> String {
+    let out = Command::new("tar")
+        .arg("xzOf")
+        .arg(archive)
+        .arg(member)
+        .output()
+        .expect("running tar");
+    assert!(
+        out.status.success(),
+        "{member} not in {}: {}",
+        archive.display(),
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -36,6 +36,9 @@ pub struct LaunchRequest {
     pub user_data: String,
     /// Idempotency token: a retried launch with the same token launches nothing new.
     pub client_token: String,
+    /// Instance profile (name or ARN) for the instances; none for workers, which hold
+    /// no AWS credentials.
+    pub instance_profile: Option<String>,
 }
 
 /// An instance's life as the provider reports it.

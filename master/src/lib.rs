@@ -4,10 +4,13 @@
 //!
 //! Start at [`engine`] (the run as a state machine, no IO) and [`runner`] (which drives
 //! it through [`compute`], [`transport`] and [`store`]). Backends: [`local`] (embedded),
-//! [`ssh`] with [`inventory`] (machines you already have). The agent that runs on hosts is
+//! [`ssh`] with [`inventory`] (machines you already have), [`ec2`] and [`s3`] (AWS,
+//! configured by [`aws`]). The agent that runs on hosts is
 //! the `squall-worker` crate; the Lambda is the `squall-launcher` crate.
 
+pub mod aws;
 pub mod compute;
+pub mod ec2;
 pub mod engine;
 pub mod exit;
 pub mod inventory;
@@ -17,6 +20,7 @@ pub mod progress;
 pub mod record;
 pub mod runid;
 pub mod runner;
+pub mod s3;
 pub mod ssh;
 pub mod store;
 pub mod template;

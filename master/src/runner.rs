@@ -351,6 +351,7 @@ async fn launch(ctx: &Ctx, group: String, spec: FleetGroup) {
         ]),
         user_data: String::new(),
         client_token: client_token(run_id, &group),
+        instance_profile: None,
         spec: spec.clone(),
     };
     let event = match ctx.b.compute.launch(&req).await {

@@ -8,72 +8,14 @@
 
 use squall::compute::{Compute, InstanceState, tags};
 use squall::local::LocalCompute;
-use squall::record::{RunRecord, RunStatus, TaskOutcome};
-use squall_tests::{Scratch, squall, squall_command, text, workspace};
+use squall::record::{RunStatus, TaskOutcome};
+use squall_tests::{
+    Scratch, archive, gnu_tar_cat, gnu_tar_list, run_record, squall, squall_command, text,
+    wait_until, workspace,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Polls `cond` every 50 ms until it holds or `limit` passes.
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn record(home: &Path, run: &str) -> RunRecord {
-    let path = home.join("store/runs").join(run).join("run.json");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_slice(&bytes).expect("run.json parses as a RunRecord")
-}
-
-fn archive(home: &Path, run: &str, host: &str) -> PathBuf {
-    home.join("store/runs")
-        .join(run)
-        .join("logs")
-        .join(format!("{host}.tar.gz"))
-}
-
-/// Lists an archive with GNU tar, which must accept it.
-fn gnu_tar_list(archive: &Path) -> Vec<String> {
-    let out = Command::new("tar")
-        .arg("tzf")
-        .arg(archive)
-        .output()
-        .expect("running tar");
-    assert!(
-        out.status.success(),
-        "GNU tar rejects {}: {}",
-        archive.display(),
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// One file's content from an archive, through GNU tar.
-fn gnu_tar_cat(archive: &Path, member: &str) -> String {
-    let out = Command::new("tar")
-        .arg("xzOf")
-        .arg(archive)
-        .arg(member)
-        .output()
-        .expect("running tar");
-    assert!(
-        out.status.success(),
-        "{member} not in {}: {}",
-        archive.display(),
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Every instance of the run is terminated and none of their processes is left.
 fn assert_nothing_left(home: &Path, run: &str) {
@@ -123,7 +65,7 @@ fn hello_runs_end_to_end_and_leaves_archives_gnu_tar_reads() {
         "{stdout}"
     );
 
-    let rec = record(&home.path, "hello-1");
+    let rec = run_record(&home.path, "hello-1");
     assert_eq!(rec.status, RunStatus::Succeeded);
     assert_eq!(rec.hosts.len(), 3);
     assert_eq!(rec.tasks.len(), 6);
@@ -169,7 +111,7 @@ fn the_sharded_example_spreads_its_items_and_aggregates() {
         &["run", "playbooks/inference.yml", "--run-id", "inf-1"],
     );
     assert!(out.status.success(), "{}", text(&out));
-    let rec = record(&home.path, "inf-1");
+    let rec = run_record(&home.path, "inf-1");
     assert_eq!(rec.status, RunStatus::Succeeded);
     let score = rec
         .stages
@@ -237,7 +179,7 @@ stages:
         "{}",
         text(&out)
     );
-    let rec = record(&home.path, "fail-1");
+    let rec = run_record(&home.path, "fail-1");
     assert_eq!(rec.status, RunStatus::Failed);
     let reason = rec.reason.unwrap_or_default();
     assert!(reason.contains("after 2 attempts: exit code 3"), "{reason}");
@@ -312,7 +254,7 @@ fn the_deadline_kills_running_tasks_collects_and_tears_down() {
         "{}",
         text(&out)
     );
-    let rec = record(&home.path, "dl-1");
+    let rec = run_record(&home.path, "dl-1");
     assert_eq!(rec.status, RunStatus::DeadlineExceeded);
     assert_eq!(rec.tasks.len(), 2);
     assert!(
@@ -418,7 +360,7 @@ fn ctrl_c_cancels_the_run_but_still_collects_and_tears_down() {
         "{}",
         text(&out)
     );
-    let rec = record(&home.path, "cc-1");
+    let rec = run_record(&home.path, "cc-1");
     assert_eq!(rec.status, RunStatus::Cancelled);
     assert_eq!(rec.reason.as_deref(), Some("cancelled by Ctrl-C"));
     assert!(
@@ -459,7 +401,7 @@ stages:
     assert!(compute.crash(&victim) > 0, "the victim had processes");
     let out = finish(child, Duration::from_secs(60));
     assert!(out.status.success(), "{}", text(&out));
-    let rec = record(&home.path, "hk-1");
+    let rec = run_record(&home.path, "hk-1");
     assert_eq!(rec.status, RunStatus::Succeeded);
     let lost: Vec<_> = rec.hosts.iter().filter(|h| h.lost.is_some()).collect();
     assert_eq!(lost.len(), 1);

@@ -1,5 +1,6 @@
 //! squall's one integration-test binary; each module is an area.
 //!
+//! - `aws`: the EC2 `Compute` and S3 `Store` against moto server.
 //! - `playbooks`: every example parses; broken playbooks give the expected error at the
 //!   expected line and column.
 //! - `engine`: the run state machine as data: events in, actions out.
@@ -7,6 +8,7 @@
 //! - `ssh_run`: the real binary over SSH to real sshd servers (static inventory), with
 //!   connection faults and errors.
 
+mod aws;
 mod engine;
 mod local_run;
 mod playbooks;

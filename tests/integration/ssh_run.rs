@@ -6,41 +6,14 @@
 //! Servers come from `squall_tests::sshd` (started and stopped by PID). The local backend
 //! is tested in `local_run`; the engine's decisions in `engine`.
 
-use squall::record::{RunRecord, RunStatus, TaskOutcome};
+use squall::record::{RunStatus, TaskOutcome};
 use squall_tests::sshd::{self, SshFleet, TEST_USER};
-use squall_tests::{Scratch, squall, squall_command, text};
+use squall_tests::{
+    Scratch, archive, gnu_tar_cat, run_record, squall, squall_command, text, wait_until,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn record(home: &Path, run: &str) -> RunRecord {
-    let path = home.join("store/runs").join(run).join("run.json");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_slice(&bytes).expect("run.json parses")
-}
-
-fn archive(home: &Path, run: &str, host: &str) -> PathBuf {
-    home.join("store/runs")
-        .join(run)
-        .join("logs")
-        .join(format!("{host}.tar.gz"))
-}
-
-fn gnu_tar_cat(archive: &Path, member: &str) -> String {
-    let out = Command::new("tar")
-        .arg("xzOf")
-        .arg(archive)
-        .arg(member)
-        .output()
-        .expect("running tar");
-    assert!(
-        out.status.success(),
-        "{member} not in {}: {}",
-        archive.display(),
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The test user's folder for one run on the hosts (all test hosts share one home).
 fn run_dir_on_hosts(run: &str) -> PathBuf {
@@ -48,17 +21,6 @@ fn run_dir_on_hosts(run: &str) -> PathBuf {
         .join(TEST_USER)
         .join(".squall/runs")
         .join(run)
-}
-
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Runs `squall run PLAYBOOK --inventory INV` to the end.
@@ -94,7 +56,7 @@ fn a_sharded_multi_stage_playbook_runs_over_ssh_on_five_hosts() {
     let run = format!("ssh-inf-{}", std::process::id());
     let out = run_on(&home, &playbook, &inventory, &run, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    let rec = record(&home.path, &run);
+    let rec = run_record(&home.path, &run);
     assert_eq!(rec.status, RunStatus::Succeeded);
     assert_eq!(rec.hosts.len(), 5);
     let score = rec
@@ -176,7 +138,7 @@ fn a_task_survives_its_ssh_server_restarting_mid_task() {
     fleet.restart(0);
     let out = child.wait_with_output().expect("waiting for squall");
     assert!(out.status.success(), "{}", text(&out));
-    let rec = record(&home.path, &run);
+    let rec = run_record(&home.path, &run);
     assert_eq!(rec.status, RunStatus::Succeeded);
     let on_h0: Vec<_> = rec.tasks.iter().filter(|t| t.host == "workers-0").collect();
     assert_eq!(on_h0.len(), 1, "re-attached, not re-run: {on_h0:?}");
@@ -213,7 +175,7 @@ fn check_fails_cleanly(fleet: &SshFleet, inventory: &str, why: &str) {
         "{}",
         text(&out)
     );
-    let rec = record(&home.path, &run);
+    let rec = run_record(&home.path, &run);
     assert_eq!(rec.status, RunStatus::Failed);
     let reason = rec.reason.clone().unwrap_or_default();
     let h1 = &fleet.hosts[1];
@@ -312,7 +274,7 @@ fn a_missing_remote_program_fails_the_run_with_the_host_and_the_error() {
         "{}",
         text(&out)
     );
-    let rec = record(&home.path, &run);
+    let rec = run_record(&home.path, &run);
     let reason = rec.reason.clone().unwrap_or_default();
     assert!(reason.contains("failed on workers-"), "{reason}");
     assert!(reason.contains("No such file or directory"), "{reason}");

@@ -1,0 +1,120 @@
+//! moto server (PyPI `moto[server]`) on a free loopback port, for tests that speak the
+//! real EC2 and S3 APIs without AWS. Started per test and stopped by PID on drop.
+//!
+//! Installing moto into its venv is `scripts/install-test-deps`'s job; this module only
+//! finds and runs it. It never points anything at a non-loopback address.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The region every test uses.
+pub const REGION: &str = "us-east-1";
+
+/// Where `scripts/install-test-deps` puts moto.
+pub fn venv() -> PathBuf {
+    std::env::var_os("SQUALL_MOTO_VENV")
+        .map_or_else(|| PathBuf::from("/var/tmp/squall-moto-venv"), PathBuf::from)
+}
+
+fn server_binary() -> PathBuf {
+    venv().join("bin/moto_server")
+}
+
+/// Whether moto is installed. Under `CI=true` a missing moto fails the test; locally it
+/// prints a loud skip and returns false.
+pub fn available() -> bool {
+    if server_binary().is_file() {
+        return true;
+    }
+    let msg = format!(
+        "moto is not installed at {} (run scripts/install-test-deps)",
+        server_binary().display()
+    );
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// A running moto server. Dropping it stops the server.
+#[derive(Debug)]
+pub struct Moto {
+    pub addr: SocketAddr,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Moto {
+    /// Starts moto on a free port of 127.0.0.1 and waits until it answers.
+    pub fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log =
+            std::env::temp_dir().join(format!("squall-moto-{}-{port}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).expect("creating the moto log");
+        let child = Command::new(server_binary())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("starting moto_server");
+        let mut moto = Moto { addr, child, log };
+        let started = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!(
+                    "moto_server exited ({status}): {}",
+                    std::fs::read_to_string(&moto.log).unwrap_or_default()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not listen on {addr} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Environment variables that point the AWS SDK (in this process or a child) here.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", REGION.into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    /// SDK configuration for this server (built without touching the environment).
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .load()
+            .await
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
