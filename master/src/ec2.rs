@@ -540,4 +540,102 @@ mod tests {
         assert_eq!(ladder(&types, Market::OnDemand).len(), 2);
         assert!(ladder(&types, Market::Spot).iter().all(|r| r.spot));
     }
+
+    fn instance(id: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            state: InstanceState::Running,
+            address: "127.200.1.9".into(),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    type Answer = Result<Vec<Instance>, ComputeError>;
+    type Tried = std::sync::Arc<std::sync::Mutex<Vec<(usize, Rung)>>>;
+
+    /// A scripted launcher: each rung's answer in order, recording the rungs tried.
+    fn scripted(
+        answers: Vec<Answer>,
+    ) -> (Tried, impl FnMut(usize, Rung) -> std::future::Ready<Answer>) {
+        let tried = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = tried.clone();
+        let mut answers = answers.into_iter();
+        let f = move |i, rung| {
+            log.lock().unwrap().push((i, rung));
+            std::future::ready(answers.next().unwrap_or(Err(ComputeError::Failed {
+                op: "RunInstances",
+                detail: "unscripted".into(),
+            })))
+        };
+        (tried, f)
+    }
+
+    fn capacity() -> ComputeError {
+        ComputeError::Capacity {
+            group: "gpu".into(),
+            detail: "InsufficientInstanceCapacity: no g5 in us-east-1a".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_capacity_error_on_a_rung_falls_to_the_next() {
+        let rungs = ladder(
+            &["g5.xlarge".to_owned(), "g4dn.xlarge".to_owned()],
+            Market::SpotOrOnDemand,
+        );
+        let (tried, f) = scripted(vec![
+            Err(capacity()),
+            Err(capacity()),
+            Ok(vec![instance("i-1")]),
+        ]);
+        let (rung, got) = climb("gpu", &rungs, f).await.unwrap();
+        assert_eq!(got, [instance("i-1")]);
+        assert_eq!(
+            rung,
+            Rung {
+                instance_type: "g5.xlarge".into(),
+                spot: false
+            },
+            "spot g5, spot g4dn, then on-demand g5"
+        );
+        let indices: Vec<usize> = tried.lock().unwrap().iter().map(|(i, _)| *i).collect();
+        assert_eq!(
+            indices,
+            [0, 1, 2],
+            "each rung has its own index, hence its own client token"
+        );
+    }
+
+    #[tokio::test]
+    async fn any_other_error_stops_the_ladder() {
+        let rungs = ladder(&["a".to_owned(), "b".to_owned()], Market::OnDemand);
+        let denied = ComputeError::Failed {
+            op: "RunInstances",
+            detail: "UnauthorizedOperation".into(),
+        };
+        let (tried, f) = scripted(vec![Err(denied), Ok(vec![instance("never")])]);
+        let e = climb("gpu", &rungs, f).await.unwrap_err();
+        assert!(e.to_string().contains("UnauthorizedOperation"), "{e}");
+        assert_eq!(tried.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn running_out_of_rungs_says_what_each_one_answered() {
+        let rungs = ladder(&["a".to_owned()], Market::SpotOrOnDemand);
+        let (_, f) = scripted(vec![Err(capacity()), Err(capacity())]);
+        let e = climb("gpu", &rungs, f).await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("a spot: InsufficientInstanceCapacity") && text.contains("a on-demand"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn capacity_codes() {
+        assert!(is_capacity_error(Some("InsufficientInstanceCapacity")));
+        assert!(is_capacity_error(Some("SpotMaxPriceTooLow")));
+        assert!(!is_capacity_error(Some("UnauthorizedOperation")));
+        assert!(!is_capacity_error(None));
+    }
 }
