@@ -452,7 +452,14 @@ impl Engine {
         }
         if result.outcome == TaskOutcome::Succeeded {
             unit.next_task += 1;
-            unit.try_no = 0;
+            if !stage.sharded {
+                // A plain stage retries each task on its own budget. A sharded item keeps
+                // counting: its retries restart at task 0, and its task ids (which carry
+                // `try_no`) must never repeat, or the agent would hand back an old
+                // attempt's status instead of running the task again.
+                unit.try_no = 0;
+                unit.failures = 0;
+            }
             if unit.next_task == n_tasks {
                 unit.done = true;
             }

@@ -237,6 +237,12 @@ fn run(args: &RunArgs<'_>) -> anyhow::Result<u8> {
         .run_id
         .clone()
         .unwrap_or_else(|| runid::manual(&pb.playbook.name.value, now, runid::nonce()));
+    if !runid::valid(&run_id) {
+        eprintln!(
+            "squall: invalid run id `{run_id}`: expected lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 48 characters"
+        );
+        return Ok(exit::USAGE);
+    }
     let Some((run_backends, ssh_transport)) =
         backends(&home, args.inventory, args.connect_deadline, &mut pb)?
     else {

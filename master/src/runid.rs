@@ -1,4 +1,4 @@
-//! Run ids: `NAME-YYYYMMDDTHHMMSSZ-XXXX`, safe as a store key, a tag value and part of an
+//! Run ids: `NAME-YYYYMMDDtHHMMSSz-XXXX` (lowercase), safe as a store key, a tag value and part of an
 //! EC2 client token.
 //!
 //! Time and randomness are passed in. Deriving ids from triggers (S3 events,
@@ -7,8 +7,8 @@
 /// A run id for a manual run of playbook `name` at `unix_secs`, with `nonce` for
 /// uniqueness.
 pub fn manual(name: &str, unix_secs: u64, nonce: u16) -> String {
-    let name: String = name.chars().take(32).collect();
-    format!("{name}-{}-{nonce:04x}", utc_stamp(unix_secs))
+    let name: String = name.chars().take(24).collect();
+    format!("{name}-{}-{nonce:04x}", utc_stamp(unix_secs).to_lowercase())
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a unix time.
@@ -38,6 +38,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Whether `id` can be a run id: it becomes a store prefix, a tag value, part of an EC2
+/// client token and a folder name on hosts, so `[a-z0-9]` then `[a-z0-9._-]`, at most 48
+/// characters (room for a `/group` suffix within EC2's 64).
+pub fn valid(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 48
+        && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
+        && b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
+        })
+        && !id.contains("..")
+}
+
 /// A nonce from the OS's randomness (falls back to the clock).
 pub fn nonce() -> u16 {
     use std::io::Read;
@@ -59,7 +73,19 @@ mod tests {
         assert_eq!(super::utc_stamp(951_782_400 + 3661), "20000229T010101Z");
         assert_eq!(
             super::manual("hello", 0, 0xab),
-            "hello-19700101T000000Z-00ab"
+            "hello-19700101t000000z-00ab"
         );
+    }
+
+    #[test]
+    fn run_ids_are_path_and_tag_safe() {
+        let longest = super::manual(&"n".repeat(40), 1_795_392_000, 0xffff);
+        assert!(super::valid(&longest), "manual ids always validate: {longest}");
+        for ok in ["hello-1", "a", "r.1_x-2", "hello-20261122t222148z-d48d"] {
+            assert!(super::valid(ok), "{ok}");
+        }
+        for bad in ["", "../..", "a/b", "-x", ".x", "a..b", "A", "a b", &"x".repeat(49)] {
+            assert!(!super::valid(bad), "{bad}");
+        }
     }
 }

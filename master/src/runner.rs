@@ -17,6 +17,7 @@ use crate::store::{Store, keys};
 use crate::transport::{Transport, TransportError};
 use squall_worker::{Request, TaskState, TaskStatus, exit as agent_exit};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -95,6 +96,43 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The action tasks of a run, each with the event that stands in for it if it panics:
+/// the engine always hears back, so a panic cannot hang the run.
+#[derive(Debug, Default)]
+struct Jobs {
+    set: JoinSet<()>,
+    fallbacks: std::collections::HashMap<tokio::task::Id, Event>,
+}
+
+impl Jobs {
+    fn spawn(&mut self, fallback: Option<Event>, job: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.set.spawn(job);
+        if let Some(ev) = fallback {
+            self.fallbacks.insert(handle.id(), ev);
+        }
+    }
+
+    /// The next job to end; `Some(event)` when it panicked and has a stand-in event.
+    async fn next(&mut self) -> Option<Option<Event>> {
+        let joined = self.set.join_next_with_id().await?;
+        Some(match joined {
+            Ok((id, ())) => {
+                self.fallbacks.remove(&id);
+                None
+            }
+            Err(e) => {
+                let fallback = self.fallbacks.remove(&e.id());
+                if e.is_panic() {
+                    tracing::error!("an action task panicked: {e}");
+                    fallback
+                } else {
+                    None
+                }
+            }
+        })
+    }
+}
+
 /// Shared state of the action tasks.
 #[derive(Debug)]
 struct Ctx {
@@ -104,6 +142,8 @@ struct Ctx {
     agent_sha256: Option<String>,
     deadline_tag: String,
     tx: mpsc::UnboundedSender<Event>,
+    /// Why the run record could not be written, if it could not.
+    record_error: std::sync::Mutex<Option<String>>,
 }
 
 /// Runs `pb` to the end: provision, stages, collect, teardown, record.
@@ -126,9 +166,10 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
         agent_sha256,
         deadline_tag,
         tx,
+        record_error: std::sync::Mutex::new(None),
     });
     let mut hosts: Vec<Instance> = Vec::new();
-    let mut jobs: JoinSet<()> = JoinSet::new();
+    let mut jobs = Jobs::default();
     let mut view = ProgressView::new(opts.progress_bar, &pb.playbook.name.value, &opts.run_id);
     tracing::info!(run = %opts.run_id, playbook = %pb.file.display(), "run started");
     put_heartbeat(&b, &engine).await;
@@ -148,14 +189,10 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
                 tracing::warn!("{reason}: stopping the run (logs are still collected and instances torn down)");
                 Event::Cancel { reason: format!("cancelled by {reason}") }
             }
-            Some(joined) = jobs.join_next() => {
-                if let Err(e) = joined
-                    && e.is_panic()
-                {
-                    tracing::error!("an action task panicked: {e}");
-                }
-                continue;
-            }
+            Some(ended) = jobs.next() => match ended {
+                Some(stand_in) => stand_in,
+                None => continue,
+            },
         };
         if let Event::Launched { instances, .. } = &event {
             hosts.extend(instances.iter().cloned());
@@ -170,13 +207,19 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
             put_heartbeat(&b, &engine).await;
         }
     }
-    jobs.abort_all();
-    while jobs.join_next().await.is_some() {}
+    jobs.set.abort_all();
+    while jobs.set.join_next().await.is_some() {}
     view.finish();
 
     // Belt and braces: a launch that finished after teardown must not leave anything.
     if let Err(e) = compute::teardown_run(b.compute.as_ref(), &opts.run_id).await {
         tracing::error!("final teardown check failed: {e}");
+    }
+    if let Some(e) = ctx.record_error.lock().ok().and_then(|mut e| e.take()) {
+        return Err(RunError::Record {
+            key: keys::run_record(&opts.run_id),
+            detail: e,
+        });
     }
     let record = engine.record();
     tracing::info!(
@@ -282,7 +325,7 @@ fn dispatch(
     ctx: &Arc<Ctx>,
     engine: &Engine,
     hosts: &mut [Instance],
-    jobs: &mut JoinSet<()>,
+    jobs: &mut Jobs,
     actions: Vec<Action>,
 ) {
     for action in actions {
@@ -290,11 +333,25 @@ fn dispatch(
         let host_of = |h: HostId| hosts.get(h).cloned();
         match action {
             Action::Launch { group, spec } => {
-                jobs.spawn(async move { launch(&ctx, group, spec).await });
+                let stand_in = Event::LaunchFailed {
+                    group: group.clone(),
+                    error: "internal error: the launch task panicked".into(),
+                };
+                jobs.spawn(
+                    Some(stand_in),
+                    async move { launch(&ctx, group, spec).await },
+                );
             }
             Action::Bootstrap { host } => {
                 let Some(inst) = host_of(host) else { continue };
-                jobs.spawn(async move { bootstrap(&ctx, host, inst).await });
+                let stand_in = Event::BootstrapFailed {
+                    host,
+                    error: "internal error: the bootstrap task panicked".into(),
+                };
+                jobs.spawn(
+                    Some(stand_in),
+                    async move { bootstrap(&ctx, host, inst).await },
+                );
             }
             Action::StartTask {
                 key,
@@ -305,31 +362,63 @@ fn dispatch(
                 let Some(inst) = host_of(host) else { continue };
                 let host_name = engine.host_instance(host).map_or("?", |(n, _, _)| n);
                 tracing::info!(host = %host_name, task = %key.agent_id(), "starting `{name}`");
-                jobs.spawn(async move { run_task(&ctx, key, host, inst, command).await });
+                let now = now_ms();
+                let stand_in = Event::TaskFinished {
+                    key,
+                    host,
+                    result: TaskResult {
+                        outcome: TaskOutcome::Failed,
+                        exit_code: None,
+                        signal: None,
+                        error: Some("internal error: the task's driver panicked".into()),
+                        started_at_ms: now,
+                        ended_at_ms: now,
+                    },
+                };
+                jobs.spawn(Some(stand_in), async move {
+                    run_task(&ctx, key, host, inst, command).await;
+                });
             }
             Action::CancelTask { key, host } => {
                 let Some(inst) = host_of(host) else { continue };
-                jobs.spawn(async move { cancel_task(&ctx, key, inst).await });
+                jobs.spawn(None, async move { cancel_task(&ctx, key, inst).await });
             }
             Action::CollectLogs { host } => {
                 let Some(inst) = host_of(host) else { continue };
                 let name = engine
                     .host_instance(host)
                     .map_or_else(|| inst.id.clone(), |(n, _, _)| n.to_owned());
-                jobs.spawn(async move { collect_logs(&ctx, host, name, inst).await });
+                let stand_in = Event::LogsCollected {
+                    host,
+                    result: Err("internal error: log collection panicked".into()),
+                };
+                jobs.spawn(Some(stand_in), async move {
+                    collect_logs(&ctx, host, name, inst).await;
+                });
             }
             Action::Teardown => {
-                jobs.spawn(async move {
-                    let r = compute::teardown_run(ctx.b.compute.as_ref(), &ctx.opts.run_id)
-                        .await
-                        .map_err(|e| e.to_string());
+                let stand_in = Event::TornDown {
+                    result: Err("internal error: teardown panicked".into()),
+                };
+                jobs.spawn(Some(stand_in), async move {
+                    let teardown = compute::teardown_run(ctx.b.compute.as_ref(), &ctx.opts.run_id);
+                    let r = match tokio::time::timeout(TEARDOWN_TIMEOUT, teardown).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!(
+                            "teardown did not finish within {}s",
+                            TEARDOWN_TIMEOUT.as_secs()
+                        )),
+                    };
                     let _ = ctx.tx.send(Event::TornDown { result: r });
                 });
             }
             Action::WriteRecord(record) => {
-                jobs.spawn(async move {
+                jobs.spawn(Some(Event::RecordWritten), async move {
                     if let Err(e) = write_record(ctx.b.store.as_ref(), &record).await {
                         tracing::error!("{e}");
+                        if let Ok(mut slot) = ctx.record_error.lock() {
+                            *slot = Some(e.to_string());
+                        }
                     }
                     let _ = ctx.tx.send(Event::RecordWritten);
                 });
@@ -561,6 +650,18 @@ async fn exec_task(
         }
         errors += 1;
         if errors > AGENT_ERRORS_TOLERATED {
+            if started {
+                // It may still run: stop it, so that a retry never runs beside it.
+                let cancel = agent_argv(
+                    ctx,
+                    inst,
+                    &Request::Cancel {
+                        id: id.clone(),
+                        grace_secs: 5,
+                    },
+                );
+                let _ = ctx.b.transport.run(inst, &cancel).await;
+            }
             return Err(TaskError::Failed(failure));
         }
         tracing::warn!(host = %inst.id, task = %id, "retrying after: {failure}");
@@ -596,6 +697,9 @@ fn to_result(s: &TaskStatus, fallback_start: u64) -> TaskResult {
     }
 }
 
+/// How long a cancel keeps trying while the task is still being created.
+const CANCEL_RETRY_FOR: Duration = Duration::from_secs(10);
+
 async fn cancel_task(ctx: &Ctx, key: TaskKey, inst: Instance) {
     let argv = agent_argv(
         ctx,
@@ -605,14 +709,32 @@ async fn cancel_task(ctx: &Ctx, key: TaskKey, inst: Instance) {
             grace_secs: 10,
         },
     );
-    match ctx.b.transport.run(&inst, &argv).await {
-        Ok(out) if out.code == Some(agent_exit::OK) => {}
-        Ok(out) => {
-            tracing::warn!(host = %inst.id, task = %key.agent_id(), "cancel answered {:?}: {}", out.code, out.stderr_tail())
+    let started = std::time::Instant::now();
+    loop {
+        match ctx.b.transport.run(&inst, &argv).await {
+            Ok(out) if out.code == Some(agent_exit::OK) => return,
+            // The cancel overtook the start: the task folder does not exist yet.
+            Ok(out)
+                if out.code == Some(agent_exit::UNKNOWN_TASK)
+                    && started.elapsed() < CANCEL_RETRY_FOR =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(out) => {
+                tracing::warn!(host = %inst.id, task = %key.agent_id(), "cancel answered {:?}: {}", out.code, out.stderr_tail());
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(host = %inst.id, task = %key.agent_id(), "cancel failed: {e}");
+                return;
+            }
         }
-        Err(e) => tracing::warn!(host = %inst.id, task = %key.agent_id(), "cancel failed: {e}"),
     }
 }
+
+/// How long terminating the run's instances may take before the run is recorded
+/// anyway (instances past their deadline are still swept later).
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How long packing and storing one host's logs may take.
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -647,7 +769,10 @@ async fn pipe_to_store(ctx: &Ctx, inst: &Instance, key: &str) -> Result<u64, Str
         let _ = writer.shutdown().await;
         r
     };
-    let (pulled, stored) = tokio::join!(pull, ctx.b.store.put_stream(key, &mut reader));
+    // The reader is dropped as soon as the store gives up, so the producer sees a broken
+    // pipe instead of blocking on a full buffer until the collect timeout.
+    let store = async move { ctx.b.store.put_stream(key, &mut reader).await };
+    let (pulled, stored) = tokio::join!(pull, store);
     pulled.map_err(|e: TransportError| e.to_string())?;
     stored.map_err(|e| e.to_string())
 }

@@ -192,7 +192,7 @@ impl Store for S3Store {
         let done = CompletedMultipartUpload::builder()
             .set_parts(Some(parts))
             .build();
-        aws::with_retries("CompleteMultipartUpload", || {
+        let completed = aws::with_retries("CompleteMultipartUpload", || {
             self.client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
@@ -201,8 +201,11 @@ impl Store for S3Store {
                 .multipart_upload(done.clone())
                 .send()
         })
-        .await
-        .map_err(|e| err("put", key, &e))?;
+        .await;
+        if let Err(e) = completed {
+            self.abort(&full, &upload_id).await;
+            return Err(err("put", key, &e));
+        }
         Ok(total)
     }
 
@@ -262,28 +265,46 @@ impl Store for S3Store {
 
     async fn create_if_absent(&self, key: &str, body: Vec<u8>) -> Result<bool, StoreError> {
         let full = self.full(key)?;
-        let r = aws::with_retries("PutObject", || {
-            self.client
+        // Not retried blindly: if a first attempt landed but its answer was lost, a retry
+        // would see our own object and wrongly report someone else's claim. After an
+        // ambiguous failure, the object's body tells whose claim it is.
+        let mut ambiguous = false;
+        for attempt in 0..aws::ATTEMPTS {
+            let r = self
+                .client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&full)
                 .if_none_match("*")
                 .body(ByteStream::from(body.clone()))
                 .send()
-        })
-        .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e)
-                if matches!(
-                    aws::code(&e),
-                    Some("PreconditionFailed" | "ConditionalRequestConflict")
-                ) =>
-            {
-                Ok(false)
+                .await;
+            match r {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if matches!(
+                        aws::code(&e),
+                        Some("PreconditionFailed" | "ConditionalRequestConflict")
+                    ) =>
+                {
+                    return if ambiguous {
+                        Ok(self.get(key).await?.as_deref() == Some(body.as_slice()))
+                    } else {
+                        Ok(false)
+                    };
+                }
+                Err(e) if aws::retryable(&e) && attempt + 1 < aws::ATTEMPTS => {
+                    ambiguous = true;
+                    tokio::time::sleep(aws::backoff(attempt)).await;
+                }
+                Err(e) => return Err(err("create", key, &e)),
             }
-            Err(e) => Err(err("create", key, &e)),
         }
+        Err(StoreError::Failed {
+            op: "create",
+            key: key.to_owned(),
+            detail: "no answer after retries".into(),
+        })
     }
 
     fn locate(&self, key: &str) -> String {

@@ -301,14 +301,19 @@ fn command_err(t: &SshTarget, argv: &[String], detail: String) -> TransportError
     }
 }
 
-/// The remote half of `put_file`: writes stdin to a temporary file next to `$1`, sets
-/// mode `$2`, and renames it into place. A constant script; paths arrive as arguments.
+/// The remote half of `put_file`: writes stdin to a temporary file next to `$1`, checks
+/// it holds `$3` bytes, sets mode `$2`, and renames it into place; a short or failed
+/// transfer leaves `$1` untouched. A constant script; paths arrive as arguments.
 const PUT_SCRIPT: &str = r#"set -e
 case "$1" in */*) mkdir -p -- "${1%/*}" ;; esac
 tmp="$1.squall-tmp.$$"
+trap 'rm -f -- "$tmp"' EXIT
 cat > "$tmp"
+got=$(wc -c < "$tmp")
+if [ "$got" -ne "$3" ]; then echo "received $got of $3 bytes" >&2; exit 1; fi
 chmod "$2" "$tmp"
-mv -f -- "$tmp" "$1""#;
+mv -f -- "$tmp" "$1"
+trap - EXIT"#;
 
 #[async_trait]
 impl Transport for SshTransport {
@@ -341,9 +346,16 @@ impl Transport for SshTransport {
         let argv = [format!("put {} {dest}", src.display())];
         let t = self.target(host)?;
         let mode = format!("{mode:o}");
+        // Read the source's size first: a missing source must not reach the host at all.
+        let size = tokio::fs::metadata(src)
+            .await
+            .map_err(|e| command_err(&t, &argv, format!("reading {}: {e}", src.display())))?
+            .len()
+            .to_string();
         let out = self
             .with_session(host, &argv, |s| {
                 let mode = mode.clone();
+                let size = size.clone();
                 async move {
                     let mut child = s
                         .command("sh")
@@ -352,6 +364,7 @@ impl Transport for SshTransport {
                         .arg("squall-put")
                         .arg(dest)
                         .arg(&mode)
+                        .arg(&size)
                         .stdin(Stdio::piped())
                         .stdout(Stdio::null())
                         .stderr(Stdio::piped())
@@ -397,8 +410,13 @@ impl Transport for SshTransport {
         let Some((program, args)) = argv.split_first() else {
             return Err(command_err(&t, argv, "empty command".into()));
         };
-        // Not retried: the sink may already hold part of the output.
-        let session = self.session(host, &t).await?;
+        // The connection may have idled out (ControlPersist): check it first, since the
+        // command itself is not retried once output may have reached the sink.
+        let mut session = self.session(host, &t).await?;
+        if session.check().await.is_err() {
+            self.drop_session(host).await;
+            session = self.session(host, &t).await?;
+        }
         let mut child = session
             .command(program.as_str())
             .args(args)

@@ -551,3 +551,48 @@ stages:
     assert_eq!(spec.timeout_secs, Some(90));
     assert_eq!(spec.id, "s0-u0-t0-a0");
 }
+
+#[test]
+fn a_sharded_retry_never_reuses_a_task_id() {
+    // One host, so the failed item comes back to it: its second task must get a new id,
+    // or the agent would report the failed attempt again instead of running it.
+    let mut s = Sim::boot(&SHARDED.replace("count: 2", "count: 1"));
+    s.ok(0); // prep a
+    s.finish(0, TaskOutcome::Failed, Some(1)); // score a fails
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        if s.running.is_empty() {
+            break;
+        }
+        let key = s.running_on(0);
+        assert!(
+            seen.insert(key.agent_id()),
+            "task id {} reused",
+            key.agent_id()
+        );
+        s.ok(0);
+    }
+    assert_eq!(s.wind_down(), RunStatus::Succeeded);
+    let ids: Vec<String> = s.e.record().tasks.iter().map(|t| t.id.clone()).collect();
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "every attempt has its own id: {ids:?}"
+    );
+}
+
+#[test]
+fn each_task_of_a_plain_stage_has_its_own_retries() {
+    let yaml = PLAIN.replace("    hosts: w\n", "    hosts: w\n    retries: 1\n");
+    let mut s = Sim::boot(&yaml);
+    s.finish(0, TaskOutcome::Failed, Some(1)); // task 0 fails once
+    s.ok(0); // and passes on retry
+    s.finish(0, TaskOutcome::Failed, Some(1)); // task 1 fails once
+    assert_eq!(
+        s.e.status(),
+        RunStatus::Running,
+        "task 1 still has its own retry"
+    );
+    assert_eq!(s.running_on(0).task, 1);
+}

@@ -118,7 +118,16 @@ impl LocalCompute {
         let id = instance_id(&req.client_token, index);
         let dir = self.instance_dir(&id);
         if let Ok(existing) = self.read_meta(&id) {
-            return Ok(existing); // a retried launch with the same token
+            if self.effective_state(&existing) == InstanceState::Running {
+                return Ok(existing); // a retried launch with the same token
+            }
+            return Err(ComputeError::Failed {
+                op: "launch",
+                detail: format!(
+                    "instance {id} of an earlier launch with this token ({}) has ended; a run id can be used once",
+                    req.client_token
+                ),
+            });
         }
         let home = dir.join("home");
         std::fs::create_dir_all(&home).map_err(|e| failed("launch", &home, e))?;
