@@ -80,11 +80,24 @@ mod tests {
     #[test]
     fn run_ids_are_path_and_tag_safe() {
         let longest = super::manual(&"n".repeat(40), 1_795_392_000, 0xffff);
-        assert!(super::valid(&longest), "manual ids always validate: {longest}");
+        assert!(
+            super::valid(&longest),
+            "manual ids always validate: {longest}"
+        );
         for ok in ["hello-1", "a", "r.1_x-2", "hello-20261122t222148z-d48d"] {
             assert!(super::valid(ok), "{ok}");
         }
-        for bad in ["", "../..", "a/b", "-x", ".x", "a..b", "A", "a b", &"x".repeat(49)] {
+        for bad in [
+            "",
+            "../..",
+            "a/b",
+            "-x",
+            ".x",
+            "a..b",
+            "A",
+            "a b",
+            &"x".repeat(49),
+        ] {
             assert!(!super::valid(bad), "{bad}");
         }
     }
