@@ -1,22 +1,51 @@
-//! squall-launcher: the Lambda that starts runs (placeholder).
+//! squall-launcher: the Lambda entry point. Wires settings from the environment, an S3
+//! store and EC2 compute into [`squall_launcher::Launcher`] and serves invocations with
+//! `lambda_runtime`. The handler's logic lives in the library.
 //!
-//! It will validate the playbook, derive the run id from the trigger, claim the run and
-//! start the master (see the launcher issue). Until then it only validates a playbook
-//! given on the command line, through the same library code the master uses.
+//! Errors a retry can help with (the store or EC2 failing) are returned as errors, so
+//! Lambda retries the invocation; a bad event or configuration answers normally with
+//! the reason, since retrying cannot fix it.
 
-use std::collections::BTreeMap;
-use std::process::ExitCode;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::{Value, json};
+use squall::ec2::{Ec2Compute, Ec2Settings};
+use squall::s3::S3Store;
+use squall_launcher::{Launcher, Settings};
+use std::sync::Arc;
+use std::time::Duration;
 
-fn main() -> ExitCode {
-    let Some(path) = std::env::args_os().nth(1) else {
-        eprintln!("usage: squall-launcher PLAYBOOK");
-        return ExitCode::from(squall::exit::USAGE);
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let settings = Settings::from_env(|k| std::env::var(k).ok())?;
+    let conf = squall::aws::sdk_config(None).await;
+    let launcher = Launcher {
+        store: Arc::new(S3Store::new(
+            squall::aws::s3_client(&conf),
+            settings.bucket.clone(),
+            "",
+        )),
+        compute: Arc::new(Ec2Compute::new(
+            squall::aws::ec2_client(&conf),
+            Ec2Settings {
+                subnet: Some(settings.subnet.clone()),
+                security_groups: settings.security_groups.clone(),
+                image: Some(settings.image.clone()),
+                instance_type: Some(settings.master_type.clone()),
+                running_deadline: Duration::from_secs(120),
+            },
+        )),
+        settings,
     };
-    match squall::playbook::load(std::path::Path::new(&path), &BTreeMap::new()) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(squall::exit::USAGE)
+    let launcher = &launcher;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        match launcher.handle(&event.payload, now).await {
+            Ok(outcomes) => Ok::<Value, Error>(json!({ "runs": outcomes })),
+            Err(e) if e.retryable => Err(e.into()),
+            Err(e) => Ok(json!({ "error": e.message, "retryable": false })),
         }
-    }
+    }))
+    .await
 }

@@ -64,13 +64,13 @@ impl aws_sdk_ec2::config::Intercept for CallCounter {
 
 /// A VPC and subnet with a loopback CIDR (moto assigns 127.200.x.y private IPs), a
 /// security group, and an image.
-struct Network {
-    subnet: String,
-    security_group: String,
-    image: String,
+pub(crate) struct Network {
+    pub(crate) subnet: String,
+    pub(crate) security_group: String,
+    pub(crate) image: String,
 }
 
-async fn network(ec2: &aws_sdk_ec2::Client) -> Network {
+pub(crate) async fn network(ec2: &aws_sdk_ec2::Client) -> Network {
     let vpc = ec2
         .create_vpc()
         .cidr_block("127.200.0.0/16")
@@ -148,7 +148,7 @@ fn request(run: &str, spec: FleetGroup) -> LaunchRequest {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,6 +1,7 @@
 //! squall's one integration-test binary; each module is an area.
 //!
 //! - `aws`: the EC2 `Compute` and S3 `Store` against moto server.
+//! - `launcher`: the launcher handler against moto with sample S3/schedule events.
 //! - `playbooks`: every example parses; broken playbooks give the expected error at the
 //!   expected line and column.
 //! - `engine`: the run state machine as data: events in, actions out.
@@ -10,6 +11,7 @@
 
 mod aws;
 mod engine;
+mod launcher;
 mod local_run;
 mod playbooks;
 mod ssh_run;

@@ -1,0 +1,364 @@
+//! The launcher's handler called directly, against moto (S3 + EC2), with AWS's sample
+//! S3 put and scheduled-event payloads and a direct invocation: exactly one master per
+//! trigger however often (and however concurrently) it is delivered, a master launched
+//! with the right subnet, tags, user-data, IMDSv2 and shutdown behaviour, and a broken
+//! playbook rejected with zero instances and a failed run record.
+//!
+//! The Lambda runtime around the handler and the master's life on EC2 are not tested
+//! here.
+
+use crate::aws::{network, runtime};
+use serde_json::{Value, json};
+use squall::compute::{Compute, InstanceState, tags};
+use squall::ec2::{Ec2Compute, Ec2Settings};
+use squall::record::{RunRecord, RunStatus};
+use squall::s3::S3Store;
+use squall::store::Store;
+use squall_launcher::{Launcher, Settings, Trigger, parse_event, run_id};
+use squall_tests::moto::{self, Moto};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const BUCKET: &str = "squall-launcher-test";
+
+fn s3_put_event(key: &str, etag: &str) -> Value {
+    // AWS's sample "s3-put" test event, pointed at our bucket.
+    json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-22T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "EXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "EXAMPLE123456789", "x-amz-id-2": "EXAMPLE123/5678abcdefghijklambdaisawesome/mnopqrstuvwxyzABCDEFGH"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "testConfigRule",
+               "bucket": {"name": BUCKET, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{BUCKET}")},
+               "object": {"key": key, "size": 1024, "eTag": etag, "sequencer": "0A1B2C3D4E5F678901"}}
+    }]})
+}
+
+fn scheduled_event(time: &str) -> Value {
+    // AWS's sample "cloudwatch-scheduled-event".
+    json!({"version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+           "source": "aws.events", "account": "123456789012", "time": time, "region": "us-east-1",
+           "resources": ["arn:aws:events:us-east-1:123456789012:rule/squall-nightly"], "detail": {}})
+}
+
+const GOOD: &str = "name: nightly\ndeadline: 2h\nvars: { model: m1 }\nfleet: { workers: { count: 2 } }\nstages:\n  - name: s\n    hosts: workers\n    tasks:\n      - shell: echo {{ vars.model }} {{ trigger.kind }}\n";
+const BROKEN: &str = "name: nightly\nfleet: { workers: { count: 2 } }\nstages:\n  - name: s\n    hosts: wrokers\n    tasks:\n      - shell: echo hi\n";
+
+struct Setup {
+    launcher: Launcher,
+    compute: Ec2Compute,
+    store: S3Store,
+}
+
+async fn setup(moto: &Moto) -> Setup {
+    let conf = moto.sdk_config().await;
+    let s3 = squall::aws::s3_client(&conf);
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("CreateBucket");
+    let store = S3Store::new(s3, BUCKET, "");
+    store
+        .put("playbooks/nightly.yml", GOOD.as_bytes().to_vec())
+        .await
+        .expect("put");
+    store
+        .put("playbooks/broken.yml", BROKEN.as_bytes().to_vec())
+        .await
+        .expect("put");
+    let ec2 = squall::aws::ec2_client(&conf);
+    let net = network(&ec2).await;
+    let settings = Settings {
+        bucket: BUCKET.into(),
+        subnet: net.subnet.clone(),
+        security_groups: vec![net.security_group.clone()],
+        master_profile: None,
+        image: net.image.clone(),
+        master_type: "t3.small".into(),
+        uploads: vec![("inbox/".into(), "playbooks/nightly.yml".into())],
+        schedules: BTreeMap::from([("squall-nightly".into(), "playbooks/nightly.yml".into())]),
+        binary_key: "bin/squall".into(),
+    };
+    let compute = Ec2Compute::new(
+        ec2,
+        Ec2Settings {
+            subnet: Some(net.subnet),
+            security_groups: vec![net.security_group],
+            image: Some(net.image),
+            instance_type: Some("t3.small".into()),
+            running_deadline: Duration::from_secs(60),
+        },
+    );
+    Setup {
+        launcher: Launcher {
+            settings,
+            store: Arc::new(store.clone()),
+            compute: Arc::new(compute.clone()),
+        },
+        compute,
+        store,
+    }
+}
+
+/// Non-terminated instances of a run.
+async fn masters(compute: &Ec2Compute, run: &str) -> Vec<squall::compute::Instance> {
+    compute
+        .list_by_tag(tags::RUN, run)
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|i| i.state != InstanceState::Terminated)
+        .collect()
+}
+
+#[test]
+fn an_s3_upload_starts_exactly_one_master_however_often_it_is_delivered() {
+    if !moto::available() {
+        return;
+    }
+    let moto = Moto::start();
+    runtime().block_on(async {
+        let s = setup(&moto).await;
+        let event = s3_put_event("inbox/batch+1.csv", "0123456789abcdef0123456789abcdef");
+        let first = s
+            .launcher
+            .handle(&event, 1_795_400_000)
+            .await
+            .expect("handled");
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].status, "launched", "{first:?}");
+        let run = first[0].run_id.clone().expect("a run id");
+
+        // Delivered again, 4 times in a row and 5 times at once.
+        for _ in 0..4 {
+            let again = s
+                .launcher
+                .handle(&event, 1_795_400_100)
+                .await
+                .expect("handled");
+            assert_eq!(again[0].status, "duplicate");
+            assert_eq!(again[0].run_id.as_deref(), Some(run.as_str()));
+        }
+        let concurrent: Vec<_> = (0..5)
+            .map(|_| {
+                let l = s.launcher.clone();
+                let ev = event.clone();
+                tokio::spawn(async move { l.handle(&ev, 1_795_400_200).await })
+            })
+            .collect();
+        for h in concurrent {
+            let out = h.await.expect("joined").expect("handled");
+            assert_eq!(out[0].status, "duplicate");
+        }
+
+        let found = masters(&s.compute, &run).await;
+        assert_eq!(found.len(), 1, "exactly one master: {found:?}");
+        let master = &found[0];
+        assert_eq!(master.tag(tags::ROLE), Some("master"));
+        assert!(
+            master
+                .tag(tags::DEADLINE)
+                .is_some_and(|d| d.parse::<u64>().is_ok_and(|d| d > 1_795_400_000 + 7200))
+        );
+        assert_eq!(first[0].master.as_deref(), Some(master.id.as_str()));
+
+        // The launch as EC2 reports it.
+        let ec2 = squall::aws::ec2_client(&moto.sdk_config().await);
+        let d = ec2
+            .describe_instances()
+            .instance_ids(&master.id)
+            .send()
+            .await
+            .expect("describe");
+        let inst = &d.reservations()[0].instances()[0];
+        assert_eq!(inst.subnet_id(), Some(s.launcher.settings.subnet.as_str()));
+        assert_eq!(
+            inst.metadata_options()
+                .and_then(|m| m.http_tokens())
+                .map(|t| t.as_str()),
+            Some("required")
+        );
+        let sd = ec2
+            .describe_instance_attribute()
+            .instance_id(&master.id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+            .send()
+            .await
+            .expect("attribute");
+        assert_eq!(
+            sd.instance_initiated_shutdown_behavior()
+                .and_then(|v| v.value()),
+            Some("terminate")
+        );
+        let ud = ec2
+            .describe_instance_attribute()
+            .instance_id(&master.id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .expect("attribute");
+        let script = String::from_utf8(
+            aws_smithy_types::base64::decode(
+                ud.user_data().and_then(|v| v.value()).expect("user data"),
+            )
+            .expect("base64"),
+        )
+        .expect("utf-8");
+        assert!(
+            script.contains(&format!(
+                "squall master --run \"s3://{BUCKET}/runs/{run}/\""
+            )),
+            "{script}"
+        );
+        assert!(
+            script.contains("poweroff"),
+            "the dead-man's switch is scheduled: {script}"
+        );
+
+        // What the run's prefix holds: the claim (with the trigger) and the playbook.
+        let claim: Value = serde_json::from_slice(
+            &s.store
+                .get(&format!("runs/{run}/claim.json"))
+                .await
+                .expect("get")
+                .expect("claimed"),
+        )
+        .expect("json");
+        assert_eq!(
+            claim["trigger"]["key"], "inbox/batch 1.csv",
+            "the key is URL-decoded"
+        );
+        assert_eq!(claim["trigger"]["etag"], "0123456789abcdef0123456789abcdef");
+        assert_eq!(
+            s.store
+                .get(&format!("runs/{run}/playbook.yml"))
+                .await
+                .expect("get")
+                .as_deref(),
+            Some(GOOD.as_bytes())
+        );
+    });
+}
+
+#[test]
+fn a_schedule_and_a_direct_invocation_each_start_their_own_run() {
+    if !moto::available() {
+        return;
+    }
+    let moto = Moto::start();
+    runtime().block_on(async {
+        let s = setup(&moto).await;
+        let tick = scheduled_event("2026-11-23T02:00:00Z");
+        let a = s.launcher.handle(&tick, 1_795_400_000).await.expect("handled");
+        assert_eq!(a[0].status, "launched");
+        let again = s.launcher.handle(&tick, 1_795_400_001).await.expect("handled");
+        assert_eq!(again[0].status, "duplicate", "the same firing twice is one run");
+        let next_night = s.launcher.handle(&scheduled_event("2026-11-24T02:00:00Z"), 1_795_486_400).await.expect("handled");
+        assert_eq!(next_night[0].status, "launched");
+        assert_ne!(next_night[0].run_id, a[0].run_id);
+
+        let direct = json!({"playbook": "playbooks/nightly.yml", "vars": {"model": "m2"}, "request_id": "r-1"});
+        let d = s.launcher.handle(&direct, 1_795_400_002).await.expect("handled");
+        assert_eq!(d[0].status, "launched");
+        for out in [&a[0], &next_night[0], &d[0]] {
+            let run = out.run_id.as_deref().expect("run id");
+            assert_eq!(masters(&s.compute, run).await.len(), 1);
+            assert!(run.starts_with("nightly-"), "{run}");
+        }
+        let unrelated = s3_put_event("elsewhere/x.csv", "aa");
+        let ignored = s.launcher.handle(&unrelated, 1_795_400_003).await.expect("handled");
+        assert_eq!(ignored[0].status, "ignored", "uploads outside the configured prefixes start nothing");
+    });
+}
+
+#[test]
+fn a_broken_playbook_launches_nothing_and_leaves_a_failed_run_record() {
+    if !moto::available() {
+        return;
+    }
+    let moto = Moto::start();
+    runtime().block_on(async {
+        let s = setup(&moto).await;
+        let direct = json!({"playbook": "playbooks/broken.yml"});
+        let out = s
+            .launcher
+            .handle(&direct, 1_795_400_000)
+            .await
+            .expect("handled");
+        assert_eq!(out[0].status, "rejected");
+        let run = out[0].run_id.clone().expect("run id");
+        assert!(masters(&s.compute, &run).await.is_empty(), "zero instances");
+        assert!(
+            s.compute
+                .list_by_tag(tags::ROLE, "master")
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        let rec: RunRecord = serde_json::from_slice(
+            &s.store
+                .get(&format!("runs/{run}/run.json"))
+                .await
+                .expect("get")
+                .expect("a record"),
+        )
+        .expect("a run record");
+        assert_eq!(rec.status, RunStatus::Failed);
+        let reason = rec.reason.unwrap_or_default();
+        assert!(
+            reason.contains("playbooks/broken.yml:5:12: unknown group `wrokers`"),
+            "{reason}"
+        );
+
+        let missing = json!({"playbook": "playbooks/nope.yml"});
+        let out = s
+            .launcher
+            .handle(&missing, 1_795_400_000)
+            .await
+            .expect("handled");
+        assert_eq!(out[0].status, "rejected");
+        assert!(
+            out[0]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("not found"))
+        );
+
+        let e = s
+            .launcher
+            .handle(&json!({"hello": 1}), 0)
+            .await
+            .expect_err("unrecognised");
+        assert!(!e.retryable, "a bad event is not worth retrying");
+    });
+}
+
+#[test]
+fn run_ids_derive_from_the_trigger_alone() {
+    let t = |etag: &str| {
+        parse_event(&s3_put_event("inbox/a.csv", etag))
+            .expect("parses")
+            .remove(0)
+    };
+    assert_eq!(
+        run_id("playbooks/nightly.yml", &t("e1")),
+        run_id("playbooks/nightly.yml", &t("e1"))
+    );
+    assert_ne!(
+        run_id("playbooks/nightly.yml", &t("e1")),
+        run_id("playbooks/nightly.yml", &t("e2"))
+    );
+    let id = run_id("playbooks/Nightly Job.yml", &t("e1"));
+    assert!(squall::runid::valid(&id), "{id}");
+    assert!(id.starts_with("nightly-job-"), "{id}");
+    let Trigger::S3 { key, .. } = parse_event(&s3_put_event("inbox/a%2Bb+c.csv", "e"))
+        .expect("parses")
+        .remove(0)
+    else {
+        panic!("an S3 trigger")
+    };
+    assert_eq!(key, "inbox/a+b c.csv");
+}
