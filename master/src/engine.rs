@@ -113,6 +113,26 @@ pub struct TaskResult {
     pub ended_at_ms: u64,
 }
 
+impl TaskResult {
+    /// A result with no exit code or signal: the task never ran, or its end was not
+    /// observed (cancelled without an answer, host lost, failed to start).
+    pub fn without_exit(
+        outcome: TaskOutcome,
+        error: Option<String>,
+        started_at_ms: u64,
+        ended_at_ms: u64,
+    ) -> Self {
+        TaskResult {
+            outcome,
+            exit_code: None,
+            signal: None,
+            error,
+            started_at_ms,
+            ended_at_ms,
+        }
+    }
+}
+
 /// What happened, as the runner reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -535,14 +555,12 @@ impl Engine {
             {
                 // Tasks that never reported back are recorded as cancelled.
                 for (key, host) in std::mem::take(&mut self.in_flight) {
-                    let result = TaskResult {
-                        outcome: TaskOutcome::Cancelled,
-                        exit_code: None,
-                        signal: None,
-                        error: Some("no answer after cancel".into()),
-                        started_at_ms: now,
-                        ended_at_ms: now,
-                    };
+                    let result = TaskResult::without_exit(
+                        TaskOutcome::Cancelled,
+                        Some("no answer after cancel".into()),
+                        now,
+                        now,
+                    );
                     self.push_task_record(key, host, &result);
                 }
                 self.pending_launches.clear();
@@ -605,14 +623,12 @@ impl Engine {
             .collect();
         for key in lost {
             self.in_flight.remove(&key);
-            let result = TaskResult {
-                outcome: TaskOutcome::HostLost,
-                exit_code: None,
-                signal: None,
-                error: Some(reason.clone()),
-                started_at_ms: self.now_ms,
-                ended_at_ms: self.now_ms,
-            };
+            let result = TaskResult::without_exit(
+                TaskOutcome::HostLost,
+                Some(reason.clone()),
+                self.now_ms,
+                self.now_ms,
+            );
             self.push_task_record(key, host, &result);
         }
         if self.outcome.is_some() {
@@ -818,14 +834,12 @@ impl Engine {
                     });
                 }
                 Err(e) => {
-                    let result = TaskResult {
-                        outcome: TaskOutcome::Failed,
-                        exit_code: None,
-                        signal: None,
-                        error: Some(e.clone()),
-                        started_at_ms: self.now_ms,
-                        ended_at_ms: self.now_ms,
-                    };
+                    let result = TaskResult::without_exit(
+                        TaskOutcome::Failed,
+                        Some(e.clone()),
+                        self.now_ms,
+                        self.now_ms,
+                    );
                     self.push_task_record(key, host, &result);
                     let msg = format!(
                         "task `{}` of stage `{}` could not be rendered for {}: {e}",

@@ -366,14 +366,12 @@ fn dispatch(
                 let stand_in = Event::TaskFinished {
                     key,
                     host,
-                    result: TaskResult {
-                        outcome: TaskOutcome::Failed,
-                        exit_code: None,
-                        signal: None,
-                        error: Some("internal error: the task's driver panicked".into()),
-                        started_at_ms: now,
-                        ended_at_ms: now,
-                    },
+                    result: TaskResult::without_exit(
+                        TaskOutcome::Failed,
+                        Some("internal error: the task's driver panicked".into()),
+                        now,
+                        now,
+                    ),
                 };
                 jobs.spawn(Some(stand_in), async move {
                     run_task(&ctx, key, host, inst, command).await;
@@ -540,18 +538,16 @@ async fn run_task(ctx: &Ctx, key: TaskKey, host: HostId, inst: Instance, command
                 r => Event::TaskFinished {
                     key,
                     host,
-                    result: TaskResult {
-                        outcome: if r.is_ok() {
+                    result: TaskResult::without_exit(
+                        if r.is_ok() {
                             TaskOutcome::Succeeded
                         } else {
                             TaskOutcome::Failed
                         },
-                        exit_code: None,
-                        signal: None,
-                        error: r.err().map(|e| e.to_string()),
-                        started_at_ms: started,
-                        ended_at_ms: now_ms(),
-                    },
+                        r.err().map(|e| e.to_string()),
+                        started,
+                        now_ms(),
+                    ),
                 },
             }
         }
@@ -565,14 +561,12 @@ async fn run_task(ctx: &Ctx, key: TaskKey, host: HostId, inst: Instance, command
             Err(TaskError::Failed(error)) => Event::TaskFinished {
                 key,
                 host,
-                result: TaskResult {
-                    outcome: TaskOutcome::Failed,
-                    exit_code: None,
-                    signal: None,
-                    error: Some(error),
-                    started_at_ms: started,
-                    ended_at_ms: now_ms(),
-                },
+                result: TaskResult::without_exit(
+                    TaskOutcome::Failed,
+                    Some(error),
+                    started,
+                    now_ms(),
+                ),
             },
         },
     };
