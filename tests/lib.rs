@@ -4,6 +4,7 @@
 //! The tests themselves live in `integration/` (one test binary, modules inside). Real
 //! servers are started by [`sshd`] (OpenSSH) and [`moto`] (the AWS API emulator).
 
+pub mod bench;
 pub mod moto;
 pub mod sshd;
 use std::path::{Path, PathBuf};

@@ -20,6 +20,7 @@
 //! bench/README.md for the method and the latest results.
 
 use anyhow::{Context, Result, bail, ensure};
+use squall_tests::bench::{file_field, first_line, median};
 use squall_tests::sshd::{self, SshFleet, TEST_USER};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -335,37 +336,6 @@ impl Venv {
     fn bin(&self, name: &str) -> PathBuf {
         self.root.join("bin").join(name)
     }
-}
-
-/// First line of a command's stdout (or stderr, for `ssh -V`), or why it failed.
-fn first_line(program: &str, args: &[&str]) -> String {
-    match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) => {
-            let text = if out.stdout.is_empty() {
-                String::from_utf8_lossy(&out.stderr).into_owned()
-            } else {
-                String::from_utf8_lossy(&out.stdout).into_owned()
-            };
-            text.lines().next().unwrap_or("").trim().to_string()
-        }
-        Err(e) => format!("({program}: {e})"),
-    }
-}
-
-fn file_field(path: &str, key: &str) -> String {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                let (k, v) = l.split_once([':', '='])?;
-                (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
-            })
-        })
-        .unwrap_or_else(|| "?".to_string())
 }
 
 fn machine_facts(venv: &Venv, squall: &Path) -> Result<Vec<(&'static str, String)>> {
@@ -1004,16 +974,6 @@ struct Report {
     title: &'static str,
     samples: Vec<Vec<f64>>,
     phases: Vec<Phases>,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 fn min(v: &[f64]) -> f64 {

@@ -37,6 +37,7 @@
 use anyhow::{Context, Result, bail, ensure};
 use squall::s3::S3Store;
 use squall::store::Store;
+use squall_tests::bench::{file_field, first_line, median};
 use squall_tests::moto::{self, Moto};
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -1435,36 +1436,6 @@ fn moto_version() -> String {
 // ---------------------------------------------------------------------------------------
 // Reporting.
 
-fn first_line(program: &str, args: &[&str]) -> String {
-    match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) => {
-            let text = if out.stdout.is_empty() {
-                String::from_utf8_lossy(&out.stderr).into_owned()
-            } else {
-                String::from_utf8_lossy(&out.stdout).into_owned()
-            };
-            text.lines().next().unwrap_or("").trim().to_string()
-        }
-        Err(e) => format!("({program}: {e})"),
-    }
-}
-
-fn file_field(path: &str, key: &str) -> String {
-    fs::read_to_string(path)
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                let (k, v) = l.split_once([':', '='])?;
-                (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
-            })
-        })
-        .unwrap_or_else(|| "?".to_string())
-}
-
 /// A package's version in the workspace's Cargo.lock.
 fn locked_version(name: &str) -> String {
     let lock = fs::read_to_string(squall_tests::workspace().join("Cargo.lock")).unwrap_or_default();
@@ -1523,16 +1494,6 @@ fn machine_facts(aws: &Path, agent: &Path) -> Vec<(&'static str, String)> {
         ),
         ("aws-sdk-s3", locked_version("aws-sdk-s3")),
     ]
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
 
 fn mib(kib: u64) -> f64 {
