@@ -4,6 +4,7 @@
 use std::fs;
 use std::process::{Command, Stdio};
 
+/// First line of a command's stdout (or stderr, for `ssh -V`), or why it failed.
 pub fn first_line(program: &str, args: &[&str]) -> String {
     match Command::new(program)
         .args(args)
@@ -22,6 +23,8 @@ pub fn first_line(program: &str, args: &[&str]) -> String {
     }
 }
 
+/// The value of `key` in a `key: value` or `key=value` file (`/proc/cpuinfo`,
+/// `/etc/os-release`), or `?`.
 pub fn file_field(path: &str, key: &str) -> String {
     fs::read_to_string(path)
         .ok()
@@ -34,6 +37,7 @@ pub fn file_field(path: &str, key: &str) -> String {
         .unwrap_or_else(|| "?".to_string())
 }
 
+/// The median of `v` (NaN when empty).
 pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
