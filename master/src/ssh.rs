@@ -10,7 +10,7 @@
 //! command's) stderr. Which commands run is not decided here.
 
 use crate::compute::Instance;
-use crate::transport::{Output, Transport, TransportError, tail_lines};
+use crate::transport::{Output, Transport, TransportError, streamed, tail_lines};
 use async_trait::async_trait;
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use std::collections::BTreeMap;
@@ -444,17 +444,6 @@ impl Transport for SshTransport {
             .map_err(|e| command_err(&t, argv, error_text(&e)))?;
         copied.map_err(|e| command_err(&t, argv, format!("copying output: {e}")))?;
         read.map_err(|e| command_err(&t, argv, e.to_string()))?;
-        if !status.success() {
-            return Err(command_err(
-                &t,
-                argv,
-                format!("exit status {status}: {}", tail_lines(&err_buf, 5)),
-            ));
-        }
-        Ok(Output {
-            code: status.code(),
-            stdout: Vec::new(),
-            stderr: err_buf,
-        })
+        streamed(status, err_buf).map_err(|e| command_err(&t, argv, e))
     }
 }

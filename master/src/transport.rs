@@ -34,6 +34,20 @@ pub fn tail_lines(bytes: &[u8], n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The result of a command whose stdout was streamed elsewhere: its exit code and
+/// stderr, or (for a non-zero exit) why it failed, with the tail of its stderr.
+pub fn streamed(status: std::process::ExitStatus, stderr: Vec<u8>) -> Result<Output, String> {
+    if status.success() {
+        Ok(Output {
+            code: status.code(),
+            stdout: Vec::new(),
+            stderr,
+        })
+    } else {
+        Err(format!("exit status {status}: {}", tail_lines(&stderr, 5)))
+    }
+}
+
 /// Errors from reaching a host.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {

@@ -7,7 +7,7 @@
 
 use super::compute::{INSTANCE_ENV, LocalCompute};
 use crate::compute::Instance;
-use crate::transport::{Output, Transport, TransportError, tail_lines};
+use crate::transport::{Output, Transport, TransportError, streamed};
 use async_trait::async_trait;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -140,17 +140,6 @@ impl Transport for LocalTransport {
         copied.map_err(|e| cmd_err(host, argv, format!("copying output: {e}")))?;
         read_err.map_err(|e| cmd_err(host, argv, e))?;
         let status = child.wait().await.map_err(|e| cmd_err(host, argv, e))?;
-        if !status.success() {
-            return Err(cmd_err(
-                host,
-                argv,
-                format!("exit status {status}: {}", tail_lines(&err_buf, 5)),
-            ));
-        }
-        Ok(Output {
-            code: status.code(),
-            stdout: Vec::new(),
-            stderr: err_buf,
-        })
+        streamed(status, err_buf).map_err(|e| cmd_err(host, argv, e))
     }
 }
