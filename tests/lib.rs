@@ -5,6 +5,7 @@
 //! servers are started by [`sshd`] (OpenSSH) and [`moto`] (the AWS API emulator).
 
 pub mod bench;
+pub mod imds;
 pub mod moto;
 pub mod sshd;
 use std::path::{Path, PathBuf};

@@ -16,6 +16,11 @@ use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .init();
     let settings = Settings::from_env(|k| std::env::var(k).ok())?;
     let conf = squall::aws::sdk_config(None).await;
     let launcher = Launcher {
@@ -31,7 +36,9 @@ async fn main() -> Result<(), Error> {
                 security_groups: settings.security_groups.clone(),
                 image: Some(settings.image.clone()),
                 instance_type: Some(settings.master_type.clone()),
-                running_deadline: Duration::from_secs(120),
+                // The launcher does not wait for the master to run: it returns once
+                // RunInstances answered.
+                running_deadline: Duration::ZERO,
             },
         )),
         settings,
@@ -41,8 +48,8 @@ async fn main() -> Result<(), Error> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        match launcher.handle(&event.payload, now).await {
-            Ok(outcomes) => Ok::<Value, Error>(json!({ "runs": outcomes })),
+        match squall_launcher::handle(launcher, &event.payload, now).await {
+            Ok(handled) => Ok::<Value, Error>(json!(handled)),
             Err(e) if e.retryable => Err(e.into()),
             Err(e) => Ok(json!({ "error": e.message, "retryable": false })),
         }

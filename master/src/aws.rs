@@ -35,6 +35,11 @@ pub fn ec2_client(conf: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(conf)
 }
 
+/// A Lambda client (for `squall launch --via-lambda`).
+pub fn lambda_client(conf: &aws_config::SdkConfig) -> aws_sdk_lambda::Client {
+    aws_sdk_lambda::Client::new(conf)
+}
+
 /// Error codes that mean "slow down" across EC2 and S3.
 const THROTTLING: &[&str] = &[
     "Throttling",

@@ -106,11 +106,25 @@ pub trait Compute: Send + Sync + std::fmt::Debug {
 /// Terminates every non-terminated instance tagged with `run_id`, from tags alone, and
 /// verifies none is left. Safe to run twice and from a fresh process.
 pub async fn teardown_run(compute: &dyn Compute, run_id: &str) -> Result<usize, ComputeError> {
+    teardown_matching(compute, run_id, |_| true).await
+}
+
+/// Like [`teardown_run`], but spares the run's master (`squall:role=master`): the
+/// master tears down its workers, records the run, and terminates itself last.
+pub async fn teardown_workers(compute: &dyn Compute, run_id: &str) -> Result<usize, ComputeError> {
+    teardown_matching(compute, run_id, |i| i.tag(tags::ROLE) != Some("master")).await
+}
+
+async fn teardown_matching(
+    compute: &dyn Compute,
+    run_id: &str,
+    matches: impl Fn(&Instance) -> bool,
+) -> Result<usize, ComputeError> {
     let live: Vec<String> = compute
         .list_by_tag(tags::RUN, run_id)
         .await?
         .into_iter()
-        .filter(|i| i.state != InstanceState::Terminated)
+        .filter(|i| i.state != InstanceState::Terminated && matches(i))
         .map(|i| i.id)
         .collect();
     if !live.is_empty() {
@@ -120,7 +134,7 @@ pub async fn teardown_run(compute: &dyn Compute, run_id: &str) -> Result<usize, 
         .list_by_tag(tags::RUN, run_id)
         .await?
         .into_iter()
-        .filter(|i| !i.state.is_gone())
+        .filter(|i| !i.state.is_gone() && matches(i))
         .map(|i| i.id)
         .collect();
     if left.is_empty() {

@@ -40,7 +40,8 @@ pub struct Ec2Settings {
     pub image: Option<String>,
     /// Instance type for groups that do not name one.
     pub instance_type: Option<String>,
-    /// How long to wait for launched instances to be running.
+    /// How long to wait for launched instances to be running; zero returns them as
+    /// soon as RunInstances answered (pending), without waiting.
     pub running_deadline: Duration,
 }
 
@@ -442,6 +443,9 @@ impl Compute for Ec2Compute {
             .collect();
         if !existing.is_empty() {
             tracing::info!(group = %req.group, "launch already done: {} instance(s) carry its token", existing.len());
+            if self.settings.running_deadline.is_zero() {
+                return Ok(existing);
+            }
             let ids: Vec<String> = existing.iter().map(|i| i.id.clone()).collect();
             let (running, _) = self.wait_running(&ids).await?;
             return Ok(running);
@@ -457,6 +461,9 @@ impl Compute for Ec2Compute {
         })
         .await?;
         tracing::info!(group = %req.group, "launched {} {} instance(s){}", launched.len(), rung.instance_type, if rung.spot { " on spot" } else { "" });
+        if self.settings.running_deadline.is_zero() {
+            return Ok(launched);
+        }
         let ids: Vec<String> = launched.iter().map(|i| i.id.clone()).collect();
         let (running, failures) = self.wait_running(&ids).await?;
         if !failures.is_empty() {

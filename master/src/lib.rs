@@ -9,11 +9,13 @@
 //! the `squall-worker` crate; the Lambda is the `squall-launcher` crate.
 
 pub mod aws;
+pub mod cloud;
 pub mod compute;
 pub mod ec2;
 pub mod engine;
 pub mod exit;
 pub mod inventory;
+pub mod launch;
 pub mod local;
 pub mod playbook;
 pub mod progress;
@@ -23,5 +25,6 @@ pub mod runner;
 pub mod s3;
 pub mod ssh;
 pub mod store;
+pub mod sweep;
 pub mod template;
 pub mod transport;

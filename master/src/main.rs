@@ -4,7 +4,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use squall::compute::{self, Compute, InstanceState, tags};
+use squall::compute::{self, Compute};
 use squall::{exit, local, playbook, runid, runner, ssh};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -55,14 +55,83 @@ enum Command {
         #[arg(required = true)]
         playbooks: Vec<PathBuf>,
     },
-    /// Terminate local instances whose deadline has passed (or all of one run).
+    /// Terminate instances whose deadline has passed (or all of one run) and record it
+    /// in their runs: local instances, or EC2 ones with `--store s3://BUCKET`.
     Sweep {
         #[arg(long, env = "SQUALL_HOME", default_value = ".squall")]
         home: PathBuf,
+        /// Sweep EC2 (in the default region) and record in this bucket.
+        #[arg(long, value_name = "s3://BUCKET")]
+        store: Option<String>,
         /// Terminate every instance of this run, deadline or not.
         #[arg(long)]
         run: Option<String>,
     },
+    /// Start a run on AWS as the launcher Lambda would: upload the playbook, claim the
+    /// run, start its master, and return.
+    Launch(LaunchArgs),
+    /// The master of a run on EC2 (started by the master's user-data): runs the run at
+    /// s3://BUCKET/runs/RUN_ID/ to the end, then terminates this instance.
+    Master {
+        /// s3://BUCKET/runs/RUN_ID/
+        #[arg(long)]
+        run: String,
+        /// Where the master keeps its keys, files and log.
+        #[arg(long, default_value = "/var/lib/squall")]
+        work_dir: PathBuf,
+        /// The squall-worker agent to install on workers (default: next to squall).
+        #[arg(long, env = "SQUALL_WORKER_BIN")]
+        agent: Option<PathBuf>,
+        /// How long to keep retrying SSH to a booting worker.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        connect_deadline: Duration,
+        /// How long launched workers may take to be running.
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        running_deadline: Duration,
+        /// How often status.json is rewritten.
+        #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+        heartbeat: Duration,
+    },
+}
+
+/// `squall launch`'s arguments; each has the launcher Lambda's environment variable.
+#[derive(Debug, clap::Args)]
+struct LaunchArgs {
+    /// The playbook file.
+    playbook: PathBuf,
+    /// Override a playbook variable: NAME=VALUE (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// The bucket for playbooks, runs and binaries.
+    #[arg(long, env = "SQUALL_BUCKET")]
+    bucket: String,
+    /// Send the run to this deployed launcher Lambda instead of launching from here.
+    #[arg(long, value_name = "FUNCTION")]
+    via_lambda: Option<String>,
+    /// Upload this squall and its squall-worker to the bucket for the master (they
+    /// must be Linux builds for the master's architecture).
+    #[arg(long)]
+    upload_binaries: bool,
+    #[arg(long, env = "SQUALL_SUBNET", required_unless_present = "via_lambda")]
+    subnet: Option<String>,
+    /// The master's security groups (comma-separated).
+    #[arg(
+        long,
+        env = "SQUALL_SECURITY_GROUPS",
+        required_unless_present = "via_lambda"
+    )]
+    security_groups: Option<String>,
+    /// The workers' security groups (comma-separated; default: the master's).
+    #[arg(long, env = "SQUALL_WORKER_SECURITY_GROUPS")]
+    worker_security_groups: Option<String>,
+    /// The AMI of the master (and of workers whose group names none).
+    #[arg(long, env = "SQUALL_IMAGE", required_unless_present = "via_lambda")]
+    image: Option<String>,
+    /// The master's instance profile.
+    #[arg(long, env = "SQUALL_MASTER_PROFILE")]
+    master_profile: Option<String>,
+    #[arg(long, env = "SQUALL_MASTER_TYPE", default_value = "t3.small")]
+    master_type: String,
 }
 
 fn main() -> ExitCode {
@@ -98,7 +167,33 @@ fn main() -> ExitCode {
             inventory: inventory.as_deref(),
             connect_deadline,
         }),
-        Command::Sweep { home, run } => sweep(&home, run.as_deref()),
+        Command::Sweep { home, store, run } => sweep(&home, store.as_deref(), run.as_deref()),
+        Command::Launch(args) => launch(&args),
+        Command::Master {
+            run,
+            work_dir,
+            agent,
+            connect_deadline,
+            running_deadline,
+            heartbeat,
+        } => master(squall::cloud::MasterOptions {
+            run_url: run,
+            master_log: work_dir.join("master.log"),
+            work_dir,
+            agent_binary: match agent {
+                Some(a) => a,
+                None => match default_agent() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("squall: error: {e:#}");
+                        return ExitCode::from(exit::ERROR);
+                    }
+                },
+            },
+            connect_deadline,
+            running_deadline,
+            heartbeat_every: heartbeat,
+        }),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -271,6 +366,7 @@ fn run(args: &RunArgs<'_>) -> anyhow::Result<u8> {
         progress_bar: live,
         master_log: Some(master_log),
         handle_signals: true,
+        worker_user_data: BTreeMap::new(),
     };
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     let summary = rt.block_on(async {
@@ -327,31 +423,188 @@ fn init_tracing(log_file: &Path, live: bool) -> anyhow::Result<()> {
 
 use tracing_subscriber::Layer as _;
 
-fn sweep(home: &Path, run: Option<&str>) -> anyhow::Result<u8> {
-    let compute = local::LocalCompute::new(home.join("instances"));
+fn sweep(home: &Path, store: Option<&str>, run: Option<&str>) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     rt.block_on(async {
+        let (compute, store): (Arc<dyn Compute>, Arc<dyn squall::store::Store>) = match store {
+            None => (
+                Arc::new(local::LocalCompute::new(home.join("instances"))),
+                Arc::new(local::LocalStore::new(home.join("store"))),
+            ),
+            Some(url) => {
+                let Some((bucket, prefix)) = squall::s3::S3Store::parse_url(url) else {
+                    eprintln!("squall: --store expects s3://BUCKET, found `{url}`");
+                    return Ok(exit::USAGE);
+                };
+                let conf = squall::aws::sdk_config(None).await;
+                (
+                    Arc::new(squall::ec2::Ec2Compute::new(
+                        squall::aws::ec2_client(&conf),
+                        squall::ec2::Ec2Settings::default(),
+                    )),
+                    Arc::new(squall::s3::S3Store::new(
+                        squall::aws::s3_client(&conf),
+                        bucket,
+                        prefix,
+                    )),
+                )
+            }
+        };
         if let Some(run) = run {
-            let n = compute::teardown_run(&compute, run).await?;
+            let n = compute::teardown_run(compute.as_ref(), run).await?;
             println!("terminated {n} instance(s) of run {run}");
             return Ok(exit::OK);
         }
-        let now = runner::now_ms() / 1000;
-        let mut expired = Vec::new();
-        for inst in compute.list_by_tag(tags::ROLE, "worker").await? {
-            let past = inst
-                .tag(tags::DEADLINE)
-                .and_then(|d| d.parse::<u64>().ok())
-                .is_some_and(|d| d <= now);
-            if past && inst.state != InstanceState::Terminated {
-                expired.push(inst.id);
-            }
-        }
-        compute.terminate(&expired).await?;
+        let report = squall::sweep::sweep(
+            compute.as_ref(),
+            Some(store.as_ref()),
+            runner::now_ms() / 1000,
+        )
+        .await?;
         println!(
             "terminated {} instance(s) past their deadline",
-            expired.len()
+            report.count()
         );
-        Ok(exit::OK)
+        for (run, ids) in &report.terminated {
+            println!("  run {run}: {}", ids.join(", "));
+        }
+        for run in &report.abandoned {
+            println!("  run {run} recorded as abandoned");
+        }
+        for e in &report.errors {
+            eprintln!("squall: warning: {e}");
+        }
+        Ok(if report.errors.is_empty() {
+            exit::OK
+        } else {
+            exit::ERROR
+        })
     })
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn launch(args: &LaunchArgs) -> anyhow::Result<u8> {
+    use squall::launch::{Launcher, Settings, Trigger};
+    let overrides = parse_vars(&args.vars)?;
+    let pb = match playbook::load(&args.playbook, &overrides) {
+        Ok(pb) => pb,
+        Err(e @ playbook::LoadError::Invalid(_)) => {
+            eprintln!("{e}");
+            return Ok(exit::USAGE);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    rt.block_on(async {
+        let conf = squall::aws::sdk_config(None).await;
+        let store = squall::s3::S3Store::new(squall::aws::s3_client(&conf), &args.bucket, "");
+        if args.upload_binaries {
+            let squall_bin =
+                std::env::current_exe().context("failed to find the squall executable")?;
+            for (path, key) in [
+                (squall_bin, "bin/squall"),
+                (default_agent()?, "bin/squall-worker"),
+            ] {
+                let mut f = tokio::fs::File::open(&path)
+                    .await
+                    .with_context(|| format!("failed to open {}", path.display()))?;
+                squall::store::Store::put_stream(&store, key, &mut f).await?;
+            }
+        }
+        let key = squall::launch::upload_playbook(&store, &pb)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let trigger = Trigger::Direct {
+            playbook: key,
+            vars: overrides.clone(),
+            request: format!("{}-{}", runner::now_ms(), runid::nonce()),
+        };
+        if let Some(function) = &args.via_lambda {
+            let answer = squall::launch::invoke_lambda(
+                &squall::aws::lambda_client(&conf),
+                function,
+                &trigger,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            let launched = answer["runs"]
+                .as_array()
+                .is_some_and(|r| r.iter().all(|o| o["status"] == "launched"));
+            return Ok(if launched { exit::OK } else { exit::ERROR });
+        }
+        let need = |v: &Option<String>, what: &str| {
+            v.clone()
+                .ok_or_else(|| anyhow::anyhow!("--{what} is required without --via-lambda"))
+        };
+        let security_groups = split_list(&need(&args.security_groups, "security-groups")?);
+        let settings = Settings {
+            bucket: args.bucket.clone(),
+            subnet: need(&args.subnet, "subnet")?,
+            worker_security_groups: args
+                .worker_security_groups
+                .as_deref()
+                .map(split_list)
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| security_groups.clone()),
+            security_groups,
+            master_profile: args.master_profile.clone(),
+            image: need(&args.image, "image")?,
+            master_type: args.master_type.clone(),
+            uploads: Vec::new(),
+            schedules: BTreeMap::new(),
+            binary_key: "bin/squall".into(),
+            agent_key: "bin/squall-worker".into(),
+        };
+        let launcher = Launcher {
+            compute: Arc::new(squall::ec2::Ec2Compute::new(
+                squall::aws::ec2_client(&conf),
+                squall::ec2::Ec2Settings {
+                    subnet: Some(settings.subnet.clone()),
+                    security_groups: settings.security_groups.clone(),
+                    image: Some(settings.image.clone()),
+                    instance_type: Some(settings.master_type.clone()),
+                    running_deadline: Duration::ZERO,
+                },
+            )),
+            store: Arc::new(store.clone()),
+            settings,
+        };
+        let outcome = launcher
+            .handle_trigger(&trigger, runner::now_ms() / 1000)
+            .await?;
+        let run = outcome.run_id.clone().unwrap_or_default();
+        println!("run {run} {}", outcome.status);
+        if let Some(m) = &outcome.master {
+            println!("  master:  {m}");
+        }
+        if let Some(r) = &outcome.reason {
+            println!("  reason:  {r}");
+        }
+        let locate = |k: String| squall::store::Store::locate(&store, &k);
+        println!("  status:  {}", locate(squall::store::keys::status(&run)));
+        println!(
+            "  record:  {}",
+            locate(squall::store::keys::run_record(&run))
+        );
+        Ok(if outcome.status == "launched" {
+            exit::OK
+        } else {
+            exit::ERROR
+        })
+    })
+}
+
+fn master(opts: squall::cloud::MasterOptions) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(&opts.work_dir)
+        .with_context(|| format!("failed to create {}", opts.work_dir.display()))?;
+    init_tracing(&opts.master_log, false)?;
+    let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    Ok(rt.block_on(squall::cloud::run_master(opts))?)
 }

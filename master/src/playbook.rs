@@ -339,6 +339,19 @@ impl Loaded {
             .map_or(Duration::from_secs(3600), |d| d.value.0)
     }
 
+    /// Every `copy` task's source as written (possibly templated), relative to
+    /// [`Loaded::base_dir`].
+    pub fn copy_sources(&self) -> Vec<&str> {
+        self.playbook
+            .stages
+            .value
+            .iter()
+            .flat_map(|s| s.value.tasks.value.iter())
+            .filter_map(|t| t.value.copy.as_ref())
+            .map(|c| c.value.src.value.as_str())
+            .collect()
+    }
+
     /// The group names a stage runs on, in fleet order.
     pub fn stage_groups(&self, stage: &Stage) -> Vec<String> {
         if stage.hosts.value == ALL_HOSTS {

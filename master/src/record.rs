@@ -74,6 +74,40 @@ pub struct RunRecord {
     pub teardown: Option<TeardownRecord>,
 }
 
+impl RunRecord {
+    /// The record of a run that ended before its master ran it (rejected by the
+    /// launcher, or found abandoned by a sweep): no stages, hosts or tasks.
+    pub fn ended_before_start(
+        run_id: &str,
+        playbook_file: &str,
+        status: RunStatus,
+        reason: String,
+        at_ms: u64,
+    ) -> RunRecord {
+        RunRecord {
+            version: RECORD_VERSION,
+            run_id: run_id.to_owned(),
+            playbook: PlaybookInfo {
+                name: String::new(),
+                file: playbook_file.to_owned(),
+                sha256: String::new(),
+            },
+            vars: BTreeMap::new(),
+            trigger: BTreeMap::new(),
+            status,
+            reason: Some(reason),
+            started_at_ms: at_ms,
+            ended_at_ms: Some(at_ms),
+            deadline_at_ms: at_ms,
+            phases: Vec::new(),
+            stages: Vec::new(),
+            hosts: Vec::new(),
+            tasks: Vec::new(),
+            teardown: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlaybookInfo {
     pub name: String,

@@ -69,6 +69,8 @@ pub struct RunOptions {
     pub master_log: Option<PathBuf>,
     /// Listen for Ctrl-C and SIGTERM.
     pub handle_signals: bool,
+    /// Boot script of each fleet group's instances (none when absent).
+    pub worker_user_data: BTreeMap<String, String>,
 }
 
 /// What a finished run left behind.
@@ -212,7 +214,7 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
     view.finish();
 
     // Belt and braces: a launch that finished after teardown must not leave anything.
-    if let Err(e) = compute::teardown_run(b.compute.as_ref(), &opts.run_id).await {
+    if let Err(e) = compute::teardown_workers(b.compute.as_ref(), &opts.run_id).await {
         tracing::error!("final teardown check failed: {e}");
     }
     if let Some(e) = ctx.record_error.lock().ok().and_then(|mut e| e.take()) {
@@ -399,7 +401,8 @@ fn dispatch(
                     result: Err("internal error: teardown panicked".into()),
                 };
                 jobs.spawn(Some(stand_in), async move {
-                    let teardown = compute::teardown_run(ctx.b.compute.as_ref(), &ctx.opts.run_id);
+                    let teardown =
+                        compute::teardown_workers(ctx.b.compute.as_ref(), &ctx.opts.run_id);
                     let r = match tokio::time::timeout(TEARDOWN_TIMEOUT, teardown).await {
                         Ok(r) => r.map_err(|e| e.to_string()),
                         Err(_) => Err(format!(
@@ -436,7 +439,12 @@ async fn launch(ctx: &Ctx, group: String, spec: FleetGroup) {
             (tags::GROUP.to_owned(), group.clone()),
             (tags::DEADLINE.to_owned(), ctx.deadline_tag.clone()),
         ]),
-        user_data: String::new(),
+        user_data: ctx
+            .opts
+            .worker_user_data
+            .get(&group)
+            .cloned()
+            .unwrap_or_default(),
         client_token: client_token(run_id, &group),
         instance_profile: None,
         spec: spec.clone(),

@@ -54,6 +54,10 @@ pub struct SshOptions {
     pub attempt_timeout: Duration,
     /// Where control sockets live (short paths: sockets have a length limit).
     pub control_dir: PathBuf,
+    /// Hosts are still booting and get their keys from user-data, after sshd started:
+    /// host-key and authentication failures are then retried until the deadline too
+    /// (a wrong key is never accepted, only waited out).
+    pub booting_hosts: bool,
 }
 
 impl Default for SshOptions {
@@ -62,16 +66,19 @@ impl Default for SshOptions {
             connect_deadline: Duration::from_secs(180),
             attempt_timeout: Duration::from_secs(10),
             control_dir: std::env::temp_dir(),
+            booting_hosts: false,
         }
     }
 }
 
 /// Runs commands over SSH. Targets are looked up by instance id; an instance without
-/// a registered target uses `defaults` with the instance's address.
+/// a registered target uses `defaults` with the instance's address (and its group's
+/// login user, when one is set).
 #[derive(Debug)]
 pub struct SshTransport {
     targets: std::sync::RwLock<BTreeMap<String, SshTarget>>,
     defaults: Option<SshTarget>,
+    group_users: BTreeMap<String, String>,
     options: SshOptions,
     sessions: Mutex<BTreeMap<String, Arc<Session>>>,
 }
@@ -89,9 +96,16 @@ impl SshTransport {
         SshTransport {
             targets: std::sync::RwLock::new(BTreeMap::new()),
             defaults,
+            group_users: BTreeMap::new(),
             options,
             sessions: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Login users by fleet group (the `squall:group` tag), overriding the default's.
+    pub fn with_group_users(mut self, users: BTreeMap<String, String>) -> Self {
+        self.group_users = users;
+        self
     }
 
     /// Registers how to reach instance `id`.
@@ -115,6 +129,11 @@ impl SshTransport {
                         .unwrap_or(&host.id)
                         .to_owned(),
                     address: host.address.clone(),
+                    user: host
+                        .tag(crate::compute::tags::GROUP)
+                        .and_then(|g| self.group_users.get(g))
+                        .unwrap_or(&d.user)
+                        .clone(),
                     ..d.clone()
                 })
             })
@@ -152,7 +171,15 @@ impl SshTransport {
             ]
             .iter()
             .any(|m| lower.contains(m));
-            if final_ {
+            let waited_out = self.options.booting_hosts
+                && [
+                    "permission denied",
+                    "host key verification failed",
+                    "remote host identification has changed",
+                ]
+                .iter()
+                .any(|m| lower.contains(m));
+            if final_ && !waited_out {
                 ConnectFailure::Final(text)
             } else {
                 ConnectFailure::Transient(text)

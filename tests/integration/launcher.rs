@@ -14,7 +14,7 @@ use squall::ec2::{Ec2Compute, Ec2Settings};
 use squall::record::{RunRecord, RunStatus};
 use squall::s3::S3Store;
 use squall::store::Store;
-use squall_launcher::{Launcher, Settings, Trigger, parse_event, run_id};
+use squall_launcher::{LaunchError, Launcher, Outcome, Settings, Trigger, parse_event, run_id};
 use squall_tests::moto::{self, Moto};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,6 +81,8 @@ async fn setup(moto: &Moto) -> Setup {
         uploads: vec![("inbox/".into(), "playbooks/nightly.yml".into())],
         schedules: BTreeMap::from([("squall-nightly".into(), "playbooks/nightly.yml".into())]),
         binary_key: "bin/squall".into(),
+        agent_key: "bin/squall-worker".into(),
+        worker_security_groups: vec![net.security_group.clone()],
     };
     let compute = Ec2Compute::new(
         ec2,
@@ -103,6 +105,11 @@ async fn setup(moto: &Moto) -> Setup {
     }
 }
 
+/// The launcher's answer for each trigger of an event (with its sweep).
+async fn handle(l: &Launcher, event: &Value, now: u64) -> Result<Vec<Outcome>, LaunchError> {
+    squall_launcher::handle(l, event, now).await.map(|h| h.runs)
+}
+
 /// Non-terminated instances of a run.
 async fn masters(compute: &Ec2Compute, run: &str) -> Vec<squall::compute::Instance> {
     compute
@@ -123,9 +130,7 @@ fn an_s3_upload_starts_exactly_one_master_however_often_it_is_delivered() {
     runtime().block_on(async {
         let s = setup(&moto).await;
         let event = s3_put_event("inbox/batch+1.csv", "0123456789abcdef0123456789abcdef");
-        let first = s
-            .launcher
-            .handle(&event, 1_795_400_000)
+        let first = handle(&s.launcher, &event, 1_795_400_000)
             .await
             .expect("handled");
         assert_eq!(first.len(), 1);
@@ -134,9 +139,7 @@ fn an_s3_upload_starts_exactly_one_master_however_often_it_is_delivered() {
 
         // Delivered again, 4 times in a row and 5 times at once.
         for _ in 0..4 {
-            let again = s
-                .launcher
-                .handle(&event, 1_795_400_100)
+            let again = handle(&s.launcher, &event, 1_795_400_100)
                 .await
                 .expect("handled");
             assert_eq!(again[0].status, "duplicate");
@@ -146,7 +149,7 @@ fn an_s3_upload_starts_exactly_one_master_however_often_it_is_delivered() {
             .map(|_| {
                 let l = s.launcher.clone();
                 let ev = event.clone();
-                tokio::spawn(async move { l.handle(&ev, 1_795_400_200).await })
+                tokio::spawn(async move { handle(&l, &ev, 1_795_400_200).await })
             })
             .collect();
         for h in concurrent {
@@ -252,24 +255,31 @@ fn a_schedule_and_a_direct_invocation_each_start_their_own_run() {
     runtime().block_on(async {
         let s = setup(&moto).await;
         let tick = scheduled_event("2026-11-23T02:00:00Z");
-        let a = s.launcher.handle(&tick, 1_795_400_000).await.expect("handled");
+        let a = handle(&s.launcher, &tick, 1_795_400_000).await.expect("handled");
         assert_eq!(a[0].status, "launched");
-        let again = s.launcher.handle(&tick, 1_795_400_001).await.expect("handled");
+        let again = handle(&s.launcher, &tick, 1_795_400_001).await.expect("handled");
         assert_eq!(again[0].status, "duplicate", "the same firing twice is one run");
-        let next_night = s.launcher.handle(&scheduled_event("2026-11-24T02:00:00Z"), 1_795_486_400).await.expect("handled");
-        assert_eq!(next_night[0].status, "launched");
-        assert_ne!(next_night[0].run_id, a[0].run_id);
-
         let direct = json!({"playbook": "playbooks/nightly.yml", "vars": {"model": "m2"}, "request_id": "r-1"});
-        let d = s.launcher.handle(&direct, 1_795_400_002).await.expect("handled");
+        let d = handle(&s.launcher, &direct, 1_795_400_002).await.expect("handled");
         assert_eq!(d[0].status, "launched");
-        for out in [&a[0], &next_night[0], &d[0]] {
+        for out in [&a[0], &d[0]] {
             let run = out.run_id.as_deref().expect("run id");
             assert_eq!(masters(&s.compute, run).await.len(), 1);
             assert!(run.starts_with("nightly-"), "{run}");
         }
+        // The next night is another run; its invocation's sweep ends last night's
+        // masters, a day past their deadline.
+        let next_night = handle(&s.launcher, &scheduled_event("2026-11-24T02:00:00Z"), 1_795_486_400).await.expect("handled");
+        assert_eq!(next_night[0].status, "launched");
+        assert_ne!(next_night[0].run_id, a[0].run_id);
+        let run = next_night[0].run_id.as_deref().expect("run id");
+        assert_eq!(masters(&s.compute, run).await.len(), 1);
+        for out in [&a[0], &d[0]] {
+            let run = out.run_id.as_deref().expect("run id");
+            assert!(masters(&s.compute, run).await.is_empty(), "swept");
+        }
         let unrelated = s3_put_event("elsewhere/x.csv", "aa");
-        let ignored = s.launcher.handle(&unrelated, 1_795_400_003).await.expect("handled");
+        let ignored = handle(&s.launcher, &unrelated, 1_795_400_003).await.expect("handled");
         assert_eq!(ignored[0].status, "ignored", "uploads outside the configured prefixes start nothing");
     });
 }
@@ -283,9 +293,7 @@ fn a_broken_playbook_launches_nothing_and_leaves_a_failed_run_record() {
     runtime().block_on(async {
         let s = setup(&moto).await;
         let direct = json!({"playbook": "playbooks/broken.yml"});
-        let out = s
-            .launcher
-            .handle(&direct, 1_795_400_000)
+        let out = handle(&s.launcher, &direct, 1_795_400_000)
             .await
             .expect("handled");
         assert_eq!(out[0].status, "rejected");
@@ -314,9 +322,7 @@ fn a_broken_playbook_launches_nothing_and_leaves_a_failed_run_record() {
         );
 
         let missing = json!({"playbook": "playbooks/nope.yml"});
-        let out = s
-            .launcher
-            .handle(&missing, 1_795_400_000)
+        let out = handle(&s.launcher, &missing, 1_795_400_000)
             .await
             .expect("handled");
         assert_eq!(out[0].status, "rejected");
@@ -327,9 +333,7 @@ fn a_broken_playbook_launches_nothing_and_leaves_a_failed_run_record() {
                 .is_some_and(|r| r.contains("not found"))
         );
 
-        let e = s
-            .launcher
-            .handle(&json!({"hello": 1}), 0)
+        let e = handle(&s.launcher, &json!({"hello": 1}), 0)
             .await
             .expect_err("unrecognised");
         assert!(!e.retryable, "a bad event is not worth retrying");
@@ -361,4 +365,98 @@ fn run_ids_derive_from_the_trigger_alone() {
         panic!("an S3 trigger")
     };
     assert_eq!(key, "inbox/a+b c.csv");
+}
+
+#[test]
+fn a_claim_whose_launcher_died_is_taken_over_but_a_fresh_one_is_not() {
+    if !moto::available() {
+        return;
+    }
+    let moto = Moto::start();
+    runtime().block_on(async {
+        let s = setup(&moto).await;
+        let now = 1_795_400_000;
+        let direct = |req: &str| json!({"playbook": "playbooks/nightly.yml", "request_id": req});
+        // A launcher claimed each run and died before launching a master.
+        for (req, age) in [
+            ("stale", squall::launch::STALE_CLAIM_SECS + 1),
+            ("fresh", 10),
+        ] {
+            let t = parse_event(&direct(req)).expect("parses").remove(0);
+            let run = run_id("playbooks/nightly.yml", &t);
+            let claim = json!({"run_id": run, "claimed_at": now - age});
+            s.store
+                .put(
+                    &format!("runs/{run}/claim.json"),
+                    claim.to_string().into_bytes(),
+                )
+                .await
+                .expect("put");
+        }
+        let fresh = handle(&s.launcher, &direct("fresh"), now)
+            .await
+            .expect("handled");
+        assert_eq!(
+            fresh[0].status, "duplicate",
+            "its launcher may still be at work"
+        );
+        let run = fresh[0].run_id.clone().expect("run id");
+        assert!(masters(&s.compute, &run).await.is_empty());
+
+        let stale = handle(&s.launcher, &direct("stale"), now)
+            .await
+            .expect("handled");
+        assert_eq!(stale[0].status, "launched", "{stale:?}");
+        let run = stale[0].run_id.clone().expect("run id");
+        assert_eq!(masters(&s.compute, &run).await.len(), 1);
+        // Once launched, redeliveries are duplicates again, however old the claim.
+        let again = handle(&s.launcher, &direct("stale"), now + 3600)
+            .await
+            .expect("handled");
+        assert_eq!(again[0].status, "duplicate");
+        assert_eq!(masters(&s.compute, &run).await.len(), 1);
+    });
+}
+
+#[test]
+fn a_missing_copy_source_is_rejected_before_anything_is_launched() {
+    if !moto::available() {
+        return;
+    }
+    let moto = Moto::start();
+    runtime().block_on(async {
+        let s = setup(&moto).await;
+        let pb = GOOD.replace(
+            "      - shell:",
+            "      - copy: { src: files/model.bin, dest: model.bin }\n      - shell:",
+        );
+        s.store
+            .put("playbooks/copying.yml", pb.into_bytes())
+            .await
+            .expect("put");
+        let direct = json!({"playbook": "playbooks/copying.yml"});
+        let out = handle(&s.launcher, &direct, 1_795_400_000)
+            .await
+            .expect("handled");
+        assert_eq!(out[0].status, "rejected");
+        let reason = out[0].reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains(&format!(
+                "copy source s3://{BUCKET}/playbooks/files/model.bin not found"
+            )),
+            "{reason}"
+        );
+        let run = out[0].run_id.clone().expect("run id");
+        assert!(masters(&s.compute, &run).await.is_empty());
+
+        s.store
+            .put("playbooks/files/model.bin", b"weights".to_vec())
+            .await
+            .expect("put");
+        let retry = json!({"playbook": "playbooks/copying.yml", "request_id": "2"});
+        let out = handle(&s.launcher, &retry, 1_795_400_000)
+            .await
+            .expect("handled");
+        assert_eq!(out[0].status, "launched", "{out:?}");
+    });
 }

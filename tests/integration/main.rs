@@ -10,6 +10,7 @@
 //!   connection faults and errors.
 
 mod aws;
+mod cloud;
 mod engine;
 mod launcher;
 mod local_run;

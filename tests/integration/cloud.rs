@@ -1,0 +1,565 @@
+//! The master's life on EC2 (`squall master`), `squall launch` and `squall sweep`, as
+//! real `squall` processes against moto (S3 + EC2) and a test IMDS on 127.0.0.1.
+//!
+//! moto's instances do not boot, so the workers here never answer SSH: these tests pin
+//! everything around the run (request and playbook from the bucket, worker user-data
+//! with the run's keys, heartbeats, the record, the master's log, teardown of workers by
+//! tag, the master terminating itself). Whole runs on booted instances are the EC2
+//! simulator's tests.
+
+use crate::aws::{Network, network, runtime};
+use serde_json::Value;
+use squall::compute::{Compute, InstanceState, LaunchRequest, tags};
+use squall::ec2::{Ec2Compute, Ec2Settings};
+use squall::launch::{Launcher, Settings, Trigger};
+use squall::playbook::{FleetGroup, Market};
+use squall::record::{Heartbeat, RunRecord, RunStatus};
+use squall::s3::S3Store;
+use squall::store::Store;
+use squall_tests::imds::Imds;
+use squall_tests::moto::{self, Moto};
+use squall_tests::{Scratch, binary, text};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+const BUCKET: &str = "squall-cloud-test";
+
+const PLAYBOOK: &str = "name: work\ndeadline: 20m\nvars: { size: small }\nfleet:\n  workers: { count: 2, user: worker }\nstages:\n  - name: prepare\n    hosts: workers\n    tasks:\n      - copy: { src: files/job.sh, dest: job.sh, mode: \"0755\" }\n      - shell: ./job.sh {{ vars.size }}\n";
+const JOB: &str = "#!/bin/sh\necho working on \"$1\"\n";
+
+struct Cloud {
+    moto: Moto,
+    net: Network,
+    store: S3Store,
+    compute: Ec2Compute,
+}
+
+async fn cloud() -> Cloud {
+    let moto = Moto::start();
+    let conf = moto.sdk_config().await;
+    let s3 = squall::aws::s3_client(&conf);
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("CreateBucket");
+    let store = S3Store::new(s3, BUCKET, "");
+    let ec2 = squall::aws::ec2_client(&conf);
+    let net = network(&ec2).await;
+    let compute = Ec2Compute::new(
+        ec2,
+        Ec2Settings {
+            running_deadline: Duration::from_secs(30),
+            ..Ec2Settings::default()
+        },
+    );
+    Cloud {
+        moto,
+        net,
+        store,
+        compute,
+    }
+}
+
+impl Cloud {
+    fn settings(&self) -> Settings {
+        Settings {
+            bucket: BUCKET.into(),
+            subnet: self.net.subnet.clone(),
+            security_groups: vec![self.net.security_group.clone()],
+            worker_security_groups: vec![self.net.security_group.clone()],
+            master_profile: None,
+            image: self.net.image.clone(),
+            master_type: "t3.small".into(),
+            uploads: Vec::new(),
+            schedules: BTreeMap::new(),
+            binary_key: "bin/squall".into(),
+            agent_key: "bin/squall-worker".into(),
+        }
+    }
+
+    /// Launches a run's master as the launcher does; returns (run id, master id).
+    async fn launch(&self, vars: &[(&str, &str)]) -> (String, String) {
+        self.store
+            .put("playbooks/work.yml", PLAYBOOK.as_bytes().to_vec())
+            .await
+            .expect("put");
+        self.store
+            .put("playbooks/files/job.sh", JOB.as_bytes().to_vec())
+            .await
+            .expect("put");
+        let launcher = Launcher {
+            settings: self.settings(),
+            store: Arc::new(self.store.clone()),
+            compute: Arc::new(self.compute.clone()),
+        };
+        let trigger = Trigger::Direct {
+            playbook: "playbooks/work.yml".into(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            request: "test".into(),
+        };
+        let out = launcher
+            .handle_trigger(&trigger, squall::runner::now_ms() / 1000)
+            .await
+            .expect("launched");
+        assert_eq!(out.status, "launched", "{out:?}");
+        (out.run_id.expect("run id"), out.master.expect("a master"))
+    }
+
+    fn squall(&self, args: &[&str], extra_env: &[(&str, String)]) -> std::process::Output {
+        let mut cmd = Command::new(binary("squall"));
+        cmd.args(args)
+            .env_remove("SQUALL_HOME")
+            .env("SQUALL_WORKER_BIN", binary("squall-worker"))
+            .env("SQUALL_LOG", "info")
+            .stdin(std::process::Stdio::null());
+        for (k, v) in self.moto.env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("running squall")
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
+        let body = self
+            .store
+            .get(key)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{key} is missing"));
+        serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{key}: {e}"))
+    }
+
+    async fn user_data(&self, id: &str) -> String {
+        let ec2 = squall::aws::ec2_client(&self.moto.sdk_config().await);
+        let ud = ec2
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .expect("DescribeInstanceAttribute");
+        let b64 = ud.user_data().and_then(|v| v.value()).unwrap_or_default();
+        String::from_utf8(aws_smithy_types::base64::decode(b64).expect("base64")).expect("utf-8")
+    }
+}
+
+#[test]
+fn a_master_whose_workers_never_answer_records_why_and_terminates_every_instance() {
+    if !moto::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let c = cloud().await;
+        let (run, master) = c.launch(&[("size", "large")]).await;
+        let imds = Imds::start(&master);
+        let work = Scratch::new("master");
+        let url = format!("s3://{BUCKET}/runs/{run}/");
+        let out = c.squall(
+            &[
+                "master",
+                "--run",
+                &url,
+                "--work-dir",
+                &work.path.to_string_lossy(),
+                "--connect-deadline",
+                "3s",
+                "--heartbeat",
+                "1s",
+            ],
+            &[imds.env()],
+        );
+        let log = text(&out);
+        assert_eq!(out.status.code(), Some(3), "the run failed: {log}");
+
+        // The record says which worker could not be reached, and how.
+        let rec: RunRecord = c.json(&format!("runs/{run}/run.json")).await;
+        assert_eq!(rec.status, RunStatus::Failed, "{log}");
+        let reason = rec.reason.clone().unwrap_or_default();
+        assert!(reason.contains("worker@127.200."), "{reason}");
+        assert_eq!(rec.hosts.len(), 2, "{rec:?}");
+        assert_eq!(rec.trigger.get("kind"), Some(&Value::from("direct")));
+        assert_eq!(
+            rec.vars.get("size"),
+            Some(&Value::from("large")),
+            "the invocation's vars reach the run"
+        );
+        let beat: Heartbeat = c.json(&format!("runs/{run}/status.json")).await;
+        assert_eq!(beat.phase, squall::record::Phase::Done);
+        let archive = c
+            .store
+            .get(&format!("runs/{run}/logs/master.tar.gz"))
+            .await
+            .expect("get")
+            .expect("the master's log is archived");
+        assert!(archive.len() > 100);
+
+        // Workers: launched with the run's keys in their user-data, then terminated.
+        let all = c.compute.list_by_tag(tags::RUN, &run).await.expect("list");
+        let workers: Vec<_> = all
+            .iter()
+            .filter(|i| i.tag(tags::ROLE) == Some("worker"))
+            .collect();
+        assert_eq!(workers.len(), 2, "{all:?}");
+        for w in &workers {
+            assert_eq!(w.state, InstanceState::Terminated, "{w:?}");
+            assert!(w.tag(tags::DEADLINE).is_some());
+        }
+        let script = c.user_data(&workers[0].id).await;
+        let host_public = std::fs::read_to_string(work.path.join("ssh/host_ed25519.pub"))
+            .expect("the run's host key");
+        let login_public =
+            std::fs::read_to_string(work.path.join("ssh/id_ed25519.pub")).expect("login key");
+        assert!(script.contains(host_public.trim()), "{script}");
+        assert!(script.contains("BEGIN OPENSSH PRIVATE KEY"), "{script}");
+        assert!(script.contains(login_public.trim()), "{script}");
+        assert!(script.contains("getent passwd 'worker'"), "{script}");
+        assert!(
+            script.contains("poweroff"),
+            "the dead-man's switch: {script}"
+        );
+        let known =
+            std::fs::read_to_string(work.path.join("ssh/known_hosts")).expect("known_hosts");
+        assert!(known.starts_with("* ssh-ed25519 "), "{known}");
+        assert!(
+            work.path.join("playbook/files/job.sh").is_file(),
+            "copy sources are fetched from the playbook's folder"
+        );
+
+        // The master terminated itself, last.
+        let me = c
+            .compute
+            .describe(std::slice::from_ref(&master))
+            .await
+            .expect("describe");
+        assert_eq!(me[0].state, InstanceState::Terminated, "{log}");
+        let master_log = std::fs::read_to_string(work.path.join("master.log")).expect("log");
+        let record_at = master_log.find("run recorded").expect("recorded");
+        let terminate_at = master_log
+            .find("terminating this master instance")
+            .expect("terminated itself");
+        assert!(record_at < terminate_at, "{master_log}");
+    });
+}
+
+#[test]
+fn a_master_without_its_run_request_records_a_failure_and_terminates_itself() {
+    if !moto::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let c = cloud().await;
+        let (run, master) = c.launch(&[]).await;
+        c.store
+            .put(&format!("runs/{run}/request.json"), b"{ not json".to_vec())
+            .await
+            .expect("put");
+        let imds = Imds::start(&master);
+        let work = Scratch::new("master-bad");
+        let out = c.squall(
+            &[
+                "master",
+                "--run",
+                &format!("s3://{BUCKET}/runs/{run}/"),
+                "--work-dir",
+                &work.path.to_string_lossy(),
+            ],
+            &[imds.env()],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let rec: RunRecord = c.json(&format!("runs/{run}/run.json")).await;
+        assert_eq!(rec.status, RunStatus::Failed);
+        let reason = rec.reason.unwrap_or_default();
+        assert!(
+            reason.contains("request.json is not a valid run request"),
+            "{reason}"
+        );
+        let me = c.compute.describe(&[master]).await.expect("describe");
+        assert_eq!(me[0].state, InstanceState::Terminated);
+        assert!(
+            c.compute
+                .list_by_tag(tags::ROLE, "worker")
+                .await
+                .expect("list")
+                .is_empty(),
+            "no worker was launched"
+        );
+
+        // A master that is not this run's master never terminates itself.
+        let other = Imds::start("i-0123456789abcdef0");
+        let out = c.squall(
+            &[
+                "master",
+                "--run",
+                &format!("s3://{BUCKET}/runs/{run}/"),
+                "--work-dir",
+                &work.path.to_string_lossy(),
+            ],
+            &[other.env()],
+        );
+        assert!(
+            text(&out).contains("not terminating") || {
+                let log = std::fs::read_to_string(work.path.join("master.log")).unwrap_or_default();
+                log.contains("not terminating")
+            },
+            "{}",
+            text(&out)
+        );
+    });
+}
+
+#[test]
+fn squall_launch_uploads_the_playbook_and_starts_one_master() {
+    if !moto::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let c = cloud().await;
+        let dir = Scratch::new("launch");
+        let pb = dir.file("work.yml", PLAYBOOK);
+        dir.file("files/job.sh", JOB);
+        let s = c.settings();
+        let out = c.squall(
+            &[
+                "launch",
+                &pb.to_string_lossy(),
+                "--var",
+                "size=huge",
+                "--bucket",
+                BUCKET,
+                "--subnet",
+                &s.subnet,
+                "--security-groups",
+                &s.security_groups[0],
+                "--image",
+                &s.image,
+                "--upload-binaries",
+            ],
+            &[],
+        );
+        let log = text(&out);
+        assert!(out.status.success(), "{log}");
+        let run = log
+            .lines()
+            .find_map(|l| l.strip_prefix("run "))
+            .and_then(|l| l.split_whitespace().next())
+            .expect("the run id is printed")
+            .to_owned();
+        assert!(log.contains(&format!("run {run} launched")), "{log}");
+        for key in [
+            "playbooks/work.yml",
+            "playbooks/files/job.sh",
+            "bin/squall",
+            "bin/squall-worker",
+        ] {
+            assert!(
+                c.store.get(key).await.expect("get").is_some(),
+                "{key} was uploaded"
+            );
+        }
+        let request: squall::launch::RunRequest = c.json(&format!("runs/{run}/request.json")).await;
+        assert_eq!(request.vars.get("size").map(String::as_str), Some("huge"));
+        assert_eq!(request.subnet, s.subnet);
+        let masters: Vec<_> = c
+            .compute
+            .list_by_tag(tags::RUN, &run)
+            .await
+            .expect("list")
+            .into_iter()
+            .filter(|i| i.tag(tags::ROLE) == Some("master"))
+            .collect();
+        assert_eq!(masters.len(), 1, "{masters:?}");
+        let script = c.user_data(&masters[0].id).await;
+        assert!(script.contains(&format!(
+            "squall master --run \"s3://{BUCKET}/runs/{run}/\""
+        )));
+
+        // A broken playbook launches nothing and says where it is broken.
+        let broken = dir.file(
+            "broken.yml",
+            &PLAYBOOK.replace("hosts: workers", "hosts: wrokers"),
+        );
+        let out = c.squall(
+            &[
+                "launch",
+                &broken.to_string_lossy(),
+                "--bucket",
+                BUCKET,
+                "--subnet",
+                &s.subnet,
+                "--security-groups",
+                &s.security_groups[0],
+                "--image",
+                &s.image,
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains("broken.yml:8:12"), "{}", text(&out));
+        assert_eq!(
+            c.compute
+                .list_by_tag(tags::ROLE, "master")
+                .await
+                .expect("list")
+                .len(),
+            1,
+            "no second master"
+        );
+    });
+}
+
+fn expired_group() -> FleetGroup {
+    FleetGroup {
+        count: 2,
+        min_count: None,
+        instance_type: None,
+        image: None,
+        market: Market::OnDemand,
+        volume_gb: None,
+        user: None,
+        subnet: None,
+        security_groups: None,
+        public_ip: false,
+    }
+}
+
+/// Launches `count` instances of `run` with role `role` and the given deadline.
+async fn start(c: &Cloud, run: &str, role: &str, deadline: u64) -> Vec<String> {
+    let req = LaunchRequest {
+        run_id: run.to_owned(),
+        group: role.to_owned(),
+        spec: FleetGroup {
+            image: Some(c.net.image.clone()),
+            subnet: Some(c.net.subnet.clone()),
+            ..expired_group()
+        },
+        tags: BTreeMap::from([
+            (tags::RUN.to_owned(), run.to_owned()),
+            (tags::ROLE.to_owned(), role.to_owned()),
+            (tags::GROUP.to_owned(), role.to_owned()),
+            (tags::DEADLINE.to_owned(), deadline.to_string()),
+        ]),
+        user_data: String::new(),
+        client_token: squall::runner::client_token(run, role),
+        instance_profile: None,
+    };
+    c.compute
+        .launch(&req)
+        .await
+        .expect("launch")
+        .into_iter()
+        .map(|i| i.id)
+        .collect()
+}
+
+#[test]
+fn a_sweep_terminates_what_is_past_its_deadline_and_records_abandoned_runs() {
+    if !moto::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let c = cloud().await;
+        let now = squall::runner::now_ms() / 1000;
+        let dead = start(&c, "dead-run", "worker", now - 60).await;
+        let dead_master = start(&c, "dead-run", "master", now - 60).await;
+        let live = start(&c, "live-run", "worker", now + 3600).await;
+        // A finished run whose workers outlived it: terminated, its record kept.
+        let finished = start(&c, "done-run", "worker", now - 5).await;
+        let done = RunRecord::ended_before_start(
+            "done-run",
+            "p.yml",
+            RunStatus::Succeeded,
+            "ok".into(),
+            1,
+        );
+        c.store
+            .put(
+                "runs/done-run/run.json",
+                serde_json::to_vec(&done).expect("json"),
+            )
+            .await
+            .expect("put");
+
+        let out = c.squall(&["sweep", "--store", &format!("s3://{BUCKET}")], &[]);
+        let log = text(&out);
+        assert!(out.status.success(), "{log}");
+        assert!(
+            log.contains("terminated 6 instance(s) past their deadline"),
+            "{log}"
+        );
+        let compute = &c.compute;
+        let state = |ids: Vec<String>| async move {
+            compute
+                .describe(&ids)
+                .await
+                .expect("describe")
+                .into_iter()
+                .map(|i| i.state)
+                .collect::<Vec<_>>()
+        };
+        for ids in [dead.clone(), dead_master, finished] {
+            assert!(
+                state(ids)
+                    .await
+                    .iter()
+                    .all(|s| *s == InstanceState::Terminated),
+                "{log}"
+            );
+        }
+        assert!(
+            state(live.clone())
+                .await
+                .iter()
+                .all(|s| *s == InstanceState::Running),
+            "instances within their deadline are left alone"
+        );
+        let rec: RunRecord = c.json("runs/dead-run/run.json").await;
+        assert_eq!(rec.status, RunStatus::Abandoned);
+        assert!(rec.reason.unwrap_or_default().contains(&dead[0]));
+        let kept: RunRecord = c.json("runs/done-run/run.json").await;
+        assert_eq!(
+            kept.status,
+            RunStatus::Succeeded,
+            "a finished run's record is kept"
+        );
+        let notes = c.store.list("runs/done-run/sweeps/").await.expect("list");
+        assert_eq!(notes.len(), 1, "the sweep is noted in the run: {notes:?}");
+
+        // Every launcher invocation sweeps too.
+        let late = start(&c, "late-run", "worker", now - 1).await;
+        let launcher = Launcher {
+            settings: c.settings(),
+            store: Arc::new(c.store.clone()),
+            compute: Arc::new(c.compute.clone()),
+        };
+        let handled = squall_launcher::handle(
+            &launcher,
+            &serde_json::json!({"playbook": "playbooks/missing.yml"}),
+            now,
+        )
+        .await
+        .expect("handled");
+        assert_eq!(handled.runs[0].status, "rejected");
+        let swept = handled.sweep.expect("a sweep report");
+        assert_eq!(swept.terminated.get("late-run"), Some(&late), "{swept:?}");
+        assert!(
+            state(late)
+                .await
+                .iter()
+                .all(|s| *s == InstanceState::Terminated)
+        );
+        assert!(
+            state(live)
+                .await
+                .iter()
+                .all(|s| *s == InstanceState::Running)
+        );
+    });
+}
