@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod imds;
+pub mod lambda;
 pub mod moto;
 pub mod sshd;
 use std::path::{Path, PathBuf};

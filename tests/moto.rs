@@ -118,3 +118,58 @@ impl Drop for Moto {
         }
     }
 }
+
+/// A VPC and subnet with a loopback CIDR (moto assigns 127.200.x.y private IPs), a
+/// security group, and an image.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub subnet: String,
+    pub security_group: String,
+    pub image: String,
+}
+
+pub async fn network(ec2: &aws_sdk_ec2::Client) -> Network {
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("127.200.0.0/16")
+        .send()
+        .await
+        .expect("CreateVpc");
+    let vpc_id = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .expect("a vpc id")
+        .to_owned();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc_id)
+        .cidr_block("127.200.1.0/24")
+        .send()
+        .await
+        .expect("CreateSubnet");
+    let sg = ec2
+        .create_security_group()
+        .vpc_id(&vpc_id)
+        .group_name("squall-workers")
+        .description("squall workers")
+        .send()
+        .await
+        .expect("CreateSecurityGroup");
+    let images = ec2.describe_images().send().await.expect("DescribeImages");
+    let image = images
+        .images()
+        .iter()
+        .find(|i| i.root_device_name().is_some())
+        .and_then(|i| i.image_id())
+        .expect("moto has images")
+        .to_owned();
+    Network {
+        subnet: subnet
+            .subnet()
+            .and_then(|s| s.subnet_id())
+            .expect("subnet id")
+            .to_owned(),
+        security_group: sg.group_id().expect("group id").to_owned(),
+        image,
+    }
+}

@@ -563,3 +563,80 @@ fn a_sweep_terminates_what_is_past_its_deadline_and_records_abandoned_runs() {
         );
     });
 }
+
+#[test]
+fn the_real_launcher_binary_answers_invocations_under_cargo_lambda_watch() {
+    if !moto::available() || !squall_tests::lambda::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let c = cloud().await;
+        let s = c.settings();
+        c.store
+            .put("playbooks/work.yml", PLAYBOOK.as_bytes().to_vec())
+            .await
+            .expect("put");
+        c.store
+            .put("playbooks/files/job.sh", JOB.as_bytes().to_vec())
+            .await
+            .expect("put");
+        let mut env: Vec<(&str, String)> = c.moto.env();
+        env.extend([
+            ("SQUALL_BUCKET", BUCKET.to_owned()),
+            ("SQUALL_SUBNET", s.subnet.clone()),
+            ("SQUALL_SECURITY_GROUPS", s.security_groups[0].clone()),
+            ("SQUALL_IMAGE", s.image.clone()),
+            ("SQUALL_UPLOADS", "inbox/=playbooks/work.yml".to_owned()),
+        ]);
+        let watch = squall_tests::lambda::LambdaWatch::start(&env);
+
+        // AWS's sample S3 put event, delivered twice: one run, one master.
+        let event = serde_json::json!({"Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+            "eventTime": "2026-11-23T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+            "userIdentity": {"principalId": "EXAMPLE"},
+            "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+            "responseElements": {"x-amz-request-id": "EXAMPLE123456789", "x-amz-id-2": "EXAMPLE123/5678abcdefghijklambdaisawesome/mnopqrstuvwxyzABCDEFGH"},
+            "s3": {"s3SchemaVersion": "1.0", "configurationId": "testConfigRule",
+                   "bucket": {"name": BUCKET, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{BUCKET}")},
+                   "object": {"key": "inbox/a.csv", "size": 1024, "eTag": "0123456789abcdef0123456789abcdef", "sequencer": "0A1B2C3D4E5F678901"}}
+        }]})
+        .to_string();
+        let (status, body) = watch.invoke("squall-launcher", &event);
+        assert_eq!(status, 200, "{body}\n{}", std::fs::read_to_string(&watch.log).unwrap_or_default());
+        let first: Value = serde_json::from_str(&body).expect("a JSON answer");
+        assert_eq!(first["runs"][0]["status"], "launched", "{first}");
+        let run = first["runs"][0]["run_id"].as_str().expect("run id").to_owned();
+        let (_, body) = watch.invoke("squall-launcher", &event);
+        let again: Value = serde_json::from_str(&body).expect("a JSON answer");
+        assert_eq!(again["runs"][0]["status"], "duplicate", "{again}");
+        let masters = c.compute.list_by_tag(tags::RUN, &run).await.expect("list");
+        assert_eq!(masters.len(), 1, "{masters:?}");
+
+        // A bad event is answered (not an error Lambda would retry) with the reason.
+        let (status, body) = watch.invoke("squall-launcher", r#"{"hello": 1}"#);
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("unrecognised event") && body.contains("\"retryable\":false"), "{body}");
+
+        // `squall launch --via-lambda` goes through the AWS SDK's Lambda client.
+        let dir = Scratch::new("via-lambda");
+        let pb = dir.file("work.yml", PLAYBOOK);
+        dir.file("files/job.sh", JOB);
+        let out = c.squall(
+            &["launch", &pb.to_string_lossy(), "--bucket", BUCKET, "--via-lambda", "squall-launcher"],
+            &[("AWS_ENDPOINT_URL_LAMBDA", watch.endpoint())],
+        );
+        let log = text(&out);
+        assert!(out.status.success(), "{log}");
+        let answer: Value = serde_json::from_str(
+            &String::from_utf8_lossy(&out.stdout),
+        )
+        .expect("the function's answer is printed");
+        assert_eq!(answer["runs"][0]["status"], "launched", "{log}");
+        let run = answer["runs"][0]["run_id"].as_str().expect("run id");
+        assert_eq!(
+            c.compute.list_by_tag(tags::RUN, run).await.expect("list").len(),
+            1
+        );
+    });
+}

@@ -2,6 +2,9 @@
 //!
 //! - `aws`: the EC2 `Compute` and S3 `Store` against moto server.
 //! - `launcher`: the launcher handler against moto with sample S3/schedule events.
+//! - `cloud`: `squall master`, `squall launch`, `squall sweep` against moto and a test
+//!   IMDS; the real launcher binary under `cargo lambda watch`.
+//! - `infra`: the CloudFormation template under cfn-lint and deployed to moto.
 //! - `playbooks`: every example parses; broken playbooks give the expected error at the
 //!   expected line and column.
 //! - `engine`: the run state machine as data: events in, actions out.
@@ -12,6 +15,7 @@
 mod aws;
 mod cloud;
 mod engine;
+mod infra;
 mod launcher;
 mod local_run;
 mod playbooks;
