@@ -5,6 +5,7 @@
 //! servers are started by [`sshd`] (OpenSSH) and [`moto`] (the AWS API emulator).
 
 pub mod bench;
+pub mod ec2sim;
 pub mod imds;
 pub mod lambda;
 pub mod moto;

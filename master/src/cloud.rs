@@ -43,6 +43,10 @@ pub struct MasterOptions {
     /// How long launched workers may take to be running.
     pub running_deadline: Duration,
     pub heartbeat_every: Duration,
+    /// How often every live worker's logs are snapshotted into the store.
+    pub snapshot_every: Duration,
+    /// How long a worker reached before may stay unreachable before it is lost.
+    pub reconnect_deadline: Duration,
 }
 
 /// Errors that stop the master before the run could start.
@@ -212,8 +216,7 @@ async fn run_prepared(
         .map_err(MasterError::Setup)?;
     // The workers' deadline tag and dead-man's switch: the run's deadline plus the time
     // stopping and collecting may take (as the runner computes its tag).
-    let grace = (crate::engine::STOP_GRACE_MS + crate::engine::COLLECT_GRACE_MS) / 1000;
-    let worker_deadline = runner::now_ms() / 1000 + pb.deadline().as_secs() + grace;
+    let worker_deadline = runner::now_ms() / 1000 + pb.worker_lifetime().as_secs();
     let mut user_data = BTreeMap::new();
     let mut users = BTreeMap::new();
     for (group, spec) in &pb.playbook.fleet.value {
@@ -236,6 +239,7 @@ async fn run_prepared(
             SshOptions {
                 control_dir,
                 connect_deadline: opts.connect_deadline,
+                reconnect_deadline: opts.reconnect_deadline,
                 booting_hosts: true,
                 ..SshOptions::default()
             },
@@ -260,6 +264,7 @@ async fn run_prepared(
         master_log: Some(opts.master_log.clone()),
         handle_signals: true,
         worker_user_data: user_data,
+        snapshot_every: Some(opts.snapshot_every),
     };
     let backends = Backends {
         compute,

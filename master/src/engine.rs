@@ -37,9 +37,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// How long running tasks get to end after a cancel before the run moves on.
+/// How long running tasks get to end after a cancel before the run moves on (at most;
+/// short runs get less, see [`Loaded::stop_grace`]).
 pub const STOP_GRACE_MS: u64 = 60_000;
-/// How long log collection may take in all before the run moves on to teardown.
+/// How long log collection may take in all before the run moves on to teardown (at
+/// most; see [`Loaded::collect_grace`]).
 pub const COLLECT_GRACE_MS: u64 = 300_000;
 
 /// A host's position in [`Engine`]'s host list.
@@ -164,6 +166,11 @@ pub enum Event {
     LogsCollected {
         host: HostId,
         result: Result<String, String>,
+    },
+    /// A snapshot of a host's logs was stored while the run went.
+    LogsSnapshotted {
+        host: HostId,
+        key: String,
     },
     TornDown {
         result: Result<usize, String>,
@@ -323,6 +330,20 @@ impl Engine {
     }
 
     /// The instance behind a host.
+    /// Hosts whose logs are worth a snapshot now: bootstrapped and not lost, while the
+    /// stages run.
+    pub fn snapshot_hosts(&self) -> Vec<(HostId, String)> {
+        if self.phase != Phase::Stages {
+            return Vec::new();
+        }
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.ready && h.live())
+            .map(|(i, h)| (i, h.rec.name.clone()))
+            .collect()
+    }
+
     pub fn host_instance(&self, host: HostId) -> Option<(&str, &str, &str)> {
         self.hosts.get(host).map(|h| {
             (
@@ -371,6 +392,14 @@ impl Engine {
                         Ok(key) => h.rec.archive = Some(key),
                         Err(e) => h.rec.archive_error = Some(e),
                     }
+                }
+            }
+            Event::LogsSnapshotted { host, key } => {
+                if let Some(h) = self.hosts.get_mut(host) {
+                    h.rec.snapshot = Some(crate::record::LogSnapshot {
+                        key,
+                        at_ms: self.now_ms,
+                    });
                 }
             }
             Event::TornDown { result } => {
@@ -429,6 +458,7 @@ impl Engine {
                     lost: None,
                     archive: None,
                     archive_error: None,
+                    snapshot: None,
                 },
                 index: i as u32,
                 ready: false,
@@ -551,7 +581,7 @@ impl Engine {
             Phase::Stopping
                 if self
                     .stopping_since_ms
-                    .is_some_and(|t| now >= t + STOP_GRACE_MS) =>
+                    .is_some_and(|t| now >= t + self.pb.stop_grace().as_millis() as u64) =>
             {
                 // Tasks that never reported back are recorded as cancelled.
                 for (key, host) in std::mem::take(&mut self.in_flight) {
@@ -571,7 +601,7 @@ impl Engine {
             Phase::CollectLogs
                 if self
                     .collect_since_ms
-                    .is_some_and(|t| now >= t + COLLECT_GRACE_MS) =>
+                    .is_some_and(|t| now >= t + self.pb.collect_grace().as_millis() as u64) =>
             {
                 for h in self.hosts.iter_mut().filter(|h| h.collecting) {
                     h.collecting = false;

@@ -262,8 +262,9 @@ pub struct Launcher {
     pub compute: Arc<dyn Compute>,
 }
 
-/// Seconds a master may live past its playbook's deadline (collect, teardown, record).
-pub const MASTER_GRACE_SECS: u64 = 900;
+/// Seconds a master may live beyond its workers' lifetime (the run's deadline plus its
+/// stop and collect graces): its own boot, teardown and record.
+pub const MASTER_GRACE_SECS: u64 = 600;
 
 /// A claim without a launch record this old is taken over by a redelivery (its
 /// launcher died between claiming and launching). Longer than a launcher invocation
@@ -369,7 +370,7 @@ impl Launcher {
                 });
             }
         };
-        let deadline = now_secs + pb.deadline().as_secs() + MASTER_GRACE_SECS;
+        let deadline = now_secs + pb.worker_lifetime().as_secs() + MASTER_GRACE_SECS;
         let request = RunRequest {
             run_id: run.clone(),
             playbook: playbook_key.clone(),

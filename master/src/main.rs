@@ -83,7 +83,7 @@ enum Command {
         #[arg(long, env = "SQUALL_WORKER_BIN")]
         agent: Option<PathBuf>,
         /// How long to keep retrying SSH to a booting worker.
-        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+        #[arg(long, env = "SQUALL_CONNECT_DEADLINE", value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
         connect_deadline: Duration,
         /// How long launched workers may take to be running.
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
@@ -91,6 +91,12 @@ enum Command {
         /// How often status.json is rewritten.
         #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
         heartbeat: Duration,
+        /// How often every live worker's logs are snapshotted into the bucket.
+        #[arg(long, env = "SQUALL_SNAPSHOT_EVERY", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        snapshot_every: Duration,
+        /// How long a worker reached before may stay unreachable before it is lost.
+        #[arg(long, env = "SQUALL_RECONNECT_DEADLINE", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+        reconnect_deadline: Duration,
     },
 }
 
@@ -176,6 +182,8 @@ fn main() -> ExitCode {
             connect_deadline,
             running_deadline,
             heartbeat,
+            snapshot_every,
+            reconnect_deadline,
         } => master(squall::cloud::MasterOptions {
             run_url: run,
             master_log: work_dir.join("master.log"),
@@ -193,6 +201,8 @@ fn main() -> ExitCode {
             connect_deadline,
             running_deadline,
             heartbeat_every: heartbeat,
+            snapshot_every,
+            reconnect_deadline,
         }),
     };
     match result {
@@ -367,6 +377,7 @@ fn run(args: &RunArgs<'_>) -> anyhow::Result<u8> {
         master_log: Some(master_log),
         handle_signals: true,
         worker_user_data: BTreeMap::new(),
+        snapshot_every: None,
     };
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     let summary = rt.block_on(async {

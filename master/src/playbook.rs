@@ -339,6 +339,30 @@ impl Loaded {
             .map_or(Duration::from_secs(3600), |d| d.value.0)
     }
 
+    /// How long running tasks get to end after a cancel: a twentieth of the deadline,
+    /// between 5 s and [`crate::engine::STOP_GRACE_MS`].
+    pub fn stop_grace(&self) -> Duration {
+        (self.deadline() / 20).clamp(
+            Duration::from_secs(5),
+            Duration::from_millis(crate::engine::STOP_GRACE_MS),
+        )
+    }
+
+    /// How long log collection may take in all: a tenth of the deadline, between 15 s
+    /// and [`crate::engine::COLLECT_GRACE_MS`].
+    pub fn collect_grace(&self) -> Duration {
+        (self.deadline() / 10).clamp(
+            Duration::from_secs(15),
+            Duration::from_millis(crate::engine::COLLECT_GRACE_MS),
+        )
+    }
+
+    /// How long after the run's start its workers may be swept (and their dead-man's
+    /// switches fire): the deadline plus the stop and collect graces.
+    pub fn worker_lifetime(&self) -> Duration {
+        self.deadline() + self.stop_grace() + self.collect_grace()
+    }
+
     /// Every `copy` task's source as written (possibly templated), relative to
     /// [`Loaded::base_dir`].
     pub fn copy_sources(&self) -> Vec<&str> {

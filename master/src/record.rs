@@ -146,6 +146,16 @@ pub struct HostRecord {
     /// Store key of the host's log archive, once collected.
     pub archive: Option<String>,
     pub archive_error: Option<String>,
+    /// The latest snapshot of the host's logs taken while the run went (what is kept
+    /// of a host lost before the final collection).
+    #[serde(default)]
+    pub snapshot: Option<LogSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogSnapshot {
+    pub key: String,
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

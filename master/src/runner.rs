@@ -71,6 +71,9 @@ pub struct RunOptions {
     pub handle_signals: bool,
     /// Boot script of each fleet group's instances (none when absent).
     pub worker_user_data: BTreeMap<String, String>,
+    /// Store a snapshot of every live host's logs this often while the stages run, so
+    /// a host lost later loses at most this much (plus one snapshot's duration).
+    pub snapshot_every: Option<Duration>,
 }
 
 /// What a finished run left behind.
@@ -159,7 +162,7 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
     );
     // Instances may be swept once the run's deadline and its collect/teardown grace
     // have passed.
-    let grace = (crate::engine::STOP_GRACE_MS + crate::engine::COLLECT_GRACE_MS) / 1000;
+    let grace = (pb.stop_grace() + pb.collect_grace()).as_secs();
     let deadline_tag = (engine.deadline_at_ms() / 1000 + grace).to_string();
     let agent_sha256 = file_sha256(&opts.agent_binary).await;
     let ctx = Arc::new(Ctx {
@@ -181,12 +184,21 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut signals = Signals::new(opts.handle_signals);
+    let mut snapshot_tick = tokio::time::interval(opts.snapshot_every.unwrap_or(Duration::MAX / 4));
+    snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    snapshot_tick.tick().await;
+    let snapshotting = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let mut last_beat = std::time::Instant::now();
     let mut last_phase = engine.phase();
+    let mut last_stage = None;
     while !engine.is_done() {
         let event = tokio::select! {
             Some(ev) = rx.recv() => ev,
             _ = tick.tick() => Event::Tick,
+            _ = snapshot_tick.tick(), if opts.snapshot_every.is_some() => {
+                snapshot_logs(&ctx, &engine, &hosts, &mut jobs, &snapshotting);
+                continue;
+            }
             reason = signals.next() => {
                 tracing::warn!("{reason}: stopping the run (logs are still collected and instances torn down)");
                 Event::Cancel { reason: format!("cancelled by {reason}") }
@@ -203,8 +215,13 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
         let actions = engine.handle(now_ms(), event);
         dispatch(&ctx, &engine, &mut hosts, &mut jobs, actions);
         view.update(&engine.progress());
-        if engine.phase() != last_phase || last_beat.elapsed() >= opts.heartbeat_every {
+        let stage = engine.progress().stage;
+        if engine.phase() != last_phase
+            || stage != last_stage
+            || last_beat.elapsed() >= opts.heartbeat_every
+        {
             last_phase = engine.phase();
+            last_stage = stage;
             last_beat = std::time::Instant::now();
             put_heartbeat(&b, &engine).await;
         }
@@ -740,6 +757,44 @@ const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// How long packing and storing one host's logs may take.
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Starts a snapshot of each live host's logs that has none in flight.
+fn snapshot_logs(
+    ctx: &Arc<Ctx>,
+    engine: &Engine,
+    hosts: &[Instance],
+    jobs: &mut Jobs,
+    in_flight: &Arc<std::sync::Mutex<std::collections::BTreeSet<HostId>>>,
+) {
+    for (host, name) in engine.snapshot_hosts() {
+        let Some(inst) = hosts.get(host).cloned() else {
+            continue;
+        };
+        let fresh = in_flight
+            .lock()
+            .map(|mut s| s.insert(host))
+            .unwrap_or(false);
+        if !fresh {
+            continue;
+        }
+        let ctx = ctx.clone();
+        let in_flight = in_flight.clone();
+        jobs.spawn(None, async move {
+            let key = keys::log_snapshot(&ctx.opts.run_id, &name);
+            let r = tokio::time::timeout(COLLECT_TIMEOUT, pipe_to_store(&ctx, &inst, &key)).await;
+            match r {
+                Ok(Ok(_)) => {
+                    let _ = ctx.tx.send(Event::LogsSnapshotted { host, key });
+                }
+                Ok(Err(e)) => tracing::debug!(host = %name, "log snapshot failed: {e}"),
+                Err(_) => tracing::debug!(host = %name, "log snapshot timed out"),
+            }
+            if let Ok(mut s) = in_flight.lock() {
+                s.remove(&host);
+            }
+        });
+    }
+}
 
 async fn collect_logs(ctx: &Ctx, host: HostId, name: String, inst: Instance) {
     let key = keys::log_archive(&ctx.opts.run_id, &name);

@@ -56,8 +56,14 @@ pub struct SshOptions {
     pub control_dir: PathBuf,
     /// Hosts are still booting and get their keys from user-data, after sshd started:
     /// host-key and authentication failures are then retried until the deadline too
-    /// (a wrong key is never accepted, only waited out).
+    /// (a wrong key is never accepted, only waited out). Only until a host was reached.
     pub booting_hosts: bool,
+    /// How long to keep reconnecting to a host that was reached before (a dropped or
+    /// cut-off connection); after that the host is unreachable, i.e. lost.
+    pub reconnect_deadline: Duration,
+    /// Keep-alive probes on an idle connection; three unanswered ones drop it, so a
+    /// host cut off from the network is noticed within three intervals.
+    pub keepalive: Duration,
 }
 
 impl Default for SshOptions {
@@ -67,6 +73,8 @@ impl Default for SshOptions {
             attempt_timeout: Duration::from_secs(10),
             control_dir: std::env::temp_dir(),
             booting_hosts: false,
+            reconnect_deadline: Duration::from_secs(60),
+            keepalive: Duration::from_secs(5),
         }
     }
 }
@@ -80,6 +88,8 @@ pub struct SshTransport {
     defaults: Option<SshTarget>,
     group_users: BTreeMap<String, String>,
     options: SshOptions,
+    /// Hosts reached at least once: they reconnect within `reconnect_deadline`.
+    reached: std::sync::Mutex<std::collections::BTreeSet<String>>,
     sessions: Mutex<BTreeMap<String, Arc<Session>>>,
 }
 
@@ -98,6 +108,7 @@ impl SshTransport {
             defaults,
             group_users: BTreeMap::new(),
             options,
+            reached: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             sessions: Mutex::new(BTreeMap::new()),
         }
     }
@@ -144,7 +155,7 @@ impl SshTransport {
             })
     }
 
-    async fn connect_once(&self, t: &SshTarget) -> Result<Session, ConnectFailure> {
+    async fn connect_once(&self, t: &SshTarget, booting: bool) -> Result<Session, ConnectFailure> {
         let mut b = SessionBuilder::default();
         b.user(t.user.clone())
             .port(t.port)
@@ -153,7 +164,7 @@ impl SshTransport {
             .user_known_hosts_file(&t.known_hosts)
             .config_file("/dev/null")
             .connect_timeout(self.options.attempt_timeout)
-            .server_alive_interval(Duration::from_secs(15))
+            .server_alive_interval(self.options.keepalive)
             // The master connection outlives a crashed squall by at most this idle time
             // (squall itself talks to every host at least every wait poll).
             .control_persist(ControlPersist::IdleFor(CONTROL_PERSIST_IDLE))
@@ -171,7 +182,7 @@ impl SshTransport {
             ]
             .iter()
             .any(|m| lower.contains(m));
-            let waited_out = self.options.booting_hosts
+            let waited_out = booting
                 && [
                     "permission denied",
                     "host key verification failed",
@@ -198,9 +209,22 @@ impl SshTransport {
         }
         let started = Instant::now();
         let mut delay = Duration::from_millis(100);
+        let reached_before = self
+            .reached
+            .lock()
+            .map(|r| r.contains(&host.id))
+            .unwrap_or(false);
+        let (deadline, booting) = if reached_before {
+            (self.options.reconnect_deadline, false)
+        } else {
+            (self.options.connect_deadline, self.options.booting_hosts)
+        };
         loop {
-            match self.connect_once(t).await {
+            match self.connect_once(t, booting).await {
                 Ok(s) => {
+                    if let Ok(mut r) = self.reached.lock() {
+                        r.insert(host.id.clone());
+                    }
                     let s = Arc::new(s);
                     self.sessions
                         .lock()
@@ -212,7 +236,7 @@ impl SshTransport {
                     return Err(unreachable(host, t, detail));
                 }
                 Err(ConnectFailure::Transient(detail)) => {
-                    if started.elapsed() + delay > self.options.connect_deadline {
+                    if started.elapsed() + delay > deadline {
                         return Err(unreachable(
                             host,
                             t,

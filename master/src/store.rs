@@ -62,4 +62,8 @@ pub mod keys {
     pub fn log_archive(run_id: &str, host: &str) -> String {
         format!("runs/{run_id}/logs/{host}.tar.gz")
     }
+    /// The latest snapshot of a host's logs, taken while the run goes.
+    pub fn log_snapshot(run_id: &str, host: &str) -> String {
+        format!("runs/{run_id}/logs/snapshots/{host}.tar.gz")
+    }
 }

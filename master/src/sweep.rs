@@ -11,7 +11,7 @@ use crate::compute::{Compute, ComputeError, InstanceState, tags};
 use crate::record::{RunRecord, RunStatus};
 use crate::store::{Store, keys};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -42,42 +42,51 @@ pub async fn sweep(
 ) -> Result<SweepReport, ComputeError> {
     let mut report = SweepReport::default();
     // Runs whose master is alive and within its deadline: it will record the run.
-    let mut mastered = std::collections::BTreeSet::new();
+    let mut mastered = BTreeSet::new();
+    // Runs with an instance still alive and within its deadline, and runs with one gone.
+    let mut alive = BTreeSet::new();
+    let mut ended = BTreeSet::new();
     for role in ROLES {
         for inst in compute.list_by_tag(tags::ROLE, role).await? {
+            let run = inst.tag(tags::RUN).unwrap_or("?").to_owned();
             if inst.state.is_gone() || inst.state == InstanceState::Terminated {
+                ended.insert(run);
                 continue;
             }
-            let run = inst.tag(tags::RUN).unwrap_or("?").to_owned();
             let expired = inst
                 .tag(tags::DEADLINE)
                 .and_then(|d| d.parse::<u64>().ok())
                 .is_some_and(|d| d <= now_secs);
             if expired {
                 report.terminated.entry(run).or_default().push(inst.id);
-            } else if role == "master" {
-                mastered.insert(run);
+            } else {
+                if role == "master" {
+                    mastered.insert(run.clone());
+                }
+                alive.insert(run);
             }
         }
     }
     let ids: Vec<String> = report.terminated.values().flatten().cloned().collect();
-    if ids.is_empty() {
-        return Ok(report);
+    if !ids.is_empty() {
+        compute.terminate(&ids).await?;
+        tracing::warn!(count = ids.len(), "swept instances past their deadline");
     }
-    compute.terminate(&ids).await?;
-    tracing::warn!(count = ids.len(), "swept instances past their deadline");
     let Some(store) = store else {
         return Ok(report);
     };
-    let runs: Vec<(String, Vec<String>)> = report
+    // Runs left with no live instance (ended now, or earlier by their dead-man's
+    // switches) and no master to record them.
+    let runs: BTreeSet<&String> = report
         .terminated
-        .iter()
-        .filter(|(run, _)| crate::runid::valid(run) && !mastered.contains(*run))
-        .map(|(r, i)| (r.clone(), i.clone()))
+        .keys()
+        .chain(&ended)
+        .filter(|run| crate::runid::valid(run) && !alive.contains(*run) && !mastered.contains(*run))
         .collect();
-    for (run, instances) in runs {
-        match record_sweep(store, &run, &instances, now_secs).await {
-            Ok(true) => report.abandoned.push(run),
+    for run in runs {
+        let swept = report.terminated.get(run).cloned().unwrap_or_default();
+        match record_sweep(store, run, &swept, now_secs).await {
+            Ok(true) => report.abandoned.push(run.clone()),
             Ok(false) => {}
             Err(e) => report.errors.push(format!("run {run}: {e}")),
         }
@@ -85,26 +94,28 @@ pub async fn sweep(
     Ok(report)
 }
 
-/// Writes the sweep note and, when the run has no record, an `abandoned` one. True when
-/// the run record was written.
+/// Writes the sweep note (when this sweep terminated instances of the run) and, when the
+/// run has no record, an `abandoned` one. True when the run record was written.
 async fn record_sweep(
     store: &dyn Store,
     run: &str,
     instances: &[String],
     now_secs: u64,
 ) -> Result<bool, crate::store::StoreError> {
-    let note = serde_json::json!({
-        "run_id": run,
-        "swept_at": now_secs,
-        "terminated": instances,
-        "reason": "past the run's deadline (squall:deadline tag)",
-    });
-    store
-        .put(
-            &format!("{}sweeps/{now_secs}.json", keys::run_prefix(run)),
-            note.to_string().into_bytes(),
-        )
-        .await?;
+    if !instances.is_empty() {
+        let note = serde_json::json!({
+            "run_id": run,
+            "swept_at": now_secs,
+            "terminated": instances,
+            "reason": "past the run's deadline (squall:deadline tag)",
+        });
+        store
+            .put(
+                &format!("{}sweeps/{now_secs}.json", keys::run_prefix(run)),
+                note.to_string().into_bytes(),
+            )
+            .await?;
+    }
     if store.get(&keys::run_record(run)).await?.is_some() {
         return Ok(false);
     }
@@ -117,11 +128,17 @@ async fn record_sweep(
         run,
         request.as_ref().map_or("", |r| r.playbook.as_str()),
         RunStatus::Abandoned,
-        format!(
-            "the run's master stopped without recording the run; a sweep at unix time {now_secs} terminated {} instance(s) past the deadline: {}",
-            instances.len(),
-            instances.join(", ")
-        ),
+        if instances.is_empty() {
+            format!(
+                "the run's master stopped without recording the run; its instances had ended (by their dead-man's switches or otherwise) when a sweep found it at unix time {now_secs}"
+            )
+        } else {
+            format!(
+                "the run's master stopped without recording the run; a sweep at unix time {now_secs} terminated {} instance(s) past the deadline: {}",
+                instances.len(),
+                instances.join(", ")
+            )
+        },
         now_secs * 1000,
     );
     if let Some(r) = request {

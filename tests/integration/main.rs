@@ -14,6 +14,7 @@
 
 mod aws;
 mod cloud;
+mod e2e;
 mod engine;
 mod infra;
 mod launcher;

@@ -1,0 +1,819 @@
+//! Whole runs end to end on the EC2 simulator (`squall_tests::ec2sim`): a launcher
+//! invocation -> the master instance booted from its user-data -> workers launched and
+//! booted -> the playbook over SSH -> logs and record in S3 -> every instance
+//! terminated, the master last. Faults: a worker crashing or cut off mid-stage, the
+//! master crashing, a failing task, duplicate events. Each test asserts on moto and S3
+//! state, and ends with zero live instances of its run and no simulator process left.
+//!
+//! The product runs exactly as in production (the real launcher handler, the real
+//! `squall` and `squall-worker` binaries fetched from the bucket by the user-data);
+//! only tuning knobs an image could set are given to the instances' environment.
+
+use crate::aws::runtime;
+use serde_json::{Value, json};
+use squall::compute::{Compute, InstanceState, tags};
+use squall::ec2::{Ec2Compute, Ec2Settings};
+use squall::launch::{Launcher, Outcome, Settings};
+use squall::record::{RunRecord, RunStatus, TaskOutcome};
+use squall::s3::S3Store;
+use squall::store::Store;
+use squall_tests::ec2sim::{self, LOGIN_USER, SimEvent, Simulator};
+use squall_tests::moto::{self, Moto, network};
+use squall_tests::{Scratch, binary};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BUCKET: &str = "squall-e2e";
+
+/// Three workers: setup on each, then six shards spread over them, then a summary.
+fn playbook(deadline: &str, shard_sleep: u32, fail_shard: Option<&str>) -> String {
+    let fail = fail_shard.map_or(String::new(), |s| {
+        format!("\n      - shell: test {{{{ item }}}} != {s} || {{ echo 'shard {s} is broken' >&2; exit 7; }}")
+    });
+    format!(
+        r#"name: e2e
+deadline: {deadline}
+vars: {{ sleep: "{shard_sleep}" }}
+fleet:
+  workers: {{ count: 3, user: {LOGIN_USER}, instance_type: t3.micro }}
+stages:
+  - name: setup
+    hosts: workers
+    tasks:
+      - copy: {{ src: files/job.sh, dest: job.sh, mode: "0755" }}
+  - name: score
+    hosts: workers
+    retries: 2
+    shards: [a, b, c, d, e, f]
+    tasks:{fail}
+      - shell: ./job.sh {{{{ item }}}} {{{{ vars.sleep }}}} {{{{ trigger.kind }}}}
+  - name: summary
+    hosts: workers
+    tasks:
+      - shell: ls scored-* 2>/dev/null | wc -l
+"#
+    )
+}
+
+const JOB: &str = "#!/bin/sh\n# job.sh ITEM SLEEP KIND\nsleep \"$2\"\necho \"scored $1 ($3) on $(hostname) as $(id -un)\" | tee \"scored-$1\"\n";
+
+/// Fields drop in order: the simulator (and its instances) before moto.
+struct E2e {
+    sim: Simulator,
+    _moto: Moto,
+    store: S3Store,
+    compute: Ec2Compute,
+    launcher: Launcher,
+    _root: Scratch,
+}
+
+async fn setup(pb: &str, instance_env: &[(&'static str, String)]) -> E2e {
+    let moto = Moto::start();
+    let conf = moto.sdk_config().await;
+    let s3 = squall::aws::s3_client(&conf);
+    s3.create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("CreateBucket");
+    let store = S3Store::new(s3, BUCKET, "");
+    for (key, path) in [
+        ("bin/squall", "squall"),
+        ("bin/squall-worker", "squall-worker"),
+    ] {
+        let mut f = tokio::fs::File::open(binary(path)).await.expect("binary");
+        store.put_stream(key, &mut f).await.expect("upload");
+    }
+    store
+        .put("playbooks/e2e.yml", pb.as_bytes().to_vec())
+        .await
+        .expect("put");
+    store
+        .put("playbooks/files/job.sh", JOB.as_bytes().to_vec())
+        .await
+        .expect("put");
+    let ec2 = squall::aws::ec2_client(&conf);
+    let net = network(&ec2).await;
+    let compute = Ec2Compute::new(
+        ec2,
+        Ec2Settings {
+            running_deadline: Duration::ZERO,
+            ..Ec2Settings::default()
+        },
+    );
+    let settings = Settings {
+        bucket: BUCKET.into(),
+        subnet: net.subnet.clone(),
+        security_groups: vec![net.security_group.clone()],
+        worker_security_groups: vec![net.security_group.clone()],
+        master_profile: None,
+        image: net.image.clone(),
+        master_type: "t3.small".into(),
+        uploads: vec![("inbox/".into(), "playbooks/e2e.yml".into())],
+        schedules: BTreeMap::from([("squall-nightly".into(), "playbooks/e2e.yml".into())]),
+        binary_key: "bin/squall".into(),
+        agent_key: "bin/squall-worker".into(),
+    };
+    let launcher = Launcher {
+        settings,
+        store: Arc::new(store.clone()),
+        compute: Arc::new(compute.clone()),
+    };
+    let root = Scratch::new("ec2sim");
+    let sim = Simulator::start_with_env(&moto, &root.path, instance_env);
+    E2e {
+        sim,
+        _moto: moto,
+        store,
+        compute,
+        launcher,
+        _root: root,
+    }
+}
+
+fn s3_event(key: &str) -> Value {
+    json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-23T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "EXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "EXAMPLE123456789", "x-amz-id-2": "EXAMPLE123/5678abcdefghijklambdaisawesome/mnopqrstuvwxyzABCDEFGH"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "testConfigRule",
+               "bucket": {"name": BUCKET, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{BUCKET}")},
+               "object": {"key": key, "size": 1024, "eTag": "0123456789abcdef0123456789abcdef", "sequencer": "0A1B2C3D4E5F678901"}}
+    }]})
+}
+
+fn now() -> u64 {
+    squall::runner::now_ms() / 1000
+}
+
+impl E2e {
+    async fn deliver(&self, event: &Value) -> Outcome {
+        let mut h = squall_launcher::handle(&self.launcher, event, now())
+            .await
+            .expect("handled");
+        h.runs.remove(0)
+    }
+
+    async fn instances(&self, run: &str) -> Vec<squall::compute::Instance> {
+        self.compute
+            .list_by_tag(tags::RUN, run)
+            .await
+            .expect("list")
+    }
+
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.store.get(key).await.expect("get")
+    }
+
+    /// Waits (bounded) for the run's record.
+    async fn record(&self, run: &str, limit: Duration) -> RunRecord {
+        let started = Instant::now();
+        loop {
+            if let Some(body) = self.get(&format!("runs/{run}/run.json")).await {
+                return serde_json::from_slice(&body).expect("a run record");
+            }
+            if let Some(e) = self.sim.error() {
+                panic!("the simulator failed: {e}");
+            }
+            for id in self.sim.booted().keys() {
+                let exit =
+                    std::fs::read_to_string(self.sim.instance_dir(id).join("ctl/user-data.exit"));
+                if exit.is_ok_and(|c| c.trim() != "0") {
+                    panic!("the user-data of {id} failed\n{}", self.diagnostics());
+                }
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no run.json after {limit:?}; simulator: {:?}\n{}",
+                self.sim.events(),
+                self.diagnostics()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits (bounded) until no instance of the run is alive in moto, then checks no
+    /// process of a simulated instance is left.
+    async fn assert_all_ended(&self, run: &str, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            let live: Vec<_> = self
+                .instances(run)
+                .await
+                .into_iter()
+                .filter(|i| i.state != InstanceState::Terminated)
+                .collect();
+            if live.is_empty() {
+                break;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "instances of {run} still alive after {limit:?}: {live:?}\n{}",
+                self.diagnostics()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let started = Instant::now();
+        while !self.sim.live_processes().is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "processes of simulated instances left: {:?}",
+                self.sim.live_processes()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What the instances logged, for failure messages.
+    fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for (id, (ip, group)) in self.sim.booted() {
+            let dir = self.sim.instance_dir(&id);
+            for f in [
+                "var-log/cloud-init-output.log",
+                "var-log/squall-master.log",
+                "var-lib/squall/master.log",
+                "sandbox.log",
+                "ctl/boot.env",
+                "ctl/sandbox.command",
+            ] {
+                if let Ok(text) = std::fs::read_to_string(dir.join(f)) {
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    out.push_str(&format!(
+                        "--- {id} {ip} {group} {f}\n{}\n",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    async fn archive(&self, run: &str, host: &str) -> Vec<(String, String)> {
+        let body = self
+            .get(&format!("runs/{run}/logs/{host}.tar.gz"))
+            .await
+            .unwrap_or_else(|| panic!("no archive for {host}"));
+        members(&body)
+    }
+
+    /// The master's id and the run's worker ids (any state).
+    async fn fleet(&self, run: &str) -> (String, Vec<String>) {
+        let all = self.instances(run).await;
+        let masters: Vec<_> = all
+            .iter()
+            .filter(|i| i.tag(tags::ROLE) == Some("master"))
+            .collect();
+        assert_eq!(masters.len(), 1, "exactly one master ever: {all:?}");
+        let workers = all
+            .iter()
+            .filter(|i| i.tag(tags::ROLE) == Some("worker"))
+            .map(|i| i.id.clone())
+            .collect();
+        (masters[0].id.clone(), workers)
+    }
+
+    /// Waits (bounded) until the run has `n` booted workers; returns their ids.
+    async fn booted_workers(&self, run: &str, n: usize, limit: Duration) -> Vec<String> {
+        let started = Instant::now();
+        loop {
+            let booted = self.sim.booted();
+            let ids: Vec<String> = self
+                .instances(run)
+                .await
+                .into_iter()
+                .filter(|i| i.tag(tags::ROLE) == Some("worker") && booted.contains_key(&i.id))
+                .map(|i| i.id)
+                .collect();
+            if ids.len() >= n {
+                return ids;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{n} workers of {run} not booted after {limit:?}\n{}",
+                self.diagnostics()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits (bounded) until `n` workers' logs were snapshotted: the stages are going.
+    async fn snapshots(&self, run: &str, n: usize) {
+        let started = Instant::now();
+        loop {
+            let keys = self
+                .store
+                .list(&format!("runs/{run}/logs/snapshots/"))
+                .await
+                .expect("list");
+            if keys.len() >= n {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no snapshots of {n} workers: {keys:?}\n{}",
+                self.diagnostics()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The master's own log (kept in its instance folder), for ordering checks.
+    fn master_log(&self, master: &str) -> String {
+        std::fs::read_to_string(
+            self.sim
+                .instance_dir(master)
+                .join("var-lib/squall/master.log"),
+        )
+        .unwrap_or_default()
+    }
+}
+
+/// (path, content) of every member of a tar.gz, read with GNU tar (valid for it).
+fn members(tgz: &[u8]) -> Vec<(String, String)> {
+    let dir = Scratch::new("e2e-archive");
+    let file = dir.path.join("a.tar.gz");
+    std::fs::write(&file, tgz).expect("write");
+    squall_tests::gnu_tar_list(&file)
+        .into_iter()
+        .filter(|m| !m.ends_with('/'))
+        .map(|m| {
+            let text = squall_tests::gnu_tar_cat(&file, &m);
+            (m, text)
+        })
+        .collect()
+}
+
+/// The instance-environment knobs that keep fault tests short: snapshots every 3 s, a
+/// lost connection given up after 10 s.
+fn quick_faults() -> Vec<(&'static str, String)> {
+    vec![
+        ("SQUALL_SNAPSHOT_EVERY", "3s".into()),
+        ("SQUALL_RECONNECT_DEADLINE", "10s".into()),
+    ]
+}
+
+/// Checks a succeeded run's archives: every shard's output once, on the worker that ran
+/// it, plus the master's log.
+async fn assert_outputs(e: &E2e, run: &str, rec: &RunRecord) {
+    let mut scored = Vec::new();
+    for h in rec.hosts.iter().filter(|h| h.archive.is_some()) {
+        for (path, text) in e.archive(run, &h.name).await {
+            if path.ends_with("stdout.log") && text.starts_with("scored ") {
+                assert!(text.contains(&format!("as {LOGIN_USER}")), "{text}");
+                scored.push(text.split_whitespace().nth(1).unwrap_or("").to_owned());
+            }
+        }
+    }
+    scored.sort();
+    scored.dedup();
+    assert_eq!(
+        scored,
+        ["a", "b", "c", "d", "e", "f"],
+        "every shard's output is archived"
+    );
+    let master = e
+        .get(&format!("runs/{run}/logs/master.tar.gz"))
+        .await
+        .expect("master log");
+    assert!(
+        members(&master)
+            .iter()
+            .any(|(p, t)| p.ends_with("master.log") && t.contains("run started"))
+    );
+}
+
+#[test]
+fn an_upload_runs_the_playbook_on_booted_instances_and_leaves_nothing_running() {
+    if !moto::available() || !ec2sim::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let e = setup(&playbook("5m", 1, None), &[]).await;
+        let started = Instant::now();
+        // The same S3 event delivered 5 times at once: one run, one master.
+        let event = s3_event("inbox/batch-1.csv");
+        let outcomes = futures_join_all((0..5).map(|_| e.deliver(&event))).await;
+        let launched: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == "launched").collect();
+        assert_eq!(launched.len(), 1, "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| o.run_id == launched[0].run_id));
+        let run = launched[0].run_id.clone().expect("run id");
+
+        let rec = e.record(&run, Duration::from_secs(240)).await;
+        assert_eq!(
+            rec.status,
+            RunStatus::Succeeded,
+            "{:?}\n{}",
+            rec.reason,
+            e.diagnostics()
+        );
+        assert_eq!(rec.trigger.get("kind"), Some(&Value::from("s3")));
+        assert_eq!(
+            rec.trigger.get("key"),
+            Some(&Value::from("inbox/batch-1.csv"))
+        );
+        assert_eq!(rec.hosts.len(), 3);
+        for h in &rec.hosts {
+            assert!(h.address.starts_with("127.200.1."), "{h:?}");
+        }
+        assert_outputs(&e, &run, &rec).await;
+        let beat: squall::record::Heartbeat = serde_json::from_slice(
+            &e.get(&format!("runs/{run}/status.json"))
+                .await
+                .expect("status.json"),
+        )
+        .expect("heartbeat");
+        assert_eq!(beat.shards_done, 6);
+
+        e.assert_all_ended(&run, Duration::from_secs(60)).await;
+        let (master, workers) = e.fleet(&run).await;
+        assert_eq!(workers.len(), 3);
+        let teardown = rec.teardown.clone().expect("teardown recorded");
+        assert_eq!(
+            (teardown.terminated, teardown.error),
+            (3, None),
+            "the workers, not the master"
+        );
+        let log = e.master_log(&master);
+        let recorded = log
+            .find("run recorded")
+            .expect("the master recorded the run");
+        let ended = log
+            .find("terminating this master instance")
+            .expect("then ended itself");
+        assert!(recorded < ended, "{log}");
+        eprintln!(
+            "e2e happy path (s3): {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    });
+}
+
+#[test]
+fn a_nightly_schedule_runs_the_playbook_too() {
+    if !moto::available() || !ec2sim::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let e = setup(&playbook("5m", 0, None), &[]).await;
+        let started = Instant::now();
+        let tick = json!({"version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": "123456789012", "time": "2026-11-23T02:00:00Z", "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/squall-nightly"], "detail": {}});
+        let out = e.deliver(&tick).await;
+        assert_eq!(out.status, "launched", "{out:?}");
+        let run = out.run_id.expect("run id");
+        let rec = e.record(&run, Duration::from_secs(240)).await;
+        assert_eq!(rec.status, RunStatus::Succeeded, "{:?}\n{}", rec.reason, e.diagnostics());
+        assert_eq!(rec.trigger.get("kind"), Some(&Value::from("schedule")));
+        assert_outputs(&e, &run, &rec).await;
+        e.assert_all_ended(&run, Duration::from_secs(60)).await;
+        eprintln!("e2e happy path (schedule): {:.1}s", started.elapsed().as_secs_f64());
+    });
+}
+
+#[test]
+fn a_failing_task_fails_the_run_with_its_reason_and_every_log_shipped() {
+    if !moto::available() || !ec2sim::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let e = setup(&playbook("5m", 0, Some("d")), &[]).await;
+        let started = Instant::now();
+        let out = e.deliver(&s3_event("inbox/broken-shard.csv")).await;
+        let run = out.run_id.expect("run id");
+        let rec = e.record(&run, Duration::from_secs(240)).await;
+        assert_eq!(rec.status, RunStatus::Failed, "{}", e.diagnostics());
+        let reason = rec.reason.clone().unwrap_or_default();
+        assert!(reason.contains("score"), "{reason}");
+        let failed: Vec<_> = rec
+            .tasks
+            .iter()
+            .filter(|t| t.outcome == TaskOutcome::Failed)
+            .collect();
+        assert_eq!(
+            failed.len(),
+            3,
+            "shard d failed on its first try and both retries: {failed:?}"
+        );
+        assert!(failed.iter().all(|t| t.exit_code == Some(7)));
+        // Every worker's logs are shipped, with the failure's stderr.
+        let mut stderr = String::new();
+        for h in &rec.hosts {
+            assert!(h.archive.is_some(), "{h:?}");
+            for (path, text) in e.archive(&run, &h.name).await {
+                if path.ends_with("stderr.log") {
+                    stderr.push_str(&text);
+                }
+            }
+        }
+        assert!(stderr.contains("shard d is broken"), "{stderr}");
+        e.assert_all_ended(&run, Duration::from_secs(60)).await;
+        eprintln!("e2e failing task: {:.1}s", started.elapsed().as_secs_f64());
+    });
+}
+
+#[test]
+fn a_worker_crashing_mid_stage_hands_its_shards_over_and_its_snapshot_is_kept() {
+    if !moto::available() || !ec2sim::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let e = setup(&playbook("5m", 4, None), &quick_faults()).await;
+        let started = Instant::now();
+        let run = e
+            .deliver(&s3_event("inbox/crash.csv"))
+            .await
+            .run_id
+            .expect("run id");
+        let workers = e.booted_workers(&run, 3, Duration::from_secs(120)).await;
+        // Once every worker's logs were snapshotted at least once, crash one.
+        e.snapshots(&run, 3).await;
+        let victim_id = workers[0].clone();
+        e.sim.crash(&victim_id).await;
+        let rec = e.record(&run, Duration::from_secs(240)).await;
+        assert_eq!(
+            rec.status,
+            RunStatus::Succeeded,
+            "{:?}\n{}",
+            rec.reason,
+            e.diagnostics()
+        );
+        let lost: Vec<_> = rec.hosts.iter().filter(|h| h.lost.is_some()).collect();
+        assert_eq!(lost.len(), 1, "{:?}", rec.hosts);
+        assert_eq!(lost[0].instance_id, victim_id);
+        let snapshot = lost[0]
+            .snapshot
+            .clone()
+            .expect("the lost worker's last snapshot is recorded");
+        assert!(e.get(&snapshot.key).await.is_some(), "and kept in S3");
+        assert_outputs(&e, &run, &rec).await;
+        e.assert_all_ended(&run, Duration::from_secs(60)).await;
+        eprintln!("e2e worker crash: {:.1}s", started.elapsed().as_secs_f64());
+    });
+}
+
+#[test]
+fn a_worker_cut_off_from_the_network_is_given_up_and_the_run_completes() {
+    if !moto::available() || !ec2sim::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let e = setup(&playbook("5m", 10, None), &quick_faults()).await;
+        let started = Instant::now();
+        let run = e
+            .deliver(&s3_event("inbox/cut.csv"))
+            .await
+            .run_id
+            .expect("run id");
+        let workers = e.booted_workers(&run, 3, Duration::from_secs(120)).await;
+        // Cut one off once the sharded stage is going (every worker snapshotted).
+        e.snapshots(&run, 3).await;
+        let cut_at_ms = squall::runner::now_ms();
+        e.sim.cut_off(&workers[0]);
+        let rec = e.record(&run, Duration::from_secs(240)).await;
+        assert_eq!(
+            rec.status,
+            RunStatus::Succeeded,
+            "{:?}\n{}",
+            rec.reason,
+            e.diagnostics()
+        );
+        let lost = rec
+            .hosts
+            .iter()
+            .find(|h| h.instance_id == workers[0])
+            .and_then(|h| h.lost.clone())
+            .expect("the cut-off worker is recorded as lost");
+        let detected = lost.at_ms.saturating_sub(cut_at_ms);
+        eprintln!("cut-off worker given up {detected} ms after the cut");
+        // Keep-alives (3 x 5 s) and the reconnect deadline (10 s here) bound it.
+        assert!(detected < 90_000, "{detected} ms");
+        assert_outputs(&e, &run, &rec).await;
+        e.assert_all_ended(&run, Duration::from_secs(60)).await;
+        eprintln!("e2e network cut: {:.1}s", started.elapsed().as_secs_f64());
+    });
+}
+
+#[test]
+fn a_crashed_master_leaves_instances_that_end_by_their_deadline_and_a_sweep_records_it() {
+    if !moto::available() || !ec2sim::available() {
+        return;
+    }
+    runtime().block_on(async {
+        // A 30 s deadline: the workers' dead-man's switches fire 30 s + 5 s + 15 s after
+        // the master started the run.
+        let e = setup(&playbook("30s", 20, None), &[]).await;
+        let started = Instant::now();
+        let run = e
+            .deliver(&s3_event("inbox/orphans.csv"))
+            .await
+            .run_id
+            .expect("run id");
+        let workers = e.booted_workers(&run, 3, Duration::from_secs(120)).await;
+        let (master, _) = e.fleet(&run).await;
+        e.sim.crash(&master).await;
+        // Nobody terminates the workers now but their own dead-man's switches.
+        let limit = Duration::from_secs(120);
+        e.assert_all_ended(&run, limit).await;
+        let powered_off: Vec<String> = e
+            .sim
+            .events()
+            .into_iter()
+            .filter_map(|ev| match ev {
+                SimEvent::PoweredOff { id, how } if how.starts_with("poweroff") => Some(id),
+                _ => None,
+            })
+            .collect();
+        for w in &workers {
+            assert!(
+                powered_off.contains(w),
+                "{w} powered itself off: {:?}",
+                e.sim.events()
+            );
+        }
+        assert!(e.get(&format!("runs/{run}/run.json")).await.is_none());
+        // The next invocation's sweep records the run.
+        let handled = squall_launcher::handle(
+            &e.launcher,
+            &json!({"playbook": "playbooks/none.yml"}),
+            now(),
+        )
+        .await
+        .expect("handled");
+        let sweep = handled.sweep.expect("a sweep");
+        assert!(sweep.abandoned.contains(&run), "{sweep:?}");
+        let rec = e.record(&run, Duration::from_secs(5)).await;
+        assert_eq!(rec.status, RunStatus::Abandoned);
+        assert_eq!(
+            rec.playbook.file, "playbooks/e2e.yml",
+            "what is known: the request"
+        );
+        assert_eq!(rec.trigger.get("kind"), Some(&Value::from("s3")));
+        eprintln!("e2e master crash: {:.1}s", started.elapsed().as_secs_f64());
+    });
+}
+
+#[test]
+fn nothing_a_simulated_instance_does_reaches_the_host() {
+    if !moto::available() || !ec2sim::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let moto = Moto::start();
+        let conf = moto.sdk_config().await;
+        let ec2 = squall::aws::ec2_client(&conf);
+        let net = network(&ec2).await;
+        let root = Scratch::new("ec2sim-safety");
+        let sim = Simulator::start(&moto, &root.path);
+        let compute = Ec2Compute::new(ec2.clone(), Ec2Settings::default());
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+        let marker = format!("squall-sim-escape-{}", std::process::id());
+        let attempts = format!(
+            r#"#!/bin/sh
+echo inside >/opt/proof
+for p in /etc/{marker} /usr/{marker} /var/tmp/{marker} /{marker}; do
+  echo escape >"$p" 2>/dev/null && echo "wrote $p" >>/opt/proof
+done
+hostname escaped 2>/dev/null && echo "renamed the host" >>/opt/proof
+echo 1 >/proc/sys/net/ipv4/ip_forward 2>/dev/null && echo "changed a sysctl" >>/opt/proof
+date -s @0 >/dev/null 2>&1 && echo "set the clock" >>/opt/proof
+nft add table inet {marker} 2>/dev/null && echo "changed the firewall" >>/opt/proof
+mount -t tmpfs none /mnt 2>/dev/null && echo "mounted" >>/opt/proof
+echo done >>/opt/proof
+"#
+        );
+        let mut ids = BTreeMap::new();
+        for (i, power) in [
+            "poweroff",
+            "shutdown -h now",
+            "halt",
+            "reboot",
+            "systemctl poweroff",
+            "/sbin/poweroff -f",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let group = format!("g{i}");
+            let req = squall::compute::LaunchRequest {
+                run_id: "safety".into(),
+                group: group.clone(),
+                spec: squall::playbook::FleetGroup {
+                    count: 1,
+                    min_count: None,
+                    instance_type: None,
+                    image: Some(net.image.clone()),
+                    market: squall::playbook::Market::OnDemand,
+                    volume_gb: None,
+                    user: None,
+                    subnet: Some(net.subnet.clone()),
+                    security_groups: None,
+                    public_ip: false,
+                },
+                tags: BTreeMap::from([
+                    (tags::RUN.to_owned(), "safety".to_owned()),
+                    (tags::ROLE.to_owned(), "worker".to_owned()),
+                    (tags::GROUP.to_owned(), group.clone()),
+                ]),
+                user_data: format!("{attempts}{power}\n"),
+                client_token: format!("safety-{i}"),
+                instance_profile: None,
+            };
+            let launched = compute.launch(&req).await.expect("launch");
+            ids.insert(launched[0].id.clone(), (*power).to_owned());
+        }
+        // Each instance powers itself off; the simulator terminates it in moto.
+        let started = Instant::now();
+        loop {
+            let states = compute
+                .describe(&ids.keys().cloned().collect::<Vec<_>>())
+                .await
+                .expect("describe");
+            if states.iter().all(|i| i.state == InstanceState::Terminated) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{states:?} {:?}",
+                sim.events()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        for (id, power) in &ids {
+            let proof =
+                std::fs::read_to_string(sim.instance_dir(id).join("opt/proof")).expect("proof");
+            assert_eq!(
+                proof, "inside\ndone\n",
+                "{id} ({power}) reached the host: {proof}"
+            );
+            let how = sim.events().into_iter().find_map(|ev| match ev {
+                SimEvent::PoweredOff { id: i, how } if &i == id => Some(how),
+                _ => None,
+            });
+            let expected = power.trim_start_matches("/sbin/");
+            assert!(
+                how.as_deref()
+                    .is_some_and(|h| h.starts_with(expected.split(' ').next().unwrap_or(""))),
+                "{id}: {how:?} for {power}"
+            );
+        }
+        for p in [
+            format!("/etc/{marker}"),
+            format!("/usr/{marker}"),
+            format!("/var/tmp/{marker}"),
+            format!("/{marker}"),
+        ] {
+            assert!(
+                !std::path::Path::new(&p).exists(),
+                "{p} was written on the host"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname"),
+            hostname
+        );
+        let tables = std::process::Command::new("/usr/sbin/nft")
+            .args(["list", "tables"])
+            .output()
+            .expect("nft");
+        assert!(!String::from_utf8_lossy(&tables.stdout).contains(&marker));
+        assert!(
+            sim.live_processes().is_empty(),
+            "{:?}",
+            sim.live_processes()
+        );
+    });
+}
+
+/// `join_all` for a handful of futures without another dependency.
+async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::new();
+    // Run them concurrently on this task.
+    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => results[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.extend(results.into_iter().flatten());
+    out
+}
