@@ -132,8 +132,6 @@ struct SimInstance {
     dir: PathBuf,
     group: String,
     sandbox: Child,
-    /// The sandbox's PID namespace (`/proc/PID/ns/pid`), how its processes are found.
-    pid_ns: Option<String>,
     _imds: crate::imds::Imds,
     ended: bool,
 }
@@ -326,66 +324,35 @@ impl Simulator {
         }
     }
 
-    /// Live processes (PIDs) of the instances this simulator booted, found by their
-    /// PID namespace in /proc: zero once every instance ended.
+    /// Live processes (PIDs) of the instances this simulator booted: zero once every
+    /// instance ended. A process is an instance's when its mount table holds this
+    /// simulator's root (every sandbox binds its folders from there); namespace ids are
+    /// not used, since the kernel reuses them once a namespace is gone.
     pub fn live_processes(&self) -> Vec<u32> {
-        let namespaces: Vec<String> = self
+        let marker = self
             .shared
-            .state
-            .lock()
-            .map(|s| {
-                s.instances
-                    .values()
-                    .filter_map(|i| i.pid_ns.clone())
-                    .collect()
-            })
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if marker.is_empty() {
+            return Vec::new();
+        }
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
+        let own = std::process::id();
         entries
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| *pid != own)
             .filter(|pid| {
-                pid_ns(*pid).is_some_and(|ns| namespaces.contains(&ns))
+                std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                    .is_ok_and(|m| m.contains(&marker))
                     && squall_worker::pid_alive(*pid)
             })
             .collect()
     }
-}
-
-fn pid_ns(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-        .ok()
-        .map(|l| l.to_string_lossy().into_owned())
-}
-
-/// The PID namespace of the sandbox whose outer process is `outer`: that of its child
-/// (the namespace's first process), waited for up to 2 s.
-fn sandbox_pid_ns(outer: u32) -> Option<String> {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(2) {
-        let child = std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
-            let ppid: u32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            (ppid == outer).then_some(pid)
-        });
-        if let Some(ns) = child.and_then(pid_ns)
-            && Some(&ns) != pid_ns(std::process::id()).as_ref()
-        {
-            return Some(ns);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 fn nft(args: &[&str]) {
@@ -755,13 +722,11 @@ fn boot(
     std::fs::write(ctl.join("sandbox.command"), format!("{cmd:?}\n"))
         .map_err(|e| io("sandbox.command", e))?;
     let sandbox = cmd.spawn().map_err(|e| io("bwrap", e))?;
-    let pid_ns = sandbox_pid_ns(sandbox.id());
     Ok(SimInstance {
         ip: ip.to_owned(),
         dir,
         group: group.to_owned(),
         sandbox,
-        pid_ns,
         _imds: imds,
         ended: false,
     })

@@ -121,14 +121,37 @@ impl Drop for Moto {
 
 /// A VPC and subnet with a loopback CIDR (moto assigns 127.200.x.y private IPs), a
 /// security group, and an image.
+///
+/// Each network gets a /24 of its own (`127.200.N.0/24`), held by a lock file while the
+/// `Network` lives: tests run in parallel processes, each with its own moto, and two
+/// simulated instances must never get the same private IP (their sshd would collide).
 #[derive(Debug, Clone)]
 pub struct Network {
     pub subnet: String,
     pub security_group: String,
     pub image: String,
+    /// The subnet's CIDR, `127.200.N.0/24`.
+    pub cidr: String,
+    _lock: std::sync::Arc<std::fs::File>,
+}
+
+/// A /24 of 127.200.0.0/16 no other live test holds: (N, its lock).
+fn claim_subnet() -> (u8, std::fs::File) {
+    for n in 1..=254u8 {
+        let path = std::env::temp_dir().join(format!("squall-test-subnet-127.200.{n}.lock"));
+        let Ok(file) = std::fs::File::create(&path) else {
+            continue;
+        };
+        if file.try_lock().is_ok() {
+            return (n, file);
+        }
+    }
+    panic!("every test subnet of 127.200.0.0/16 is in use");
 }
 
 pub async fn network(ec2: &aws_sdk_ec2::Client) -> Network {
+    let (n, lock) = claim_subnet();
+    let cidr = format!("127.200.{n}.0/24");
     let vpc = ec2
         .create_vpc()
         .cidr_block("127.200.0.0/16")
@@ -143,7 +166,7 @@ pub async fn network(ec2: &aws_sdk_ec2::Client) -> Network {
     let subnet = ec2
         .create_subnet()
         .vpc_id(&vpc_id)
-        .cidr_block("127.200.1.0/24")
+        .cidr_block(&cidr)
         .send()
         .await
         .expect("CreateSubnet");
@@ -171,5 +194,7 @@ pub async fn network(ec2: &aws_sdk_ec2::Client) -> Network {
             .to_owned(),
         security_group: sg.group_id().expect("group id").to_owned(),
         image,
+        cidr,
+        _lock: std::sync::Arc::new(lock),
     }
 }

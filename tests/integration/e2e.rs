@@ -18,7 +18,7 @@ use squall::record::{RunRecord, RunStatus, TaskOutcome};
 use squall::s3::S3Store;
 use squall::store::Store;
 use squall_tests::ec2sim::{self, LOGIN_USER, SimEvent, Simulator};
-use squall_tests::moto::{self, Moto, network};
+use squall_tests::moto::{self, Moto, Network, network};
 use squall_tests::{Scratch, binary};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -63,6 +63,7 @@ const JOB: &str = "#!/bin/sh\n# job.sh ITEM SLEEP KIND\nsleep \"$2\"\necho \"sco
 struct E2e {
     sim: Simulator,
     _moto: Moto,
+    net: Network,
     store: S3Store,
     compute: Ec2Compute,
     launcher: Launcher,
@@ -126,6 +127,7 @@ async fn setup(pb: &str, instance_env: &[(&'static str, String)]) -> E2e {
     E2e {
         sim,
         _moto: moto,
+        net,
         store,
         compute,
         launcher,
@@ -220,9 +222,25 @@ impl E2e {
         let started = Instant::now();
         while !self.sim.live_processes().is_empty() {
             assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "processes of simulated instances left: {:?}",
-                self.sim.live_processes()
+                started.elapsed() < Duration::from_secs(30),
+                "processes of simulated instances left: {}\nevents: {:?}",
+                self.sim
+                    .live_processes()
+                    .iter()
+                    .map(|p| {
+                        let stat =
+                            std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                        let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                        let ns =
+                            std::fs::read_link(format!("/proc/{p}/ns/pid")).unwrap_or_default();
+                        format!(
+                            "\n  {stat:.60} | {} | {}",
+                            String::from_utf8_lossy(&cmd).replace('\0', " "),
+                            ns.display()
+                        )
+                    })
+                    .collect::<String>(),
+                self.sim.events()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -418,7 +436,10 @@ fn an_upload_runs_the_playbook_on_booted_instances_and_leaves_nothing_running() 
         );
         assert_eq!(rec.hosts.len(), 3);
         for h in &rec.hosts {
-            assert!(h.address.starts_with("127.200.1."), "{h:?}");
+            assert!(
+                h.address.starts_with(e.net.cidr.trim_end_matches("0/24")),
+                "{h:?}"
+            );
         }
         assert_outputs(&e, &run, &rec).await;
         let beat: squall::record::Heartbeat = serde_json::from_slice(
@@ -616,6 +637,10 @@ fn a_crashed_master_leaves_instances_that_end_by_their_deadline_and_a_sweep_reco
             .expect("run id");
         let workers = e.booted_workers(&run, 3, Duration::from_secs(120)).await;
         let (master, _) = e.fleet(&run).await;
+        assert!(
+            e.sim.live_processes().len() > 4,
+            "the process census sees the instances' processes"
+        );
         e.sim.crash(&master).await;
         // Nobody terminates the workers now but their own dead-man's switches.
         let limit = Duration::from_secs(120);
