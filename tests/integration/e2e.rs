@@ -467,6 +467,31 @@ fn an_upload_runs_the_playbook_on_booted_instances_and_leaves_nothing_running() 
             .find("terminating this master instance")
             .expect("then ended itself");
         assert!(recorded < ended, "{log}");
+        // The master's added latency: from the slowest worker being ready for SSH (its
+        // user-data done: the run's keys installed, sshd reloaded) to the master having
+        // bootstrapped every worker (connected, agent installed).
+        let ssh_ready_ms = workers
+            .iter()
+            .map(|w| {
+                let done = e.sim.instance_dir(w).join("ctl/user-data.exit");
+                let at = std::fs::metadata(&done)
+                    .and_then(|m| m.modified())
+                    .expect("the user-data ran");
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+            })
+            .max()
+            .expect("workers");
+        let bootstrapped_ms = rec
+            .hosts
+            .iter()
+            .filter_map(|h| h.ready_at_ms)
+            .max()
+            .expect("bootstrapped hosts");
+        eprintln!(
+            "master latency beyond the slowest worker's SSH readiness: {} ms",
+            bootstrapped_ms as i64 - ssh_ready_ms as i64
+        );
         eprintln!(
             "e2e happy path (s3): {:.1}s",
             started.elapsed().as_secs_f64()
