@@ -276,6 +276,8 @@ async fn run_prepared(
     match summary {
         Ok(s) => {
             tracing::info!(status = s.record.status.as_str(), "run recorded");
+            // CloudWatch embedded metric format, on the master's output.
+            println!("{}", crate::report::emf(&s.record, runner::now_ms()));
             Ok(crate::exit::for_status(s.record.status))
         }
         Err(e) => {

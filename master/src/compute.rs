@@ -70,6 +70,8 @@ pub struct Instance {
     /// Where the transport connects: a private IP on EC2, a directory for local.
     pub address: String,
     pub tags: BTreeMap<String, String>,
+    /// The provider's machine type (e.g. `c7i.large`), when it has one.
+    pub instance_type: Option<String>,
 }
 
 impl Instance {

@@ -395,6 +395,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
         state,
         address: i.private_ip_address().unwrap_or_default().to_owned(),
         tags,
+        instance_type: i.instance_type().map(|t| t.as_str().to_owned()),
     }
 }
 
@@ -554,6 +555,7 @@ mod tests {
             state: InstanceState::Running,
             address: "127.200.1.9".into(),
             tags: BTreeMap::new(),
+            instance_type: None,
         }
     }
 

@@ -330,6 +330,32 @@ impl Engine {
     }
 
     /// The instance behind a host.
+    /// Each host's state and running tasks, for the heartbeat.
+    pub fn host_beats(&self) -> Vec<crate::record::HostBeat> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| crate::record::HostBeat {
+                name: h.rec.name.clone(),
+                instance_id: h.rec.instance_id.clone(),
+                state: if h.rec.lost.is_some() {
+                    "lost"
+                } else if h.ready {
+                    "ready"
+                } else {
+                    "bootstrapping"
+                }
+                .to_owned(),
+                running: self
+                    .in_flight
+                    .iter()
+                    .filter(|(_, host)| **host == i)
+                    .map(|(k, _)| k.agent_id())
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Hosts whose logs are worth a snapshot now: bootstrapped and not lost, while the
     /// stages run.
     pub fn snapshot_hosts(&self) -> Vec<(HostId, String)> {
@@ -453,6 +479,7 @@ impl Engine {
                     group: group.clone(),
                     instance_id: inst.id,
                     address: inst.address,
+                    instance_type: inst.instance_type,
                     launched_at_ms: self.now_ms,
                     ready_at_ms: None,
                     lost: None,

@@ -352,6 +352,7 @@ impl Compute for InventoryCompute {
                 state: InstanceState::Running,
                 address: t.address.clone(),
                 tags,
+                instance_type: None,
             };
             leases.insert(
                 t.name.clone(),

@@ -67,6 +67,65 @@ enum Command {
         #[arg(long)]
         run: Option<String>,
     },
+    /// List runs, newest first.
+    Runs {
+        /// The store: s3://BUCKET, or a folder (default: the local store).
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, env = "SQUALL_HOME", default_value = ".squall")]
+        home: PathBuf,
+        /// Only runs started within this long (e.g. 7d, 12h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<Duration>,
+        /// Only runs with this status (succeeded, failed, deadline_exceeded, cancelled,
+        /// abandoned, running, stale, launched).
+        #[arg(long)]
+        status: Option<String>,
+        /// JSON lines for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A run's phase, stages, hosts and heartbeat.
+    Status {
+        run: String,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, env = "SQUALL_HOME", default_value = ".squall")]
+        home: PathBuf,
+        /// Refresh every 2 s until the run ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Print a run's logs straight from its archives, prefixed `HOST TASK STREAM|`.
+    Logs {
+        run: String,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, env = "SQUALL_HOME", default_value = ".squall")]
+        home: PathBuf,
+        #[arg(long)]
+        host: Option<String>,
+        /// A task id or its prefix (e.g. s1-u3).
+        #[arg(long)]
+        task: Option<String>,
+        /// Only lines containing this text.
+        #[arg(long, value_name = "PATTERN")]
+        grep: Option<String>,
+        /// Keep printing new lines of a live run (from its log snapshots) until it ends.
+        #[arg(long)]
+        follow: bool,
+        /// Unpack every archive into DIR/HOST/ instead of printing.
+        #[arg(long, value_name = "DIR")]
+        extract: Option<PathBuf>,
+    },
+    /// Write (again) a run's report.html from its record and archives.
+    Report {
+        run: String,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, env = "SQUALL_HOME", default_value = ".squall")]
+        home: PathBuf,
+    },
     /// Start a run on AWS as the launcher Lambda would: upload the playbook, claim the
     /// run, start its master, and return.
     Launch(LaunchArgs),
@@ -175,6 +234,37 @@ fn main() -> ExitCode {
         }),
         Command::Sweep { home, store, run } => sweep(&home, store.as_deref(), run.as_deref()),
         Command::Launch(args) => launch(&args),
+        Command::Runs {
+            store,
+            home,
+            since,
+            status,
+            json,
+        } => inspect_runs(&home, store.as_deref(), since, status, json),
+        Command::Status {
+            run,
+            store,
+            home,
+            watch,
+        } => inspect_status(&home, store.as_deref(), &run, watch),
+        Command::Logs {
+            run,
+            store,
+            home,
+            host,
+            task,
+            grep,
+            follow,
+            extract,
+        } => inspect_logs(
+            &home,
+            store.as_deref(),
+            &run,
+            squall::inspect::LogFilter { host, task, grep },
+            follow,
+            extract.as_deref(),
+        ),
+        Command::Report { run, store, home } => inspect_report(&home, store.as_deref(), &run),
         Command::Master {
             run,
             work_dir,
@@ -399,6 +489,7 @@ fn run(args: &RunArgs<'_>) -> anyhow::Result<u8> {
         println!("  reason:  {reason}");
     }
     println!("  record:  {}", summary.record_location);
+    println!("  report:  {}", summary.report_location);
     for (i, (host, at)) in summary.archives.iter().enumerate() {
         let label = if i == 0 { "  logs:" } else { "" };
         println!("{label:<9}{at}  ({host})");
@@ -618,4 +709,145 @@ fn master(opts: squall::cloud::MasterOptions) -> anyhow::Result<u8> {
     init_tracing(&opts.master_log, false)?;
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     Ok(rt.block_on(squall::cloud::run_master(opts))?)
+}
+
+/// The store `--store` names: `s3://BUCKET[/PREFIX]`, a folder, or the local store.
+async fn open_store(
+    home: &Path,
+    spec: Option<&str>,
+) -> anyhow::Result<Arc<dyn squall::store::Store>> {
+    Ok(match spec {
+        None => Arc::new(local::LocalStore::new(home.join("store"))),
+        Some(url) if url.starts_with("s3://") => {
+            let Some((bucket, prefix)) = squall::s3::S3Store::parse_url(url) else {
+                bail!("--store expects s3://BUCKET[/PREFIX], found `{url}`");
+            };
+            let conf = squall::aws::sdk_config(None).await;
+            Arc::new(squall::s3::S3Store::new(
+                squall::aws::s3_client(&conf),
+                bucket,
+                prefix,
+            ))
+        }
+        Some(dir) => Arc::new(local::LocalStore::new(dir)),
+    })
+}
+
+fn inspect_runs(
+    home: &Path,
+    store: Option<&str>,
+    since: Option<Duration>,
+    status: Option<String>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    rt.block_on(async {
+        let store = open_store(home, store).await?;
+        let now = runner::now_ms();
+        let filter = squall::inspect::RunFilter {
+            since_ms: since.map(|d| now.saturating_sub(d.as_millis() as u64)),
+            status,
+        };
+        let rows = squall::inspect::runs(store.as_ref(), &filter, now).await?;
+        if json {
+            for r in &rows {
+                println!("{}", serde_json::to_string(r)?);
+            }
+        } else {
+            print!("{}", squall::inspect::table(&rows));
+        }
+        Ok(exit::OK)
+    })
+}
+
+fn inspect_status(home: &Path, store: Option<&str>, run: &str, watch: bool) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    rt.block_on(async {
+        let store = open_store(home, store).await?;
+        let live = watch && std::io::stdout().is_terminal();
+        loop {
+            let Some(k) = squall::inspect::known(store.as_ref(), run).await? else {
+                eprintln!("squall: no run `{run}` in {}", store.locate("runs/"));
+                return Ok(exit::USAGE);
+            };
+            let text = squall::inspect::status_text(run, &k, runner::now_ms());
+            if live {
+                // Clear the screen and redraw.
+                print!("\x1b[2J\x1b[H{text}");
+            } else {
+                print!("{text}");
+            }
+            if !watch || squall::inspect::ended(&k) {
+                return Ok(exit::OK);
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            if !live {
+                println!("--");
+            }
+        }
+    })
+}
+
+fn inspect_logs(
+    home: &Path,
+    store: Option<&str>,
+    run: &str,
+    filter: squall::inspect::LogFilter,
+    follow: bool,
+    extract: Option<&Path>,
+) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    rt.block_on(async {
+        let store = open_store(home, store).await?;
+        if squall::inspect::known(store.as_ref(), run).await?.is_none() {
+            eprintln!("squall: no run `{run}` in {}", store.locate("runs/"));
+            return Ok(exit::USAGE);
+        }
+        if let Some(dir) = extract {
+            let n = squall::inspect::extract(store.as_ref(), run, dir)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("extracted {n} archive(s) into {}", dir.display());
+            return Ok(exit::OK);
+        }
+        let mut seen = BTreeMap::new();
+        loop {
+            squall::inspect::print_logs(store.as_ref(), run, &filter, &mut seen)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let done = squall::inspect::known(store.as_ref(), run)
+                .await?
+                .is_some_and(|k| squall::inspect::ended(&k));
+            if !follow || done {
+                if follow {
+                    // The final archives may hold lines the last snapshots had not.
+                    squall::inspect::print_logs(store.as_ref(), run, &filter, &mut seen)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                }
+                return Ok(exit::OK);
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    })
+}
+
+fn inspect_report(home: &Path, store: Option<&str>, run: &str) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
+    rt.block_on(async {
+        let store = open_store(home, store).await?;
+        let Some(squall::inspect::Known::Recorded(rec)) =
+            squall::inspect::known(store.as_ref(), run).await?
+        else {
+            eprintln!("squall: run `{run}` has no run.json yet");
+            return Ok(exit::USAGE);
+        };
+        let tails = squall::inspect::stderr_tails(store.as_ref(), &rec, 20).await;
+        let key = squall::store::keys::report(run);
+        store
+            .put(&key, squall::report::render(&rec, &tails).into_bytes())
+            .await?;
+        println!("{}", store.locate(&key));
+        Ok(exit::OK)
+    })
 }

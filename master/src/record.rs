@@ -139,6 +139,9 @@ pub struct HostRecord {
     pub group: String,
     pub instance_id: String,
     pub address: String,
+    /// The machine type, when the provider has one.
+    #[serde(default)]
+    pub instance_type: Option<String>,
     pub launched_at_ms: u64,
     pub ready_at_ms: Option<u64>,
     /// Set when the host died, was cut off or failed to bootstrap.
@@ -214,4 +217,26 @@ pub struct Heartbeat {
     pub shards_done: usize,
     pub shards_total: usize,
     pub updated_at_ms: u64,
+    /// When the run started and its playbook, for readers without run.json yet.
+    #[serde(default)]
+    pub started_at_ms: u64,
+    #[serde(default)]
+    pub playbook: String,
+    /// The stages so far.
+    #[serde(default)]
+    pub stages: Vec<StageRecord>,
+    /// Each host's state and the tasks it runs now.
+    #[serde(default)]
+    pub hosts: Vec<HostBeat>,
+}
+
+/// A host in a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostBeat {
+    pub name: String,
+    pub instance_id: String,
+    /// `bootstrapping`, `ready` or `lost`.
+    pub state: String,
+    /// Agent ids of the tasks running there now.
+    pub running: Vec<String>,
 }

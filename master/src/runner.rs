@@ -82,6 +82,8 @@ pub struct RunSummary {
     pub record: RunRecord,
     /// Where the record is, for people.
     pub record_location: String,
+    /// Where the HTML report is, for people.
+    pub report_location: String,
     /// Where each archive is, for people (host name, location).
     pub archives: Vec<(String, String)>,
 }
@@ -253,6 +255,16 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
             tracing::error!("storing the master log failed: {e}");
         }
     }
+    // The report reads the failures' stderr from the archives just stored.
+    let tails = crate::inspect::stderr_tails(b.store.as_ref(), &record, 20).await;
+    let html = crate::report::render(&record, &tails);
+    if let Err(e) = b
+        .store
+        .put(&keys::report(&opts.run_id), html.into_bytes())
+        .await
+    {
+        tracing::error!("storing the report failed: {e}");
+    }
     let archives = record
         .hosts
         .iter()
@@ -269,6 +281,7 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
         }))
         .collect();
     Ok(RunSummary {
+        report_location: b.store.locate(&keys::report(&opts.run_id)),
         record_location: b.store.locate(&keys::run_record(&opts.run_id)),
         record,
         archives,
@@ -328,6 +341,10 @@ async fn put_heartbeat(b: &Backends, engine: &Engine) {
         shards_done: rec.stages.iter().map(|s| s.shards_done).sum(),
         shards_total: rec.stages.iter().map(|s| s.shards_total).sum(),
         updated_at_ms: now_ms(),
+        started_at_ms: rec.started_at_ms,
+        playbook: rec.playbook.name.clone(),
+        stages: rec.stages.clone(),
+        hosts: engine.host_beats(),
     };
     let key = keys::status(engine.run_id());
     match serde_json::to_vec_pretty(&beat) {

@@ -232,6 +232,23 @@ impl Store for S3Store {
         Ok(Some(bytes.into_bytes().to_vec()))
     }
 
+    async fn get_stream(&self, key: &str) -> Result<Option<crate::store::ByteReader>, StoreError> {
+        let full = self.full(key)?;
+        let out = aws::with_retries("GetObject", || {
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+        })
+        .await;
+        match out {
+            Ok(o) => Ok(Some(Box::new(o.body.into_async_read()))),
+            Err(e) if aws::code(&e) == Some("NoSuchKey") => Ok(None),
+            Err(e) => Err(err("get", key, &e)),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let full_prefix = format!("{}{prefix}", self.prefix);
         let mut keys = Vec::new();

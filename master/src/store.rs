@@ -22,6 +22,9 @@ pub enum StoreError {
     },
 }
 
+/// A stream of an object's bytes.
+pub type ByteReader = Box<dyn AsyncRead + Send + Unpin>;
+
 /// A place to keep run records and archives.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -36,6 +39,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<u64, StoreError>;
     /// Reads `key`; `None` when absent.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads `key` as a stream, in constant memory whatever its size; `None` when absent.
+    async fn get_stream(&self, key: &str) -> Result<Option<ByteReader>, StoreError>;
     /// Every key under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     /// Writes `body` at `key` only if nothing is there; false when it already was.
@@ -53,6 +58,10 @@ pub mod keys {
     /// The run record.
     pub fn run_record(run_id: &str) -> String {
         format!("runs/{run_id}/run.json")
+    }
+    /// The HTML report, written at the end of the run.
+    pub fn report(run_id: &str) -> String {
+        format!("runs/{run_id}/report.html")
     }
     /// The heartbeat while the run is going.
     pub fn status(run_id: &str) -> String {

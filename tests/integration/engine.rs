@@ -69,6 +69,7 @@ impl Sim {
                             state: InstanceState::Running,
                             address: format!("127.0.0.{i}"),
                             tags: BTreeMap::new(),
+                            instance_type: None,
                         })
                         .collect();
                     let more = self
@@ -494,6 +495,7 @@ stages: [{ name: s, hosts: all, tasks: [{ shell: "true" }] }]
                 state: InstanceState::Running,
                 address: "x".into(),
                 tags: BTreeMap::new(),
+                instance_type: None,
             }],
         },
     );

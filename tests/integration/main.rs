@@ -5,6 +5,9 @@
 //! - `cloud`: `squall master`, `squall launch`, `squall sweep` against moto and a test
 //!   IMDS; the real launcher binary under `cargo lambda watch`.
 //! - `infra`: the CloudFormation template under cfn-lint and deployed to moto.
+//! - `inspect`: `squall runs`/`status`/`logs`/`report` on every shape of run, local
+//!   and S3; the report in headless chromium.
+//! - `e2e`: whole AWS runs on the EC2 simulator, with faults.
 //! - `playbooks`: every example parses; broken playbooks give the expected error at the
 //!   expected line and column.
 //! - `engine`: the run state machine as data: events in, actions out.
@@ -17,6 +20,7 @@ mod cloud;
 mod e2e;
 mod engine;
 mod infra;
+mod inspect;
 mod launcher;
 mod local_run;
 mod playbooks;

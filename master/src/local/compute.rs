@@ -91,6 +91,7 @@ impl LocalCompute {
             address: self.home(&m.id).display().to_string(),
             id: m.id,
             tags: m.tags,
+            instance_type: None,
         }
     }
 

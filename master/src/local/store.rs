@@ -104,6 +104,14 @@ impl Store for LocalStore {
         }
     }
 
+    async fn get_stream(&self, key: &str) -> Result<Option<crate::store::ByteReader>, StoreError> {
+        match tokio::fs::File::open(self.path(key)?).await {
+            Ok(f) => Ok(Some(Box::new(f))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err("get", key, e)),
+        }
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let root = self.root.clone();
         let prefix = prefix.to_owned();
