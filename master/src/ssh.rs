@@ -248,7 +248,10 @@ impl SshTransport {
                     }
                     tracing::debug!(host = %t.name, "ssh connect failed, retrying: {detail}");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    // A booting host is polled at least every second: its sshd comes up
+                    // (and its keys arrive) at a moment nobody announces.
+                    let cap = if booting { 1 } else { 5 };
+                    delay = (delay * 2).min(Duration::from_secs(cap));
                 }
             }
         }
