@@ -150,7 +150,10 @@ struct State {
 struct Shared {
     root: PathBuf,
     moto_env: Vec<(&'static str, String)>,
+    /// Used by the watcher thread only (its connections live on its runtime).
     ec2: aws_sdk_ec2::Client,
+    /// For clients of other runtimes (the test's).
+    ec2_conf: aws_sdk_ec2::Config,
     state: Mutex<State>,
     nft_table: String,
     error: Mutex<Option<String>>,
@@ -179,20 +182,20 @@ impl Simulator {
     ) -> Simulator {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         // Built without a runtime: the simulator may start inside a test's.
-        let ec2 = aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::Config::builder()
-                .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-                .endpoint_url(moto.endpoint())
-                .region(aws_sdk_ec2::config::Region::new(crate::moto::REGION))
-                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                    "testing", "testing", None, None, "moto",
-                ))
-                .build(),
-        );
+        let ec2_conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .endpoint_url(moto.endpoint())
+            .region(aws_sdk_ec2::config::Region::new(crate::moto::REGION))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .build();
+        let ec2 = aws_sdk_ec2::Client::from_conf(ec2_conf.clone());
         let shared = Arc::new(Shared {
             root: root.to_path_buf(),
             moto_env: moto.env().into_iter().chain(env.iter().cloned()).collect(),
             ec2,
+            ec2_conf,
             state: Mutex::new(State::default()),
             nft_table: format!(
                 "squall_sim_{}_{}",
@@ -273,8 +276,7 @@ impl Simulator {
             s.events
                 .push((Instant::now(), SimEvent::Crashed { id: id.to_owned() }));
         }
-        self.shared
-            .ec2
+        aws_sdk_ec2::Client::from_conf(self.shared.ec2_conf.clone())
             .terminate_instances()
             .instance_ids(id)
             .send()
@@ -385,16 +387,22 @@ impl Drop for Simulator {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if let Ok(mut s) = self.shared.state.lock() {
-            for i in s.instances.values_mut() {
-                kill_sandbox(i);
-            }
-            if !s.cut.is_empty() {
-                let _ = Command::new("/usr/sbin/nft")
-                    .args(["delete", "table", "inet", &self.shared.nft_table])
-                    .status();
-            }
+        // Even after a panic elsewhere (a poisoned lock): every sandbox ends, and the
+        // nftables table goes if it was ever made.
+        let mut s = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for i in s.instances.values_mut() {
+            kill_sandbox(i);
         }
+        drop(s);
+        let _ = Command::new("/usr/sbin/nft")
+            .args(["delete", "table", "inet", &self.shared.nft_table])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -416,6 +424,20 @@ fn watch(shared: &Arc<Shared>, stop: &AtomicBool) {
             record_error(shared, e);
         }
         std::thread::sleep(POLL);
+    }
+    // The sandboxes were spawned by this thread (their --die-with-parent follows it):
+    // end them here, on the record, rather than by its exit.
+    if let Ok(mut s) = shared.state.lock() {
+        let now = Instant::now();
+        let ids: Vec<String> = s.instances.keys().cloned().collect();
+        for id in ids {
+            if let Some(i) = s.instances.get_mut(&id)
+                && !i.ended
+            {
+                kill_sandbox(i);
+                s.events.push((now, SimEvent::Ended { id }));
+            }
+        }
     }
 }
 

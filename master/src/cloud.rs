@@ -103,7 +103,7 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
     };
     tracing::info!(run = %run_id, instance = me.as_deref().unwrap_or("?"), "master started");
     let ec2 = crate::aws::ec2_client(&conf);
-    let code = match prepare(&opts, store.as_ref(), &run_id).await {
+    let outcome = match prepare(&opts, store.as_ref(), &run_id).await {
         Ok((pb, request)) => {
             let compute: Arc<dyn Compute> = Arc::new(Ec2Compute::new(
                 ec2.clone(),
@@ -115,9 +115,17 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
                     running_deadline: opts.running_deadline,
                 },
             ));
-            run_prepared(&opts, pb, request, compute, store.clone()).await
+            run_prepared(&opts, pb, request, compute, store.clone())
+                .await
+                .map_err(|e| e.to_string())
         }
+        Err(reason) => Err(reason),
+    };
+    let code = match outcome {
+        Ok(code) => code,
         Err(reason) => {
+            // Whatever stopped the run before the runner could record it is recorded
+            // here, with the master's log, before the instance ends.
             tracing::error!("the run cannot start: {reason}");
             let record = RunRecord::ended_before_start(
                 &run_id,
@@ -134,13 +142,19 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
                 }
                 Err(e) => tracing::error!("serializing the run record failed: {e}"),
             }
-            Ok(crate::exit::ERROR)
+            if let Ok(mut log) = tokio::fs::File::open(&opts.master_log).await {
+                let key = format!("{}logs/master.log", keys::run_prefix(&run_id));
+                if let Err(e) = store.put_stream(&key, &mut log).await {
+                    tracing::error!("storing the master log failed: {e}");
+                }
+            }
+            crate::exit::ERROR
         }
     };
     if let Some(me) = me {
         terminate_self(&ec2, &me, &run_id).await;
     }
-    code
+    Ok(code)
 }
 
 /// Reads the request, the playbook and its `copy` sources. `Err` says why the run
@@ -173,7 +187,19 @@ async fn prepare(
         .rfind('/')
         .map_or("", |i| &request.playbook[..=i]);
     for key in wanted {
+        if key.ends_with('/') {
+            continue; // a "folder" marker, not a file
+        }
         let rel = key.strip_prefix(dir).unwrap_or(&key);
+        // Only plain relative paths: a key like `playbooks//etc/x` must not become an
+        // absolute path on the master.
+        if rel.is_empty()
+            || !Path::new(rel)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!("copy source {key} is not a plain relative path"));
+        }
         let dest = files.join(rel);
         let body = get_required(store, &key).await?;
         if let Some(parent) = dest.parent() {
@@ -401,6 +427,7 @@ chmod 0600 /etc/ssh/ssh_host_ed25519_key
 chmod 0644 /etc/ssh/ssh_host_ed25519_key.pub
 # The master's login key.
 home=$(getent passwd '{user}' | cut -d: -f6)
+[ -n "$home" ] || {{ echo "squall: no user {user} on this image" >&2; exit 1; }}
 mkdir -p "$home/.ssh"
 printf '%s\n' '{login_public}' >>"$home/.ssh/authorized_keys"
 chown -R '{user}':"$(id -gn '{user}')" "$home/.ssh"

@@ -492,7 +492,11 @@ pub async fn archives(store: &dyn Store, run: &str) -> Result<Vec<(String, Strin
     for (host, key) in snapshots {
         by_host.entry(host).or_insert(key);
     }
-    Ok(by_host.into_iter().collect())
+    // Host names become folder names (--extract): plain names only.
+    Ok(by_host
+        .into_iter()
+        .filter(|(h, _)| !h.is_empty() && !h.starts_with('.') && !h.contains(['/', '\\']))
+        .collect())
 }
 
 /// What one archive member is: the task id and the stream (`stdout`, `stderr`, `log`).
@@ -511,11 +515,14 @@ fn member_task(path: &str) -> Option<(String, String)> {
 /// Streams the lines of one archive that pass `filter` into `out`, prefixed
 /// `HOST TASK STREAM|`. Blocking: run it on a blocking thread. `skip` holds, per member,
 /// how many lines were printed before (for `--follow`) and is updated.
+/// `complete` is false for a live snapshot, whose last line may still be being written:
+/// a last line without its newline is then left for a later read.
 pub fn stream_archive(
     host: &str,
     archive: impl std::io::Read,
     filter: &LogFilter,
     skip: &mut BTreeMap<String, usize>,
+    complete: bool,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let gz = flate2::read::GzDecoder::new(archive);
@@ -534,14 +541,25 @@ pub fn stream_archive(
             continue;
         }
         let seen = skip.entry(format!("{host}/{path}")).or_insert(0);
-        let reader = std::io::BufReader::new(entry);
-        for (n, line) in reader.split(b'\n').enumerate() {
-            let line = line?;
-            if n < *seen {
+        let mut reader = std::io::BufReader::new(entry);
+        let mut line = Vec::new();
+        let mut n = 0;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            let whole = line.last() == Some(&b'\n');
+            if !whole && !complete {
+                break;
+            }
+            n += 1;
+            if n <= *seen {
                 continue;
             }
-            *seen = n + 1;
-            let text = String::from_utf8_lossy(&line);
+            *seen = n;
+            let body = line.strip_suffix(b"\n").unwrap_or(&line);
+            let text = String::from_utf8_lossy(body);
             if filter
                 .grep
                 .as_ref()
@@ -589,12 +607,13 @@ pub async fn print_logs(
             continue;
         }
         let filter = filter.clone();
-        let mut seen = std::mem::take(skip);
+        let mut seen = skip.clone();
         let host2 = host.clone();
+        let complete = !key.contains("/logs/snapshots/");
         let r = with_blocking_reader(store, &key, move |r| {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            stream_archive(&host2, r, &filter, &mut seen, &mut lock).map(|()| seen)
+            stream_archive(&host2, r, &filter, &mut seen, complete, &mut lock).map(|()| seen)
         })
         .await?;
         if let Some(seen) = r {

@@ -432,6 +432,14 @@ pub fn parse(
     }
 }
 
+/// A POSIX-portable login name, safe to put in a boot script.
+fn valid_user(u: &str) -> bool {
+    let mut chars = u.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && u.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
 /// serde-saphyr's message without its own location (prefix or suffix) and snippet, with
 /// parser jargon turned into what was expected.
 fn bare_message(e: &serde_saphyr::Error) -> String {
@@ -547,6 +555,14 @@ fn validate(pb: &Loaded, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
                     "expected `count` between 1 and 1000 in group `{name}`, found {}",
                     g.value.count
                 ),
+            ));
+        }
+        if let Some(user) = &g.value.user
+            && !valid_user(user)
+        {
+            out.push(at.at(
+                g,
+                format!("expected `user` in group `{name}` to be a login name (a lowercase letter or '_', then lowercase letters, digits, '_' or '-', at most 32), found `{user}`"),
             ));
         }
         if let Some(min) = g.value.min_count

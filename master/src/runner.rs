@@ -186,7 +186,9 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut signals = Signals::new(opts.handle_signals);
-    let mut snapshot_tick = tokio::time::interval(opts.snapshot_every.unwrap_or(Duration::MAX / 4));
+    // A zero interval means no snapshots (tokio's interval cannot tick every 0 s).
+    let snapshot_every = opts.snapshot_every.filter(|d| !d.is_zero());
+    let mut snapshot_tick = tokio::time::interval(snapshot_every.unwrap_or(Duration::MAX / 4));
     snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     snapshot_tick.tick().await;
     let snapshotting = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
@@ -197,7 +199,7 @@ pub async fn run(pb: Arc<Loaded>, b: Backends, opts: RunOptions) -> Result<RunSu
         let event = tokio::select! {
             Some(ev) = rx.recv() => ev,
             _ = tick.tick() => Event::Tick,
-            _ = snapshot_tick.tick(), if opts.snapshot_every.is_some() => {
+            _ = snapshot_tick.tick(), if snapshot_every.is_some() => {
                 snapshot_logs(&ctx, &engine, &hosts, &mut jobs, &snapshotting);
                 continue;
             }

@@ -16,6 +16,18 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// Size of each uploaded part (S3's minimum is 5 MiB, except the last).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 
+/// The Content-Type a key is served with (so report.html opens in a browser).
+fn content_type(key: &str) -> &'static str {
+    match key.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("json") => "application/json",
+        Some("yml" | "yaml") => "text/yaml; charset=utf-8",
+        Some("log") => "text/plain; charset=utf-8",
+        Some("gz") => "application/gzip",
+        _ => "application/octet-stream",
+    }
+}
+
 /// A store in an S3 bucket, under an optional key prefix.
 #[derive(Debug, Clone)]
 pub struct S3Store {
@@ -114,6 +126,7 @@ impl Store for S3Store {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&full)
+                .content_type(content_type(key))
                 .body(ByteStream::from(body.clone()))
                 .send()
         })

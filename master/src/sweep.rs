@@ -48,7 +48,14 @@ pub async fn sweep(
     let mut ended = BTreeSet::new();
     for role in ROLES {
         for inst in compute.list_by_tag(tags::ROLE, role).await? {
-            let run = inst.tag(tags::RUN).unwrap_or("?").to_owned();
+            // Only instances of a squall run: the roles may terminate nothing else.
+            let Some(run) = inst
+                .tag(tags::RUN)
+                .filter(|r| crate::runid::valid(r))
+                .map(str::to_owned)
+            else {
+                continue;
+            };
             if inst.state.is_gone() || inst.state == InstanceState::Terminated {
                 ended.insert(run);
                 continue;
@@ -68,9 +75,26 @@ pub async fn sweep(
         }
     }
     let ids: Vec<String> = report.terminated.values().flatten().cloned().collect();
-    if !ids.is_empty() {
-        compute.terminate(&ids).await?;
-        tracing::warn!(count = ids.len(), "swept instances past their deadline");
+    if !ids.is_empty() && compute.terminate(&ids).await.is_err() {
+        // One instance EC2 refuses (protected, not ours to end) must not stop the
+        // others: one at a time, keeping what failed.
+        for (run, instances) in report.terminated.iter_mut() {
+            let mut ended = Vec::new();
+            for id in instances.drain(..) {
+                match compute.terminate(std::slice::from_ref(&id)).await {
+                    Ok(()) => ended.push(id),
+                    Err(e) => report
+                        .errors
+                        .push(format!("run {run}: terminating {id}: {e}")),
+                }
+            }
+            *instances = ended;
+        }
+        report.terminated.retain(|_, ids| !ids.is_empty());
+    }
+    let count = report.count();
+    if count > 0 {
+        tracing::warn!(count, "swept instances past their deadline");
     }
     let Some(store) = store else {
         return Ok(report);
@@ -119,11 +143,19 @@ async fn record_sweep(
     if store.get(&keys::run_record(run)).await?.is_some() {
         return Ok(false);
     }
+    // Only runs of this store: another stack's (or bucket's) runs are not ours to record.
+    let claimed = store
+        .get(&crate::launch::launch_keys::claim(run))
+        .await?
+        .is_some();
     // What is known of the run without its master: the launch request, if any.
     let request = store
         .get(&crate::launch::launch_keys::request(run))
         .await?
         .and_then(|b| serde_json::from_slice::<crate::launch::RunRequest>(&b).ok());
+    if !claimed && request.is_none() {
+        return Ok(false);
+    }
     let mut record = RunRecord::ended_before_start(
         run,
         request.as_ref().map_or("", |r| r.playbook.as_str()),
@@ -156,6 +188,6 @@ async fn record_sweep(
             key: keys::run_record(run),
             detail: e.to_string(),
         })?;
-    store.put(&keys::run_record(run), body).await?;
-    Ok(true)
+    // Never over a record the master wrote meanwhile.
+    store.create_if_absent(&keys::run_record(run), body).await
 }

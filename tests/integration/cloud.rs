@@ -467,7 +467,17 @@ fn a_sweep_terminates_what_is_past_its_deadline_and_records_abandoned_runs() {
     runtime().block_on(async {
         let c = cloud().await;
         let now = squall::runner::now_ms() / 1000;
+        // A launched run (its claim is in this bucket) whose master died.
+        c.store
+            .put(
+                "runs/dead-run/claim.json",
+                br#"{"run_id":"dead-run"}"#.to_vec(),
+            )
+            .await
+            .expect("put");
         let dead = start(&c, "dead-run", "worker", now - 60).await;
+        // Another stack's run (no claim in this bucket): ended, but not recorded here.
+        let foreign = start(&c, "foreign-run", "worker", now - 60).await;
         let dead_master = start(&c, "dead-run", "master", now - 60).await;
         let live = start(&c, "live-run", "worker", now + 3600).await;
         // A finished run whose workers outlived it: terminated, its record kept.
@@ -491,7 +501,7 @@ fn a_sweep_terminates_what_is_past_its_deadline_and_records_abandoned_runs() {
         let log = text(&out);
         assert!(out.status.success(), "{log}");
         assert!(
-            log.contains("terminated 6 instance(s) past their deadline"),
+            log.contains("terminated 8 instance(s) past their deadline"),
             "{log}"
         );
         let compute = &c.compute;
@@ -523,6 +533,21 @@ fn a_sweep_terminates_what_is_past_its_deadline_and_records_abandoned_runs() {
         let rec: RunRecord = c.json("runs/dead-run/run.json").await;
         assert_eq!(rec.status, RunStatus::Abandoned);
         assert!(rec.reason.unwrap_or_default().contains(&dead[0]));
+        assert!(
+            state(foreign)
+                .await
+                .iter()
+                .all(|s| *s == InstanceState::Terminated),
+            "{log}"
+        );
+        assert!(
+            c.store
+                .get("runs/foreign-run/run.json")
+                .await
+                .expect("get")
+                .is_none(),
+            "another stack's run is not recorded in this bucket"
+        );
         let kept: RunRecord = c.json("runs/done-run/run.json").await;
         assert_eq!(
             kept.status,

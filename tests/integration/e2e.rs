@@ -415,10 +415,30 @@ fn an_upload_runs_the_playbook_on_booted_instances_and_leaves_nothing_running() 
         let started = Instant::now();
         // The same S3 event delivered 5 times at once: one run, one master.
         let event = s3_event("inbox/batch-1.csv");
-        let outcomes = futures_join_all((0..5).map(|_| e.deliver(&event))).await;
+        // Deliveries that find the run being launched answer a retryable error (Lambda
+        // would deliver them again); none launches a second master.
+        let answers =
+            futures_join_all((0..5).map(|_| squall_launcher::handle(&e.launcher, &event, now())))
+                .await;
+        let mut outcomes = Vec::new();
+        for a in answers {
+            match a {
+                Ok(mut h) => outcomes.push(h.runs.remove(0)),
+                Err(err) => assert!(
+                    err.retryable && err.message.contains("being launched"),
+                    "{err}"
+                ),
+            }
+        }
         let launched: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == "launched").collect();
         assert_eq!(launched.len(), 1, "{outcomes:?}");
         assert!(outcomes.iter().all(|o| o.run_id == launched[0].run_id));
+        // Redelivered once the launch is recorded: a duplicate.
+        let again = e.deliver(&event).await;
+        assert_eq!(
+            (again.status, &again.run_id),
+            ("duplicate", &launched[0].run_id)
+        );
         let run = launched[0].run_id.clone().expect("run id");
 
         let rec = e.record(&run, Duration::from_secs(240)).await;
