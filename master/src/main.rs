@@ -69,11 +69,8 @@ enum Command {
     },
     /// List runs, newest first.
     Runs {
-        /// The store: s3://BUCKET, or a folder (default: the local store).
-        #[arg(long)]
-        store: Option<String>,
-        #[arg(long, env = "SQUALL_HOME", default_value = ".squall")]
-        home: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
         /// Only runs started within this long (e.g. 7d, 12h).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         since: Option<Duration>,
@@ -88,10 +85,8 @@ enum Command {
     /// A run's phase, stages, hosts and heartbeat.
     Status {
         run: String,
-        #[arg(long)]
-        store: Option<String>,
-        #[arg(long, env = "SQUALL_HOME", default_value = ".squall")]
-        home: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
         /// Refresh every 2 s until the run ends.
         #[arg(long)]
         watch: bool,
@@ -99,10 +94,8 @@ enum Command {
     /// Print a run's logs straight from its archives, prefixed `HOST TASK STREAM|`.
     Logs {
         run: String,
-        #[arg(long)]
-        store: Option<String>,
-        #[arg(long, env = "SQUALL_HOME", default_value = ".squall")]
-        home: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
         #[arg(long)]
         host: Option<String>,
         /// A task id or its prefix (e.g. s1-u3).
@@ -121,10 +114,8 @@ enum Command {
     /// Write (again) a run's report.html from its record and archives.
     Report {
         run: String,
-        #[arg(long)]
-        store: Option<String>,
-        #[arg(long, env = "SQUALL_HOME", default_value = ".squall")]
-        home: PathBuf,
+        #[command(flatten)]
+        at: StoreArgs,
     },
     /// Start a run on AWS as the launcher Lambda would: upload the playbook, claim the
     /// run, start its master, and return.
@@ -157,6 +148,17 @@ enum Command {
         #[arg(long, env = "SQUALL_RECONNECT_DEADLINE", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
         reconnect_deadline: Duration,
     },
+}
+
+/// Where `runs`, `status`, `logs` and `report` read runs.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// The store: s3://BUCKET[/PREFIX], or a folder (default: the local store under
+    /// --home).
+    #[arg(long)]
+    store: Option<String>,
+    #[arg(long, env = "SQUALL_HOME", default_value = ".squall")]
+    home: PathBuf,
 }
 
 /// `squall launch`'s arguments; each has the launcher Lambda's environment variable.
@@ -235,36 +237,28 @@ fn main() -> ExitCode {
         Command::Sweep { home, store, run } => sweep(&home, store.as_deref(), run.as_deref()),
         Command::Launch(args) => launch(&args),
         Command::Runs {
-            store,
-            home,
+            at,
             since,
             status,
             json,
-        } => inspect_runs(&home, store.as_deref(), since, status, json),
-        Command::Status {
-            run,
-            store,
-            home,
-            watch,
-        } => inspect_status(&home, store.as_deref(), &run, watch),
+        } => inspect_runs(&at, since, status, json),
+        Command::Status { run, at, watch } => inspect_status(&at, &run, watch),
         Command::Logs {
             run,
-            store,
-            home,
+            at,
             host,
             task,
             grep,
             follow,
             extract,
         } => inspect_logs(
-            &home,
-            store.as_deref(),
+            &at,
             &run,
             squall::inspect::LogFilter { host, task, grep },
             follow,
             extract.as_deref(),
         ),
-        Command::Report { run, store, home } => inspect_report(&home, store.as_deref(), &run),
+        Command::Report { run, at } => inspect_report(&at, &run),
         Command::Master {
             run,
             work_dir,
@@ -712,12 +706,9 @@ fn master(opts: squall::cloud::MasterOptions) -> anyhow::Result<u8> {
 }
 
 /// The store `--store` names: `s3://BUCKET[/PREFIX]`, a folder, or the local store.
-async fn open_store(
-    home: &Path,
-    spec: Option<&str>,
-) -> anyhow::Result<Arc<dyn squall::store::Store>> {
-    Ok(match spec {
-        None => Arc::new(local::LocalStore::new(home.join("store"))),
+async fn open_store(at: &StoreArgs) -> anyhow::Result<Arc<dyn squall::store::Store>> {
+    Ok(match at.store.as_deref() {
+        None => Arc::new(local::LocalStore::new(at.home.join("store"))),
         Some(url) if url.starts_with("s3://") => {
             let Some((bucket, prefix)) = squall::s3::S3Store::parse_url(url) else {
                 bail!("--store expects s3://BUCKET[/PREFIX], found `{url}`");
@@ -734,15 +725,14 @@ async fn open_store(
 }
 
 fn inspect_runs(
-    home: &Path,
-    store: Option<&str>,
+    at: &StoreArgs,
     since: Option<Duration>,
     status: Option<String>,
     json: bool,
 ) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     rt.block_on(async {
-        let store = open_store(home, store).await?;
+        let store = open_store(at).await?;
         let now = runner::now_ms();
         let filter = squall::inspect::RunFilter {
             since_ms: since.map(|d| now.saturating_sub(d.as_millis() as u64)),
@@ -760,10 +750,10 @@ fn inspect_runs(
     })
 }
 
-fn inspect_status(home: &Path, store: Option<&str>, run: &str, watch: bool) -> anyhow::Result<u8> {
+fn inspect_status(at: &StoreArgs, run: &str, watch: bool) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     rt.block_on(async {
-        let store = open_store(home, store).await?;
+        let store = open_store(at).await?;
         let live = watch && std::io::stdout().is_terminal();
         loop {
             let Some(k) = squall::inspect::known(store.as_ref(), run).await? else {
@@ -789,8 +779,7 @@ fn inspect_status(home: &Path, store: Option<&str>, run: &str, watch: bool) -> a
 }
 
 fn inspect_logs(
-    home: &Path,
-    store: Option<&str>,
+    at: &StoreArgs,
     run: &str,
     filter: squall::inspect::LogFilter,
     follow: bool,
@@ -798,7 +787,7 @@ fn inspect_logs(
 ) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     rt.block_on(async {
-        let store = open_store(home, store).await?;
+        let store = open_store(at).await?;
         if squall::inspect::known(store.as_ref(), run).await?.is_none() {
             eprintln!("squall: no run `{run}` in {}", store.locate("runs/"));
             return Ok(exit::USAGE);
@@ -832,10 +821,10 @@ fn inspect_logs(
     })
 }
 
-fn inspect_report(home: &Path, store: Option<&str>, run: &str) -> anyhow::Result<u8> {
+fn inspect_report(at: &StoreArgs, run: &str) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Runtime::new().context("failed to start the async runtime")?;
     rt.block_on(async {
-        let store = open_store(home, store).await?;
+        let store = open_store(at).await?;
         let Some(squall::inspect::Known::Recorded(rec)) =
             squall::inspect::known(store.as_ref(), run).await?
         else {

@@ -37,6 +37,24 @@ pub struct S3Store {
 }
 
 impl S3Store {
+    /// GetObject's body, not yet read; `None` when the key is absent.
+    async fn get_object(&self, key: &str) -> Result<Option<ByteStream>, StoreError> {
+        let full = self.full(key)?;
+        let out = aws::with_retries("GetObject", || {
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+        })
+        .await;
+        match out {
+            Ok(o) => Ok(Some(o.body)),
+            Err(e) if aws::code(&e) == Some("NoSuchKey") => Ok(None),
+            Err(e) => Err(err("get", key, &e)),
+        }
+    }
+
     /// Keys are stored under `prefix` (e.g. `""` or `"squall/"`) in `bucket`.
     pub fn new(
         client: aws_sdk_s3::Client,
@@ -223,21 +241,10 @@ impl Store for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let full = self.full(key)?;
-        let out = aws::with_retries("GetObject", || {
-            self.client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .send()
-        })
-        .await;
-        let out = match out {
-            Ok(o) => o,
-            Err(e) if aws::code(&e) == Some("NoSuchKey") => return Ok(None),
-            Err(e) => return Err(err("get", key, &e)),
+        let Some(body) = self.get_object(key).await? else {
+            return Ok(None);
         };
-        let bytes = out.body.collect().await.map_err(|e| StoreError::Failed {
+        let bytes = body.collect().await.map_err(|e| StoreError::Failed {
             op: "get",
             key: key.to_owned(),
             detail: e.to_string(),
@@ -246,20 +253,10 @@ impl Store for S3Store {
     }
 
     async fn get_stream(&self, key: &str) -> Result<Option<crate::store::ByteReader>, StoreError> {
-        let full = self.full(key)?;
-        let out = aws::with_retries("GetObject", || {
-            self.client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .send()
-        })
-        .await;
-        match out {
-            Ok(o) => Ok(Some(Box::new(o.body.into_async_read()))),
-            Err(e) if aws::code(&e) == Some("NoSuchKey") => Ok(None),
-            Err(e) => Err(err("get", key, &e)),
-        }
+        Ok(self
+            .get_object(key)
+            .await?
+            .map(|body| Box::new(body.into_async_read()) as crate::store::ByteReader))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
