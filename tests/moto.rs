@@ -198,3 +198,62 @@ pub async fn network(ec2: &aws_sdk_ec2::Client) -> Network {
         _lock: std::sync::Arc::new(lock),
     }
 }
+
+impl Moto {
+    /// A fresh bucket in this server, as a squall store.
+    pub async fn bucket(&self, name: &str) -> squall::s3::S3Store {
+        let s3 = squall::aws::s3_client(&self.sdk_config().await);
+        s3.create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .expect("CreateBucket");
+        squall::s3::S3Store::new(s3, name, "")
+    }
+
+    /// An instance's user-data as the EC2 API reports it (decoded).
+    pub async fn user_data(&self, id: &str) -> String {
+        let ec2 = squall::aws::ec2_client(&self.sdk_config().await);
+        let ud = ec2
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .expect("DescribeInstanceAttribute");
+        let b64 = ud.user_data().and_then(|v| v.value()).unwrap_or_default();
+        String::from_utf8(aws_smithy_types::base64::decode(b64).expect("base64")).expect("utf-8")
+    }
+}
+
+/// The launcher's settings for `bucket` in `net` (master and workers in its subnet and
+/// security group, moto's image, no profile); uploads and schedules start empty.
+pub fn launch_settings(bucket: &str, net: &Network) -> squall::launch::Settings {
+    squall::launch::Settings {
+        bucket: bucket.into(),
+        subnet: net.subnet.clone(),
+        security_groups: vec![net.security_group.clone()],
+        worker_security_groups: vec![net.security_group.clone()],
+        master_profile: None,
+        image: net.image.clone(),
+        master_type: "t3.small".into(),
+        uploads: Vec::new(),
+        schedules: std::collections::BTreeMap::new(),
+        binary_key: "bin/squall".into(),
+        agent_key: "bin/squall-worker".into(),
+    }
+}
+
+/// AWS's sample "s3-put" Lambda test event, for one object of `bucket`.
+pub fn s3_put_event(bucket: &str, key: &str, etag: &str, sequencer: &str) -> serde_json::Value {
+    serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-22T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "EXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "EXAMPLE123456789", "x-amz-id-2": "EXAMPLE123/5678abcdefghijklambdaisawesome/mnopqrstuvwxyzABCDEFGH"},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "testConfigRule",
+               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": {"key": key, "size": 1024, "eTag": etag, "sequencer": sequencer}}
+    }]})
+}

@@ -39,13 +39,7 @@ struct Cloud {
 async fn cloud() -> Cloud {
     let moto = Moto::start();
     let conf = moto.sdk_config().await;
-    let s3 = squall::aws::s3_client(&conf);
-    s3.create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .expect("CreateBucket");
-    let store = S3Store::new(s3, BUCKET, "");
+    let store = moto.bucket(BUCKET).await;
     let ec2 = squall::aws::ec2_client(&conf);
     let net = network(&ec2).await;
     let compute = Ec2Compute::new(
@@ -65,19 +59,7 @@ async fn cloud() -> Cloud {
 
 impl Cloud {
     fn settings(&self) -> Settings {
-        Settings {
-            bucket: BUCKET.into(),
-            subnet: self.net.subnet.clone(),
-            security_groups: vec![self.net.security_group.clone()],
-            worker_security_groups: vec![self.net.security_group.clone()],
-            master_profile: None,
-            image: self.net.image.clone(),
-            master_type: "t3.small".into(),
-            uploads: Vec::new(),
-            schedules: BTreeMap::new(),
-            binary_key: "bin/squall".into(),
-            agent_key: "bin/squall-worker".into(),
-        }
+        moto::launch_settings(BUCKET, &self.net)
     }
 
     /// Launches a run's master as the launcher does; returns (run id, master id).
@@ -127,6 +109,22 @@ impl Cloud {
         cmd.output().expect("running squall")
     }
 
+    /// Runs `squall master` for `run` on this machine as the instance `imds` answers for,
+    /// with `work` as its work dir and `extra` arguments.
+    fn master(
+        &self,
+        run: &str,
+        work: &Scratch,
+        imds: &Imds,
+        extra: &[&str],
+    ) -> std::process::Output {
+        let url = format!("s3://{BUCKET}/runs/{run}/");
+        let work_dir = work.path.to_string_lossy();
+        let mut args = vec!["master", "--run", &url, "--work-dir", &work_dir];
+        args.extend_from_slice(extra);
+        self.squall(&args, &[imds.env()])
+    }
+
     async fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
         let body = self
             .store
@@ -138,16 +136,7 @@ impl Cloud {
     }
 
     async fn user_data(&self, id: &str) -> String {
-        let ec2 = squall::aws::ec2_client(&self.moto.sdk_config().await);
-        let ud = ec2
-            .describe_instance_attribute()
-            .instance_id(id)
-            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-            .send()
-            .await
-            .expect("DescribeInstanceAttribute");
-        let b64 = ud.user_data().and_then(|v| v.value()).unwrap_or_default();
-        String::from_utf8(aws_smithy_types::base64::decode(b64).expect("base64")).expect("utf-8")
+        self.moto.user_data(id).await
     }
 }
 
@@ -161,20 +150,11 @@ fn a_master_whose_workers_never_answer_records_why_and_terminates_every_instance
         let (run, master) = c.launch(&[("size", "large")]).await;
         let imds = Imds::start(&master);
         let work = Scratch::new("master");
-        let url = format!("s3://{BUCKET}/runs/{run}/");
-        let out = c.squall(
-            &[
-                "master",
-                "--run",
-                &url,
-                "--work-dir",
-                &work.path.to_string_lossy(),
-                "--connect-deadline",
-                "3s",
-                "--heartbeat",
-                "1s",
-            ],
-            &[imds.env()],
+        let out = c.master(
+            &run,
+            &work,
+            &imds,
+            &["--connect-deadline", "3s", "--heartbeat", "1s"],
         );
         let log = text(&out);
         assert_eq!(out.status.code(), Some(3), "the run failed: {log}");
@@ -263,16 +243,7 @@ fn a_master_without_its_run_request_records_a_failure_and_terminates_itself() {
             .expect("put");
         let imds = Imds::start(&master);
         let work = Scratch::new("master-bad");
-        let out = c.squall(
-            &[
-                "master",
-                "--run",
-                &format!("s3://{BUCKET}/runs/{run}/"),
-                "--work-dir",
-                &work.path.to_string_lossy(),
-            ],
-            &[imds.env()],
-        );
+        let out = c.master(&run, &work, &imds, &[]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         let rec: RunRecord = c.json(&format!("runs/{run}/run.json")).await;
         assert_eq!(rec.status, RunStatus::Failed);
@@ -294,24 +265,9 @@ fn a_master_without_its_run_request_records_a_failure_and_terminates_itself() {
 
         // A master that is not this run's master never terminates itself.
         let other = Imds::start("i-0123456789abcdef0");
-        let out = c.squall(
-            &[
-                "master",
-                "--run",
-                &format!("s3://{BUCKET}/runs/{run}/"),
-                "--work-dir",
-                &work.path.to_string_lossy(),
-            ],
-            &[other.env()],
-        );
-        assert!(
-            text(&out).contains("not terminating") || {
-                let log = std::fs::read_to_string(work.path.join("master.log")).unwrap_or_default();
-                log.contains("not terminating")
-            },
-            "{}",
-            text(&out)
-        );
+        let out = c.master(&run, &work, &other, &[]);
+        let log = std::fs::read_to_string(work.path.join("master.log")).unwrap_or_default();
+        assert!(log.contains("not terminating"), "{}", text(&out));
     });
 }
 
@@ -616,22 +572,26 @@ fn the_real_launcher_binary_answers_invocations_under_cargo_lambda_watch() {
         let watch = squall_tests::lambda::LambdaWatch::start(&env);
 
         // AWS's sample S3 put event, delivered twice: one run, one master.
-        let event = serde_json::json!({"Records": [{
-            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-            "eventTime": "2026-11-23T00:00:00.000Z", "eventName": "ObjectCreated:Put",
-            "userIdentity": {"principalId": "EXAMPLE"},
-            "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-            "responseElements": {"x-amz-request-id": "EXAMPLE123456789", "x-amz-id-2": "EXAMPLE123/5678abcdefghijklambdaisawesome/mnopqrstuvwxyzABCDEFGH"},
-            "s3": {"s3SchemaVersion": "1.0", "configurationId": "testConfigRule",
-                   "bucket": {"name": BUCKET, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{BUCKET}")},
-                   "object": {"key": "inbox/a.csv", "size": 1024, "eTag": "0123456789abcdef0123456789abcdef", "sequencer": "0A1B2C3D4E5F678901"}}
-        }]})
+        let event = moto::s3_put_event(
+            BUCKET,
+            "inbox/a.csv",
+            "0123456789abcdef0123456789abcdef",
+            "0A1B2C3D4E5F678901",
+        )
         .to_string();
         let (status, body) = watch.invoke("squall-launcher", &event);
-        assert_eq!(status, 200, "{body}\n{}", std::fs::read_to_string(&watch.log).unwrap_or_default());
+        assert_eq!(
+            status,
+            200,
+            "{body}\n{}",
+            std::fs::read_to_string(&watch.log).unwrap_or_default()
+        );
         let first: Value = serde_json::from_str(&body).expect("a JSON answer");
         assert_eq!(first["runs"][0]["status"], "launched", "{first}");
-        let run = first["runs"][0]["run_id"].as_str().expect("run id").to_owned();
+        let run = first["runs"][0]["run_id"]
+            .as_str()
+            .expect("run id")
+            .to_owned();
         let (_, body) = watch.invoke("squall-launcher", &event);
         let again: Value = serde_json::from_str(&body).expect("a JSON answer");
         assert_eq!(again["runs"][0]["status"], "duplicate", "{again}");
@@ -641,26 +601,38 @@ fn the_real_launcher_binary_answers_invocations_under_cargo_lambda_watch() {
         // A bad event is answered (not an error Lambda would retry) with the reason.
         let (status, body) = watch.invoke("squall-launcher", r#"{"hello": 1}"#);
         assert_eq!(status, 200, "{body}");
-        assert!(body.contains("unrecognised event") && body.contains("\"retryable\":false"), "{body}");
+        assert!(
+            body.contains("unrecognised event") && body.contains("\"retryable\":false"),
+            "{body}"
+        );
 
         // `squall launch --via-lambda` goes through the AWS SDK's Lambda client.
         let dir = Scratch::new("via-lambda");
         let pb = dir.file("work.yml", PLAYBOOK);
         dir.file("files/job.sh", JOB);
         let out = c.squall(
-            &["launch", &pb.to_string_lossy(), "--bucket", BUCKET, "--via-lambda", "squall-launcher"],
+            &[
+                "launch",
+                &pb.to_string_lossy(),
+                "--bucket",
+                BUCKET,
+                "--via-lambda",
+                "squall-launcher",
+            ],
             &[("AWS_ENDPOINT_URL_LAMBDA", watch.endpoint())],
         );
         let log = text(&out);
         assert!(out.status.success(), "{log}");
-        let answer: Value = serde_json::from_str(
-            &String::from_utf8_lossy(&out.stdout),
-        )
-        .expect("the function's answer is printed");
+        let answer: Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout))
+            .expect("the function's answer is printed");
         assert_eq!(answer["runs"][0]["status"], "launched", "{log}");
         let run = answer["runs"][0]["run_id"].as_str().expect("run id");
         assert_eq!(
-            c.compute.list_by_tag(tags::RUN, run).await.expect("list").len(),
+            c.compute
+                .list_by_tag(tags::RUN, run)
+                .await
+                .expect("list")
+                .len(),
             1
         );
     });

@@ -21,7 +21,6 @@ use squall_tests::ec2sim::{self, LOGIN_USER, SimEvent, Simulator};
 use squall_tests::moto::{self, Moto, Network, network};
 use squall_tests::{Scratch, binary};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,13 +72,7 @@ struct E2e {
 async fn setup(pb: &str, instance_env: &[(&'static str, String)]) -> E2e {
     let moto = Moto::start();
     let conf = moto.sdk_config().await;
-    let s3 = squall::aws::s3_client(&conf);
-    s3.create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .expect("CreateBucket");
-    let store = S3Store::new(s3, BUCKET, "");
+    let store = moto.bucket(BUCKET).await;
     for (key, path) in [
         ("bin/squall", "squall"),
         ("bin/squall-worker", "squall-worker"),
@@ -105,17 +98,9 @@ async fn setup(pb: &str, instance_env: &[(&'static str, String)]) -> E2e {
         },
     );
     let settings = Settings {
-        bucket: BUCKET.into(),
-        subnet: net.subnet.clone(),
-        security_groups: vec![net.security_group.clone()],
-        worker_security_groups: vec![net.security_group.clone()],
-        master_profile: None,
-        image: net.image.clone(),
-        master_type: "t3.small".into(),
         uploads: vec![("inbox/".into(), "playbooks/e2e.yml".into())],
         schedules: BTreeMap::from([("squall-nightly".into(), "playbooks/e2e.yml".into())]),
-        binary_key: "bin/squall".into(),
-        agent_key: "bin/squall-worker".into(),
+        ..moto::launch_settings(BUCKET, &net)
     };
     let launcher = Launcher {
         settings,
@@ -136,16 +121,12 @@ async fn setup(pb: &str, instance_env: &[(&'static str, String)]) -> E2e {
 }
 
 fn s3_event(key: &str) -> Value {
-    json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-11-23T00:00:00.000Z", "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "EXAMPLE"},
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-request-id": "EXAMPLE123456789", "x-amz-id-2": "EXAMPLE123/5678abcdefghijklambdaisawesome/mnopqrstuvwxyzABCDEFGH"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "testConfigRule",
-               "bucket": {"name": BUCKET, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{BUCKET}")},
-               "object": {"key": key, "size": 1024, "eTag": "0123456789abcdef0123456789abcdef", "sequencer": "0A1B2C3D4E5F678901"}}
-    }]})
+    moto::s3_put_event(
+        BUCKET,
+        key,
+        "0123456789abcdef0123456789abcdef",
+        "0A1B2C3D4E5F678901",
+    )
 }
 
 fn now() -> u64 {
@@ -158,6 +139,21 @@ impl E2e {
             .await
             .expect("handled");
         h.runs.remove(0)
+    }
+
+    /// Delivers an S3 upload of `key`; returns the run it starts.
+    async fn start(&self, key: &str) -> String {
+        self.deliver(&s3_event(key)).await.run_id.expect("run id")
+    }
+
+    fn assert_succeeded(&self, rec: &RunRecord) {
+        assert_eq!(
+            rec.status,
+            RunStatus::Succeeded,
+            "{:?}\n{}",
+            rec.reason,
+            self.diagnostics()
+        );
     }
 
     async fn instances(&self, run: &str) -> Vec<squall::compute::Instance> {
@@ -417,9 +413,13 @@ fn an_upload_runs_the_playbook_on_booted_instances_and_leaves_nothing_running() 
         let event = s3_event("inbox/batch-1.csv");
         // Deliveries that find the run being launched answer a retryable error (Lambda
         // would deliver them again); none launches a second master.
-        let answers =
-            futures_join_all((0..5).map(|_| squall_launcher::handle(&e.launcher, &event, now())))
-                .await;
+        let mut deliveries = tokio::task::JoinSet::new();
+        for _ in 0..5 {
+            let (launcher, event) = (e.launcher.clone(), event.clone());
+            deliveries
+                .spawn(async move { squall_launcher::handle(&launcher, &event, now()).await });
+        }
+        let answers = deliveries.join_all().await;
         let mut outcomes = Vec::new();
         for a in answers {
             match a {
@@ -442,13 +442,7 @@ fn an_upload_runs_the_playbook_on_booted_instances_and_leaves_nothing_running() 
         let run = launched[0].run_id.clone().expect("run id");
 
         let rec = e.record(&run, Duration::from_secs(240)).await;
-        assert_eq!(
-            rec.status,
-            RunStatus::Succeeded,
-            "{:?}\n{}",
-            rec.reason,
-            e.diagnostics()
-        );
+        e.assert_succeeded(&rec);
         assert_eq!(rec.trigger.get("kind"), Some(&Value::from("s3")));
         assert_eq!(
             rec.trigger.get("key"),
@@ -534,7 +528,7 @@ fn a_nightly_schedule_runs_the_playbook_too() {
         assert_eq!(out.status, "launched", "{out:?}");
         let run = out.run_id.expect("run id");
         let rec = e.record(&run, Duration::from_secs(240)).await;
-        assert_eq!(rec.status, RunStatus::Succeeded, "{:?}\n{}", rec.reason, e.diagnostics());
+        e.assert_succeeded(&rec);
         assert_eq!(rec.trigger.get("kind"), Some(&Value::from("schedule")));
         assert_outputs(&e, &run, &rec).await;
         e.assert_all_ended(&run, Duration::from_secs(60)).await;
@@ -591,24 +585,14 @@ fn a_worker_crashing_mid_stage_hands_its_shards_over_and_its_snapshot_is_kept() 
     runtime().block_on(async {
         let e = setup(&playbook("5m", 4, None), &quick_faults()).await;
         let started = Instant::now();
-        let run = e
-            .deliver(&s3_event("inbox/crash.csv"))
-            .await
-            .run_id
-            .expect("run id");
+        let run = e.start("inbox/crash.csv").await;
         let workers = e.booted_workers(&run, 3, Duration::from_secs(120)).await;
         // Once every worker's logs were snapshotted at least once, crash one.
         e.snapshots(&run, 3).await;
         let victim_id = workers[0].clone();
         e.sim.crash(&victim_id).await;
         let rec = e.record(&run, Duration::from_secs(240)).await;
-        assert_eq!(
-            rec.status,
-            RunStatus::Succeeded,
-            "{:?}\n{}",
-            rec.reason,
-            e.diagnostics()
-        );
+        e.assert_succeeded(&rec);
         let lost: Vec<_> = rec.hosts.iter().filter(|h| h.lost.is_some()).collect();
         assert_eq!(lost.len(), 1, "{:?}", rec.hosts);
         assert_eq!(lost[0].instance_id, victim_id);
@@ -631,24 +615,14 @@ fn a_worker_cut_off_from_the_network_is_given_up_and_the_run_completes() {
     runtime().block_on(async {
         let e = setup(&playbook("5m", 10, None), &quick_faults()).await;
         let started = Instant::now();
-        let run = e
-            .deliver(&s3_event("inbox/cut.csv"))
-            .await
-            .run_id
-            .expect("run id");
+        let run = e.start("inbox/cut.csv").await;
         let workers = e.booted_workers(&run, 3, Duration::from_secs(120)).await;
         // Cut one off once the sharded stage is going (every worker snapshotted).
         e.snapshots(&run, 3).await;
         let cut_at_ms = squall::runner::now_ms();
         e.sim.cut_off(&workers[0]);
         let rec = e.record(&run, Duration::from_secs(240)).await;
-        assert_eq!(
-            rec.status,
-            RunStatus::Succeeded,
-            "{:?}\n{}",
-            rec.reason,
-            e.diagnostics()
-        );
+        e.assert_succeeded(&rec);
         let lost = rec
             .hosts
             .iter()
@@ -675,11 +649,7 @@ fn a_crashed_master_leaves_instances_that_end_by_their_deadline_and_a_sweep_reco
         // the master started the run.
         let e = setup(&playbook("30s", 20, None), &[]).await;
         let started = Instant::now();
-        let run = e
-            .deliver(&s3_event("inbox/orphans.csv"))
-            .await
-            .run_id
-            .expect("run id");
+        let run = e.start("inbox/orphans.csv").await;
         let workers = e.booted_workers(&run, 3, Duration::from_secs(120)).await;
         let (master, _) = e.fleet(&run).await;
         assert!(
@@ -858,32 +828,4 @@ echo done >>/opt/proof
             sim.live_processes()
         );
     });
-}
-
-/// `join_all` for a handful of futures without another dependency.
-async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.collect();
-    let mut out = Vec::new();
-    // Run them concurrently on this task.
-    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => results[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.extend(results.into_iter().flatten());
-    out
 }

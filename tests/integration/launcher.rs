@@ -23,17 +23,7 @@ use std::time::Duration;
 const BUCKET: &str = "squall-launcher-test";
 
 fn s3_put_event(key: &str, etag: &str) -> Value {
-    // AWS's sample "s3-put" test event, pointed at our bucket.
-    json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-11-22T00:00:00.000Z", "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "EXAMPLE"},
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-request-id": "EXAMPLE123456789", "x-amz-id-2": "EXAMPLE123/5678abcdefghijklambdaisawesome/mnopqrstuvwxyzABCDEFGH"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "testConfigRule",
-               "bucket": {"name": BUCKET, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{BUCKET}")},
-               "object": {"key": key, "size": 1024, "eTag": etag, "sequencer": "0A1B2C3D4E5F678901"}}
-    }]})
+    moto::s3_put_event(BUCKET, key, etag, "0A1B2C3D4E5F678901")
 }
 
 fn scheduled_event(time: &str) -> Value {
@@ -54,13 +44,7 @@ struct Setup {
 
 async fn setup(moto: &Moto) -> Setup {
     let conf = moto.sdk_config().await;
-    let s3 = squall::aws::s3_client(&conf);
-    s3.create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .expect("CreateBucket");
-    let store = S3Store::new(s3, BUCKET, "");
+    let store = moto.bucket(BUCKET).await;
     store
         .put("playbooks/nightly.yml", GOOD.as_bytes().to_vec())
         .await
@@ -72,17 +56,9 @@ async fn setup(moto: &Moto) -> Setup {
     let ec2 = squall::aws::ec2_client(&conf);
     let net = network(&ec2).await;
     let settings = Settings {
-        bucket: BUCKET.into(),
-        subnet: net.subnet.clone(),
-        security_groups: vec![net.security_group.clone()],
-        master_profile: None,
-        image: net.image.clone(),
-        master_type: "t3.small".into(),
         uploads: vec![("inbox/".into(), "playbooks/nightly.yml".into())],
         schedules: BTreeMap::from([("squall-nightly".into(), "playbooks/nightly.yml".into())]),
-        binary_key: "bin/squall".into(),
-        agent_key: "bin/squall-worker".into(),
-        worker_security_groups: vec![net.security_group.clone()],
+        ..moto::launch_settings(BUCKET, &net)
     };
     let compute = Ec2Compute::new(
         ec2,

@@ -15,14 +15,11 @@
 //! ```
 
 use anyhow::{Context, Result, ensure};
-use serde_json::json;
 use squall::ec2::{Ec2Compute, Ec2Settings};
-use squall::s3::S3Store;
 use squall::store::Store;
 use squall_launcher::{Launcher, Settings};
 use squall_tests::bench::median;
 use squall_tests::moto::{Moto, network};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,17 +52,12 @@ impl aws_sdk_ec2::config::Intercept for RunInstancesAt {
 }
 
 fn event(n: usize) -> serde_json::Value {
-    json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-11-23T00:00:00.000Z", "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "EXAMPLE"},
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-        "responseElements": {"x-amz-request-id": "EXAMPLE123456789", "x-amz-id-2": "EXAMPLE123/5678abcdefghijklambdaisawesome/mnopqrstuvwxyzABCDEFGH"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "squall",
-               "bucket": {"name": BUCKET, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{BUCKET}")},
-               "object": {"key": format!("inbox/batch-{n}.csv"), "size": 1024,
-                          "eTag": format!("{n:032x}"), "sequencer": format!("{n:018X}")}}
-    }]})
+    squall_tests::moto::s3_put_event(
+        BUCKET,
+        &format!("inbox/batch-{n}.csv"),
+        &format!("{n:032x}"),
+        &format!("{n:018X}"),
+    )
 }
 
 fn main() -> Result<()> {
@@ -78,9 +70,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let conf = moto.sdk_config().await;
-        let s3 = squall::aws::s3_client(&conf);
-        s3.create_bucket().bucket(BUCKET).send().await?;
-        let store = S3Store::new(s3, BUCKET, "");
+        let store = moto.bucket(BUCKET).await;
         store
             .put("playbooks/nightly.yml", PLAYBOOK.as_bytes().to_vec())
             .await?;
@@ -95,17 +85,8 @@ fn main() -> Result<()> {
                 .build(),
         );
         let settings = Settings {
-            bucket: BUCKET.into(),
-            subnet: net.subnet.clone(),
-            security_groups: vec![net.security_group.clone()],
-            worker_security_groups: vec![net.security_group.clone()],
-            master_profile: None,
-            image: net.image.clone(),
-            master_type: "t3.small".into(),
             uploads: vec![("inbox/".into(), "playbooks/nightly.yml".into())],
-            schedules: BTreeMap::new(),
-            binary_key: "bin/squall".into(),
-            agent_key: "bin/squall-worker".into(),
+            ..squall_tests::moto::launch_settings(BUCKET, &net)
         };
         let launcher = Launcher {
             compute: Arc::new(Ec2Compute::new(
@@ -156,7 +137,12 @@ fn main() -> Result<()> {
                 s.last().copied().unwrap_or(f64::NAN)
             )
         };
-        println!("launcher, {runs} S3 events against moto on loopback (release build):");
+        let build = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        println!("launcher, {runs} S3 events against moto on loopback ({build} build):");
         println!(
             "  event -> RunInstances issued: {}",
             stats(&to_run_instances)
