@@ -214,20 +214,13 @@ async fn prepare(
     Ok((pb, request))
 }
 
-/// Reads `key`, retrying passing trouble a few times; absent is an error.
+/// Reads `key`; absent is an error. (The S3 store already retries passing trouble.)
 async fn get_required(store: &dyn Store, key: &str) -> Result<Vec<u8>, String> {
-    let mut last = String::new();
-    for attempt in 0..4 {
-        if attempt > 0 {
-            tokio::time::sleep(crate::aws::backoff(attempt)).await;
-        }
-        match store.get(key).await {
-            Ok(Some(body)) => return Ok(body),
-            Ok(None) => return Err(format!("{} not found", store.locate(key))),
-            Err(e) => last = e.to_string(),
-        }
+    match store.get(key).await {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) => Err(format!("{} not found", store.locate(key))),
+        Err(e) => Err(e.to_string()),
     }
-    Err(last)
 }
 
 async fn run_prepared(
