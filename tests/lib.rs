@@ -10,6 +10,7 @@ pub mod imds;
 pub mod lambda;
 pub mod moto;
 pub mod sshd;
+pub mod tidy;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};

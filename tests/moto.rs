@@ -201,19 +201,19 @@ pub async fn network(ec2: &aws_sdk_ec2::Client) -> Network {
 
 impl Moto {
     /// A fresh bucket in this server, as a squall store.
-    pub async fn bucket(&self, name: &str) -> squall::s3::S3Store {
-        let s3 = squall::aws::s3_client(&self.sdk_config().await);
+    pub async fn bucket(&self, name: &str) -> squall::backend::aws::s3::S3Store {
+        let s3 = squall::backend::aws::s3_client(&self.sdk_config().await);
         s3.create_bucket()
             .bucket(name)
             .send()
             .await
             .expect("CreateBucket");
-        squall::s3::S3Store::new(s3, name, "")
+        squall::backend::aws::s3::S3Store::new(s3, name, "")
     }
 
     /// An instance's user-data as the EC2 API reports it (decoded).
     pub async fn user_data(&self, id: &str) -> String {
-        let ec2 = squall::aws::ec2_client(&self.sdk_config().await);
+        let ec2 = squall::backend::aws::ec2_client(&self.sdk_config().await);
         let ud = ec2
             .describe_instance_attribute()
             .instance_id(id)
@@ -228,8 +228,8 @@ impl Moto {
 
 /// The launcher's settings for `bucket` in `net` (master and workers in its subnet and
 /// security group, moto's image, no profile); uploads and schedules start empty.
-pub fn launch_settings(bucket: &str, net: &Network) -> squall::launch::Settings {
-    squall::launch::Settings {
+pub fn launch_settings(bucket: &str, net: &Network) -> squall::cloud::launch::Settings {
+    squall::cloud::launch::Settings {
         bucket: bucket.into(),
         subnet: net.subnet.clone(),
         security_groups: vec![net.security_group.clone()],

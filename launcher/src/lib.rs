@@ -1,16 +1,18 @@
 //! The launcher Lambda's event handling: one entry point for S3 uploads, EventBridge
 //! schedules and direct invocations. Parsing Lambda's event shapes lives here; turning a
-//! trigger into a run (claim, validate, start one master) is [`squall::launch`]'s, shared
-//! with `squall launch`.
+//! trigger into a run (claim, validate, start one master) is [`squall::cloud::launch`]'s,
+//! shared with `squall launch`.
 //!
 //! Every invocation also sweeps: instances past their `squall:deadline` are terminated
-//! and recorded in their runs ([`squall::sweep`]), concurrently with the launch.
+//! and recorded in their runs ([`squall::cloud::sweep`]), concurrently with the launch.
 
 use serde::Serialize;
 use serde_json::Value;
-pub use squall::launch::{
-    LaunchError, Launcher, Outcome, RunRequest, Settings, Trigger, master_user_data, run_id,
+pub use squall::cloud::launch::{
+    LaunchError, LaunchStatus, Launcher, Outcome, Settings, Trigger, run_id,
 };
+pub use squall::cloud::userdata::master_user_data;
+pub use squall::record::RunRequest;
 use std::collections::BTreeMap;
 
 /// What one invocation did.
@@ -18,7 +20,7 @@ use std::collections::BTreeMap;
 pub struct Handled {
     pub runs: Vec<Outcome>,
     /// The sweep's findings; `None` when it failed (logged, never fails the launch).
-    pub sweep: Option<squall::sweep::SweepReport>,
+    pub sweep: Option<squall::cloud::sweep::SweepReport>,
 }
 
 /// Handles one event at `now_secs` (unix time): the triggers in it, and a sweep.
@@ -35,7 +37,7 @@ pub async fn handle(
         }
         Ok::<_, LaunchError>(out)
     };
-    let sweep = squall::sweep::sweep(
+    let sweep = squall::cloud::sweep::sweep(
         launcher.compute.as_ref(),
         Some(launcher.store.as_ref()),
         now_secs,

@@ -1,32 +1,30 @@
-//! squall: a burst orchestrator for long jobs. This library holds the playbook model,
-//! the run engine, the cloud seams and their implementations; the `squall` binary
-//! (`main.rs`) only parses the command line and calls in here.
+//! squall: a burst orchestrator for long jobs. The layers, bottom up:
 //!
-//! Start at [`engine`] (the run as a state machine, no IO) and [`runner`] (which drives
-//! it through [`compute`], [`transport`] and [`store`]). Backends: [`local`] (embedded),
-//! [`ssh`] with [`inventory`] (machines you already have), [`ec2`] and [`s3`] (AWS,
-//! configured by [`aws`]). The agent that runs on hosts is
-//! the `squall-worker` crate; the Lambda is the `squall-launcher` crate.
+//! - [`plan`]: the playbook (model, parsing, validation, templates), lowered once into
+//!   a plain [`plan::Plan`].
+//! - [`record`]: the stored shapes of a run (`run.json`, `status.json`, the launcher's
+//!   files) and the store key layout.
+//! - [`engine`]: the run as a state machine, events in, actions out; no IO.
+//! - [`seam`]: the traits a run does its IO through (`Compute`, `Transport`, `Store`).
+//! - [`backend`]: their implementations (local, SSH and inventory, AWS).
+//! - [`runner`]: the IO loop that drives the engine through the seams.
+//! - [`inspect`]: reading runs back (`runs`, `status`, `logs`, the report).
+//! - [`cloud`]: a run's life on AWS (launcher, master, sweep).
+//! - [`cli`]: the commands of the `squall` binary (`main.rs` only parses and calls).
+//!
+//! Dependencies point down this list, checked by the architecture test
+//! (`tests/integration/architecture.rs`). The agent that runs on hosts is the
+//! `squall-worker` crate; the Lambda is the `squall-launcher` crate.
 
-pub mod aws;
+pub mod backend;
+pub mod cli;
 pub mod cloud;
-pub mod compute;
-pub mod ec2;
+pub mod digest;
 pub mod engine;
+pub mod error;
 pub mod exit;
 pub mod inspect;
-pub mod inventory;
-pub mod launch;
-pub mod local;
-pub mod playbook;
-pub mod progress;
+pub mod plan;
 pub mod record;
-pub mod report;
-pub mod runid;
 pub mod runner;
-pub mod s3;
-pub mod ssh;
-pub mod store;
-pub mod sweep;
-pub mod template;
-pub mod transport;
+pub mod seam;

@@ -7,11 +7,11 @@
 //! issue). Known moto 5.2 limits the tests do not depend on: it reads only MinCount, and
 //! attaches an instance profile to the first instance of a multi-count launch only.
 
-use squall::compute::{self, Compute, InstanceState, LaunchRequest, tags};
-use squall::ec2::{Ec2Compute, Ec2Settings};
-use squall::playbook::{FleetGroup, Market};
-use squall::s3::S3Store;
-use squall::store::Store;
+use squall::backend::aws::ec2::{Ec2Compute, Ec2Settings};
+use squall::backend::aws::s3::S3Store;
+use squall::plan::{FleetGroup, Market};
+use squall::seam::Store;
+use squall::seam::compute::{self, Compute, InstanceState, LaunchRequest, tags};
 use squall_tests::moto::{self, Moto};
 pub(crate) use squall_tests::moto::{Network, network};
 use std::collections::BTreeMap;
@@ -89,7 +89,7 @@ fn request(run: &str, spec: FleetGroup) -> LaunchRequest {
             (tags::DEADLINE.to_owned(), "1900000000".to_owned()),
         ]),
         user_data: "#!/bin/sh\necho booted > /tmp/booted\n".into(),
-        client_token: squall::runner::client_token(run, "workers"),
+        client_token: compute::client_token(run, "workers"),
         instance_profile: None,
         spec,
     }
@@ -301,9 +301,9 @@ fn user_data_over_the_limit_is_refused_before_calling_ec2() {
             },
         );
         let mut req = request("aws-run-2", group(1));
-        req.user_data = "x".repeat(squall::ec2::USER_DATA_LIMIT + 1);
-        let e = compute.launch(&req).await.expect_err("too big");
-        assert!(e.to_string().contains("over EC2's limit of 16384"), "{e}");
+        req.user_data = "x".repeat(squall::backend::aws::ec2::USER_DATA_LIMIT + 1);
+        let e = squall::error::chain(&compute.launch(&req).await.expect_err("too big"));
+        assert!(e.contains("over EC2's limit of 16384"), "{e}");
     });
 }
 
@@ -328,7 +328,7 @@ fn s3_multipart_round_trip_listing_and_claims() {
     let moto = Moto::start();
     runtime().block_on(async {
         let conf = moto.sdk_config().await;
-        let client = squall::aws::s3_client(&conf);
+        let client = squall::backend::aws::s3_client(&conf);
         client
             .create_bucket()
             .bucket("squall-runs")

@@ -9,13 +9,13 @@
 
 use crate::aws::{Network, network, runtime};
 use serde_json::Value;
-use squall::compute::{Compute, InstanceState, LaunchRequest, tags};
-use squall::ec2::{Ec2Compute, Ec2Settings};
-use squall::launch::{Launcher, Settings, Trigger};
-use squall::playbook::{FleetGroup, Market};
+use squall::backend::aws::ec2::{Ec2Compute, Ec2Settings};
+use squall::backend::aws::s3::S3Store;
+use squall::cloud::launch::{Launcher, Settings, Trigger};
+use squall::plan::{FleetGroup, Market};
 use squall::record::{Heartbeat, RunRecord, RunStatus};
-use squall::s3::S3Store;
-use squall::store::Store;
+use squall::seam::Store;
+use squall::seam::compute::{Compute, InstanceState, LaunchRequest, tags};
 use squall_tests::imds::Imds;
 use squall_tests::moto::{self, Moto};
 use squall_tests::{Scratch, binary, text};
@@ -40,7 +40,7 @@ async fn cloud() -> Cloud {
     let moto = Moto::start();
     let conf = moto.sdk_config().await;
     let store = moto.bucket(BUCKET).await;
-    let ec2 = squall::aws::ec2_client(&conf);
+    let ec2 = squall::backend::aws::ec2_client(&conf);
     let net = network(&ec2).await;
     let compute = Ec2Compute::new(
         ec2,
@@ -320,7 +320,7 @@ fn squall_launch_uploads_the_playbook_and_starts_one_master() {
                 "{key} was uploaded"
             );
         }
-        let request: squall::launch::RunRequest = c.json(&format!("runs/{run}/request.json")).await;
+        let request: squall::record::RunRequest = c.json(&format!("runs/{run}/request.json")).await;
         assert_eq!(request.vars.get("size").map(String::as_str), Some("huge"));
         assert_eq!(request.subnet, s.subnet);
         let masters: Vec<_> = c
@@ -403,7 +403,7 @@ async fn start(c: &Cloud, run: &str, role: &str, deadline: u64) -> Vec<String> {
             (tags::DEADLINE.to_owned(), deadline.to_string()),
         ]),
         user_data: String::new(),
-        client_token: squall::runner::client_token(run, role),
+        client_token: squall::seam::compute::client_token(run, role),
         instance_profile: None,
     };
     c.compute

@@ -11,12 +11,12 @@
 
 use crate::aws::runtime;
 use serde_json::{Value, json};
-use squall::compute::{Compute, InstanceState, tags};
-use squall::ec2::{Ec2Compute, Ec2Settings};
-use squall::launch::{Launcher, Outcome, Settings};
+use squall::backend::aws::ec2::{Ec2Compute, Ec2Settings};
+use squall::backend::aws::s3::S3Store;
+use squall::cloud::launch::{Launcher, Outcome, Settings};
 use squall::record::{RunRecord, RunStatus, TaskOutcome};
-use squall::s3::S3Store;
-use squall::store::Store;
+use squall::seam::Store;
+use squall::seam::compute::{Compute, InstanceState, tags};
 use squall_tests::ec2sim::{self, LOGIN_USER, SimEvent, Simulator};
 use squall_tests::moto::{self, Moto, Network, network};
 use squall_tests::{Scratch, binary};
@@ -88,7 +88,7 @@ async fn setup(pb: &str, instance_env: &[(&'static str, String)]) -> E2e {
         .put("playbooks/files/job.sh", JOB.as_bytes().to_vec())
         .await
         .expect("put");
-    let ec2 = squall::aws::ec2_client(&conf);
+    let ec2 = squall::backend::aws::ec2_client(&conf);
     let net = network(&ec2).await;
     let compute = Ec2Compute::new(
         ec2,
@@ -156,7 +156,7 @@ impl E2e {
         );
     }
 
-    async fn instances(&self, run: &str) -> Vec<squall::compute::Instance> {
+    async fn instances(&self, run: &str) -> Vec<squall::seam::compute::Instance> {
         self.compute
             .list_by_tag(tags::RUN, run)
             .await
@@ -436,7 +436,7 @@ fn an_upload_runs_the_playbook_on_booted_instances_and_leaves_nothing_running() 
         // Redelivered once the launch is recorded: a duplicate.
         let again = e.deliver(&event).await;
         assert_eq!(
-            (again.status, &again.run_id),
+            (again.status.as_str(), &again.run_id),
             ("duplicate", &launched[0].run_id)
         );
         let run = launched[0].run_id.clone().expect("run id");
@@ -706,7 +706,7 @@ fn nothing_a_simulated_instance_does_reaches_the_host() {
     runtime().block_on(async {
         let moto = Moto::start();
         let conf = moto.sdk_config().await;
-        let ec2 = squall::aws::ec2_client(&conf);
+        let ec2 = squall::backend::aws::ec2_client(&conf);
         let net = network(&ec2).await;
         let root = Scratch::new("ec2sim-safety");
         let sim = Simulator::start(&moto, &root.path);
@@ -740,15 +740,15 @@ echo done >>/opt/proof
         .enumerate()
         {
             let group = format!("g{i}");
-            let req = squall::compute::LaunchRequest {
+            let req = squall::seam::compute::LaunchRequest {
                 run_id: "safety".into(),
                 group: group.clone(),
-                spec: squall::playbook::FleetGroup {
+                spec: squall::plan::FleetGroup {
                     count: 1,
                     min_count: None,
                     instance_type: None,
                     image: Some(net.image.clone()),
-                    market: squall::playbook::Market::OnDemand,
+                    market: squall::plan::Market::OnDemand,
                     volume_gb: None,
                     user: None,
                     subnet: Some(net.subnet.clone()),

@@ -3,9 +3,10 @@
 //! No process, file or clock is involved: time is a number the test advances. What a
 //! real run does with the actions is tested in `local_run`.
 
-use squall::compute::{Instance, InstanceState};
-use squall::engine::{Action, Engine, Event, HostId, TaskCommand, TaskKey, TaskResult};
-use squall::playbook;
+use squall::engine::{
+    Action, Engine, Event, HostId, LaunchedInstance, TaskCommand, TaskKey, TaskResult,
+};
+use squall::plan;
 use squall::record::{Phase, RunStatus, TaskOutcome};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,7 +25,7 @@ struct Sim {
 
 impl Sim {
     fn new(yaml: &str) -> Sim {
-        let pb = playbook::parse(Path::new("t.yml"), yaml, Path::new("."), &BTreeMap::new())
+        let pb = plan::parse(Path::new("t.yml"), yaml, Path::new("."), &BTreeMap::new())
             .unwrap_or_else(|e| panic!("test playbook is invalid:\n{e}"));
         let trigger = BTreeMap::from([("kind".to_owned(), serde_json::json!("manual"))]);
         let mut e = Engine::new(Arc::new(pb), "run-1".into(), trigger, 0);
@@ -64,11 +65,9 @@ impl Sim {
             match a {
                 Action::Launch { group, spec } => {
                     let instances = (0..spec.count)
-                        .map(|i| Instance {
+                        .map(|i| LaunchedInstance {
                             id: format!("i-{group}-{i}"),
-                            state: InstanceState::Running,
                             address: format!("127.0.0.{i}"),
-                            tags: BTreeMap::new(),
                             instance_type: None,
                         })
                         .collect();
@@ -88,6 +87,7 @@ impl Sim {
                 }
                 Action::CancelTask { key, .. } => self.cancelled.push(key),
                 Action::CollectLogs { host } => self.collects.push(host),
+                Action::SnapshotLogs { .. } | Action::Heartbeat(_) => {}
                 Action::Teardown => self.torn_down = true,
                 Action::WriteRecord(_) => {}
             }
@@ -430,10 +430,10 @@ fn tasks_that_never_answer_a_cancel_do_not_hold_the_run_forever() {
         reason: "cancelled by Ctrl-C".into(),
     });
     assert_eq!(s.e.status(), RunStatus::Cancelled);
-    s.now = squall::engine::STOP_GRACE_MS - 1;
+    s.now = plan::STOP_GRACE_MS - 1;
     s.send(Event::Tick);
     assert_eq!(s.e.phase(), Phase::Stopping);
-    s.now = squall::engine::STOP_GRACE_MS;
+    s.now = plan::STOP_GRACE_MS;
     s.send(Event::Tick);
     assert_eq!(s.wind_down(), RunStatus::Cancelled);
     let rec = s.e.record();
@@ -471,7 +471,7 @@ fleet: { a: { count: 1 }, b: { count: 1 } }
 stages: [{ name: s, hosts: all, tasks: [{ shell: "true" }] }]
 "#;
     let pb =
-        playbook::parse(Path::new("t.yml"), yaml, Path::new("."), &BTreeMap::new()).expect("valid");
+        plan::parse(Path::new("t.yml"), yaml, Path::new("."), &BTreeMap::new()).expect("valid");
     let mut e = Engine::new(Arc::new(pb), "r".into(), BTreeMap::new(), 0);
     let launches = e.start();
     assert_eq!(launches.len(), 2, "one launch per group");
@@ -490,11 +490,9 @@ stages: [{ name: s, hosts: all, tasks: [{ shell: "true" }] }]
         1,
         Event::Launched {
             group: "b".into(),
-            instances: vec![Instance {
+            instances: vec![LaunchedInstance {
                 id: "i-b".into(),
-                state: InstanceState::Running,
                 address: "x".into(),
-                tags: BTreeMap::new(),
                 instance_type: None,
             }],
         },

@@ -5,9 +5,9 @@
 
 use crate::aws::runtime;
 use serde_json::Value;
+use squall::backend::aws::s3::S3Store;
 use squall::record::{Heartbeat, Phase, RunRecord, RunStatus};
-use squall::s3::S3Store;
-use squall::store::Store;
+use squall::seam::Store;
 use squall_tests::moto::{self, Moto};
 use squall_tests::{Scratch, binary, squall, text};
 use std::path::{Path, PathBuf};
@@ -275,8 +275,11 @@ fn every_command_reads_every_shape_of_run_from_the_local_store_and_from_s3() {
 
     // The CloudWatch metrics of the failed run.
     let rec = squall_tests::run_record(&home.path, &runs.failed);
-    let emf: Value =
-        serde_json::from_str(&squall::report::emf(&rec, squall::runner::now_ms())).expect("json");
+    let emf: Value = serde_json::from_str(&squall::inspect::report::emf(
+        &rec,
+        squall::runner::now_ms(),
+    ))
+    .expect("json");
     assert_eq!(emf["_aws"]["CloudWatchMetrics"][0]["Namespace"], "squall");
     // w-0 fails (after w-1 has succeeded: deterministic).
     assert_eq!(emf["TasksFailed"], 1);
@@ -290,7 +293,7 @@ fn every_command_reads_every_shape_of_run_from_the_local_store_and_from_s3() {
     let moto = Moto::start();
     runtime().block_on(async {
         let conf = moto.sdk_config().await;
-        let s3 = squall::aws::s3_client(&conf);
+        let s3 = squall::backend::aws::s3_client(&conf);
         s3.create_bucket()
             .bucket("squall-runs")
             .send()

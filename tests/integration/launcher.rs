@@ -9,11 +9,11 @@
 
 use crate::aws::{network, runtime};
 use serde_json::{Value, json};
-use squall::compute::{Compute, InstanceState, tags};
-use squall::ec2::{Ec2Compute, Ec2Settings};
+use squall::backend::aws::ec2::{Ec2Compute, Ec2Settings};
+use squall::backend::aws::s3::S3Store;
 use squall::record::{RunRecord, RunStatus};
-use squall::s3::S3Store;
-use squall::store::Store;
+use squall::seam::Store;
+use squall::seam::compute::{Compute, InstanceState, tags};
 use squall_launcher::{LaunchError, Launcher, Outcome, Settings, Trigger, parse_event, run_id};
 use squall_tests::moto::{self, Moto};
 use std::collections::BTreeMap;
@@ -53,7 +53,7 @@ async fn setup(moto: &Moto) -> Setup {
         .put("playbooks/broken.yml", BROKEN.as_bytes().to_vec())
         .await
         .expect("put");
-    let ec2 = squall::aws::ec2_client(&conf);
+    let ec2 = squall::backend::aws::ec2_client(&conf);
     let net = network(&ec2).await;
     let settings = Settings {
         uploads: vec![("inbox/".into(), "playbooks/nightly.yml".into())],
@@ -87,7 +87,7 @@ async fn handle(l: &Launcher, event: &Value, now: u64) -> Result<Vec<Outcome>, L
 }
 
 /// Non-terminated instances of a run.
-async fn masters(compute: &Ec2Compute, run: &str) -> Vec<squall::compute::Instance> {
+async fn masters(compute: &Ec2Compute, run: &str) -> Vec<squall::seam::compute::Instance> {
     compute
         .list_by_tag(tags::RUN, run)
         .await
@@ -145,7 +145,7 @@ fn an_s3_upload_starts_exactly_one_master_however_often_it_is_delivered() {
         assert_eq!(first[0].master.as_deref(), Some(master.id.as_str()));
 
         // The launch as EC2 reports it.
-        let ec2 = squall::aws::ec2_client(&moto.sdk_config().await);
+        let ec2 = squall::backend::aws::ec2_client(&moto.sdk_config().await);
         let d = ec2
             .describe_instances()
             .instance_ids(&master.id)
@@ -332,7 +332,7 @@ fn run_ids_derive_from_the_trigger_alone() {
         run_id("playbooks/nightly.yml", &t("e2"))
     );
     let id = run_id("playbooks/Nightly Job.yml", &t("e1"));
-    assert!(squall::runid::valid(&id), "{id}");
+    assert!(squall::record::runid::valid(&id), "{id}");
     assert!(id.starts_with("nightly-job-"), "{id}");
     let Trigger::S3 { key, .. } = parse_event(&s3_put_event("inbox/a%2Bb+c.csv", "e"))
         .expect("parses")
@@ -355,7 +355,7 @@ fn a_claim_whose_launcher_died_is_taken_over_but_a_fresh_one_is_not() {
         let direct = |req: &str| json!({"playbook": "playbooks/nightly.yml", "request_id": req});
         // A launcher claimed each run and died before launching a master.
         for (req, age) in [
-            ("stale", squall::launch::STALE_CLAIM_SECS + 1),
+            ("stale", squall::cloud::launch::STALE_CLAIM_SECS + 1),
             ("fresh", 10),
         ] {
             let t = parse_event(&direct(req)).expect("parses").remove(0);

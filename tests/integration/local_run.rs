@@ -6,9 +6,9 @@
 //! reads them, the instances' recorded state and their processes), not on log text
 //! alone. The engine's decisions in isolation are tested in `engine`.
 
-use squall::compute::{Compute, InstanceState, tags};
-use squall::local::LocalCompute;
+use squall::backend::local::LocalCompute;
 use squall::record::{RunStatus, TaskOutcome};
+use squall::seam::compute::{Compute, InstanceState, tags};
 use squall_tests::{
     Scratch, archive, gnu_tar_cat, gnu_tar_list, run_record, squall, squall_command, text,
     wait_until, workspace,

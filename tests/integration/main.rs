@@ -1,5 +1,7 @@
 //! squall's one integration-test binary; each module is an area.
 //!
+//! - `architecture`: the layering and style rules of ARCHITECTURE.md, read from the
+//!   sources (and the checker's own negative cases).
 //! - `aws`: the EC2 `Compute` and S3 `Store` against moto server.
 //! - `launcher`: the launcher handler against moto with sample S3/schedule events.
 //! - `cloud`: `squall master`, `squall launch`, `squall sweep` against moto and a test
@@ -15,6 +17,7 @@
 //! - `ssh_run`: the real binary over SSH to real sshd servers (static inventory), with
 //!   connection faults and errors.
 
+mod architecture;
 mod aws;
 mod cloud;
 mod e2e;

@@ -9,7 +9,7 @@
 //! templates for real runs, or duration parsing edge cases (unit tests in
 //! `master/src/playbook.rs`). Whether `copy` sources exist is not checked here either.
 
-use squall::playbook::{self, Diagnostic};
+use squall::plan::{self, Diagnostic};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -1005,8 +1005,8 @@ stages:
     ),
 ];
 
-fn parse(src: &str) -> Result<playbook::Loaded, playbook::Invalid> {
-    playbook::parse(
+fn parse(src: &str) -> Result<plan::Plan, plan::Invalid> {
+    plan::parse(
         Path::new("broken.yml"),
         src,
         Path::new("."),
@@ -1061,7 +1061,7 @@ fn every_example_playbook_parses() {
         dir.display()
     );
     for file in &files {
-        if let Err(e) = playbook::load(file, &BTreeMap::new()) {
+        if let Err(e) = plan::load(file, &BTreeMap::new()) {
             panic!("{} does not load:\n{e}", file.display());
         }
     }
@@ -1207,7 +1207,7 @@ stages:
         ("model".to_owned(), "vit".to_owned()),
         ("extra".to_owned(), "1".to_owned()),
     ]);
-    let loaded = playbook::parse(Path::new("demo.yml"), src, Path::new("."), &overrides)
+    let loaded = plan::parse(Path::new("demo.yml"), src, Path::new("."), &overrides)
         .unwrap_or_else(|e| panic!("overrides make it valid:\n{e}"));
     let expected = BTreeMap::from([
         ("batch".to_owned(), serde_json::json!(8)),
@@ -1216,7 +1216,7 @@ stages:
     ]);
     assert_eq!(loaded.vars, expected);
     assert_eq!(
-        loaded.playbook.vars.get("model"),
+        loaded.written_vars.get("model"),
         Some(&serde_json::json!("resnet50")),
         "the playbook as written is kept"
     );

@@ -14,7 +14,7 @@ use squall_worker::{TaskSpec, TaskState, TaskStatus};
 use std::fs::File;
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,7 @@ pub fn supervise(root: &Path, id: &str) -> Result<()> {
     }
     let mut child = match spawn(root, &task, &spec) {
         Ok(child) => child,
-        Err(e) => return fail_to_start(&task, base, e),
+        Err(e) => return fail_to_start(&task, base, e.to_string()),
     };
     let pid = child.id();
     // The task is its own group leader, so its pid is the group's id.
@@ -115,16 +115,28 @@ fn fail_to_start(task: &TaskDir, base: TaskStatus, error: String) -> Result<()> 
     task.write_status(&status)
 }
 
+/// Why a task could not start. Its text is the status's `error`, e.g. "No such file or
+/// directory (os error 2) running `nosuchprog`", so each message carries its cause.
+#[derive(Debug, thiserror::Error)]
+enum SpawnError {
+    #[error("the task's argv is empty")]
+    EmptyArgv,
+    #[error("{}", chain(.0))]
+    Log(AgentError),
+    #[error("{source} for the working directory {}", cwd.display())]
+    Cwd { cwd: PathBuf, source: io::Error },
+    #[error("{source} running `{program}`")]
+    Program { program: String, source: io::Error },
+}
+
 /// Spawns the task in its own process group with its output in the task's log files.
-/// The error is the text recorded as the status's `error`, e.g. "No such file or
-/// directory (os error 2) running `nosuchprog`".
-fn spawn(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<Child, String> {
+fn spawn(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<Child, SpawnError> {
     let Some((program, args)) = spec.argv.split_first() else {
-        return Err("the task's argv is empty".to_owned());
+        return Err(SpawnError::EmptyArgv);
     };
     let log = |name: &str| {
         let path = task.path(name);
-        File::create(&path).map_err(|e| chain(&AgentError::io("creating", path, e)))
+        File::create(&path).map_err(|e| SpawnError::Log(AgentError::io("creating", path, e)))
     };
     let stdout = log(STDOUT_FILE)?;
     let stderr = log(STDERR_FILE)?;
@@ -133,8 +145,8 @@ fn spawn(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<Child, String> 
         Some(cwd) => root.join(cwd),
         None => root.to_owned(),
     };
-    if let Err(e) = std::fs::metadata(&cwd) {
-        return Err(format!("{e} for the working directory {}", cwd.display()));
+    if let Err(source) = std::fs::metadata(&cwd) {
+        return Err(SpawnError::Cwd { cwd, source });
     }
     Command::new(program)
         .args(args)
@@ -145,7 +157,10 @@ fn spawn(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<Child, String> 
         .stdout(stdout)
         .stderr(stderr)
         .spawn()
-        .map_err(|e| format!("{e} running `{program}`"))
+        .map_err(|source| SpawnError::Program {
+            program: program.clone(),
+            source,
+        })
 }
 
 /// Waits for the task's process; with a timeout, TERMs its group at the deadline and

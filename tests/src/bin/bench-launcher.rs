@@ -15,8 +15,8 @@
 //! ```
 
 use anyhow::{Context, Result, ensure};
-use squall::ec2::{Ec2Compute, Ec2Settings};
-use squall::store::Store;
+use squall::backend::aws::ec2::{Ec2Compute, Ec2Settings};
+use squall::seam::Store;
 use squall_launcher::{Launcher, Settings};
 use squall_tests::bench::median;
 use squall_tests::moto::{Moto, network};
@@ -77,7 +77,7 @@ fn main() -> Result<()> {
         store
             .put("playbooks/files/score.sh", b"#!/bin/sh\necho $1\n".to_vec())
             .await?;
-        let net = network(&squall::aws::ec2_client(&conf)).await;
+        let net = network(&squall::backend::aws::ec2_client(&conf)).await;
         let at = RunInstancesAt::default();
         let ec2 = aws_sdk_ec2::Client::from_conf(
             aws_sdk_ec2::config::Builder::from(&conf)

@@ -10,8 +10,8 @@
 //!
 //! - **squall**: `squall-worker --root ROOT pack` with its stdout piped into a child
 //!   process of this benchmark (this binary re-executed with the hidden `--upload-child`
-//!   mode) that streams stdin into `squall::s3::S3Store::put_stream`, configured from the
-//!   environment like the master (`squall::aws::sdk_config`, `squall::aws::s3_client`);
+//!   mode) that streams stdin into `squall::backend::aws::s3::S3Store::put_stream`, configured from the
+//!   environment like the master (`squall::backend::aws::sdk_config`, `squall::backend::aws::s3_client`);
 //! - **tar | aws**: `tar czf - -C ROOT tasks | aws s3 cp - s3://BUCKET/KEY --endpoint-url
 //!   URL` with the AWS CLI v1 of `bench/setup-s3`'s venv.
 //!
@@ -35,8 +35,8 @@
 //! See bench/README.md for the method and the latest results.
 
 use anyhow::{Context, Result, bail, ensure};
-use squall::s3::S3Store;
-use squall::store::Store;
+use squall::backend::aws::s3::S3Store;
+use squall::seam::Store;
 use squall_tests::bench::{file_field, first_line, median};
 use squall_tests::moto::{self, Moto};
 use std::ffi::OsStr;
@@ -248,8 +248,8 @@ fn upload_child(argv: &[String]) -> Result<()> {
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
-        let conf = squall::aws::sdk_config(None).await;
-        let store = S3Store::new(squall::aws::s3_client(&conf), bucket.as_str(), "");
+        let conf = squall::backend::aws::sdk_config(None).await;
+        let store = S3Store::new(squall::backend::aws::s3_client(&conf), bucket.as_str(), "");
         let stdin = std::io::stdin()
             .as_fd()
             .try_clone_to_owned()
@@ -1036,7 +1036,7 @@ impl Bench {
         let moto = Moto::start();
         let moto_pid = moto_pid(moto.addr.port());
         let meter = Meter::new(moto_pid);
-        let client = squall::aws::s3_client(&moto.sdk_config().await);
+        let client = squall::backend::aws::s3_client(&moto.sdk_config().await);
         client
             .create_bucket()
             .bucket(BUCKET)

@@ -1,0 +1,78 @@
+//! AWS: the ONE function that builds SDK configuration ([`sdk_config`], the standard
+//! chain honouring `AWS_ENDPOINT_URL`, `AWS_REGION` and `AWS_PROFILE`; path-style S3
+//! when an endpoint is overridden), the clients built from it, and the AWS
+//! implementations of the seams: [`ec2`] (Compute), [`s3`] (Store), plus the instance
+//! metadata service ([`imds`]) and Lambda invocations ([`lambda`]).
+//!
+//! Only this folder names `aws_*` crates: the rest of squall reaches AWS through
+//! [`Aws`] and the seam traits. Retry decisions are [`retry`]'s.
+
+pub mod ec2;
+pub mod imds;
+pub mod ladder;
+pub mod lambda;
+pub mod retry;
+pub mod s3;
+
+use aws_config::BehaviorVersion;
+
+/// SDK configuration from the standard chain; `region` overrides the chain's.
+pub async fn sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r.to_owned()));
+    }
+    loader.load().await
+}
+
+/// An S3 client for `conf`: path-style when the endpoint is overridden.
+pub fn s3_client(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(conf)
+        .force_path_style(conf.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
+/// An EC2 client for `conf`.
+pub fn ec2_client(conf: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(conf)
+}
+
+/// A Lambda client (for `squall launch --via-lambda`).
+pub fn lambda_client(conf: &aws_config::SdkConfig) -> aws_sdk_lambda::Client {
+    aws_sdk_lambda::Client::new(conf)
+}
+
+/// AWS as the rest of squall sees it: one configuration, and the seams built on it.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    conf: aws_config::SdkConfig,
+}
+
+impl Aws {
+    /// Configuration from the standard chain (see [`sdk_config`]).
+    pub async fn from_env() -> Aws {
+        Aws {
+            conf: sdk_config(None).await,
+        }
+    }
+
+    /// The S3 store at `bucket` under `prefix` (`""` or ending in `/`).
+    pub fn store(&self, bucket: &str, prefix: &str) -> s3::S3Store {
+        s3::S3Store::new(s3_client(&self.conf), bucket, prefix)
+    }
+
+    /// EC2 compute with `settings` for what the playbook leaves open.
+    pub fn compute(&self, settings: ec2::Ec2Settings) -> ec2::Ec2Compute {
+        ec2::Ec2Compute::new(ec2_client(&self.conf), settings)
+    }
+
+    /// Invokes a Lambda function with a JSON payload; returns its answer.
+    pub async fn invoke(
+        &self,
+        function: &str,
+        payload: &serde_json::Value,
+    ) -> Result<serde_json::Value, lambda::LambdaError> {
+        lambda::invoke(&lambda_client(&self.conf), function, payload).await
+    }
+}

@@ -1,0 +1,356 @@
+//! S3 `Store` (aws-sdk-s3): put, streaming multipart put in constant memory, get,
+//! list, and create-if-absent (`If-None-Match: *`) for claiming runs exactly once.
+//!
+//! A streamed object is uploaded in parts of [`PART_SIZE`] read one after another from
+//! the source, so memory stays at about one part whatever the object's size; a stream
+//! that fails aborts the upload, so no partial object appears. Retry decisions are
+//! [`super::retry`]'s; key layout is [`crate::record::keys`]'s.
+
+use super::retry::{self as aws, AwsError};
+use crate::seam::store::{ByteReader, Store, StoreError};
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Reading the stream being uploaded failed.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the source")]
+struct SourceRead(#[source] std::io::Error);
+
+/// Size of each uploaded part (S3's minimum is 5 MiB, except the last).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// The Content-Type a key is served with (so report.html opens in a browser).
+fn content_type(key: &str) -> &'static str {
+    match key.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("json") => "application/json",
+        Some("yml" | "yaml") => "text/yaml; charset=utf-8",
+        Some("log") => "text/plain; charset=utf-8",
+        Some("gz") => "application/gzip",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A store in an S3 bucket, under an optional key prefix.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    /// GetObject's body, not yet read; `None` when the key is absent.
+    async fn get_object(&self, key: &str) -> Result<Option<ByteStream>, StoreError> {
+        let full = self.full(key)?;
+        let out = aws::with_retries("GetObject", || {
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+        })
+        .await;
+        match out {
+            Ok(o) => Ok(Some(o.body)),
+            Err(e) if aws::code(&e) == Some("NoSuchKey") => Ok(None),
+            Err(e) => Err(err("get", key, e)),
+        }
+    }
+
+    /// Keys are stored under `prefix` (e.g. `""` or `"squall/"`) in `bucket`.
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        S3Store {
+            client,
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Parses `s3://BUCKET[/PREFIX]`.
+    pub fn parse_url(url: &str) -> Option<(String, String)> {
+        let rest = url.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return None;
+        }
+        let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}/")
+        };
+        Some((bucket.to_owned(), prefix))
+    }
+
+    fn full(&self, key: &str) -> Result<String, StoreError> {
+        if key.is_empty() || key.starts_with('/') || key.split('/').any(|p| p == ".." || p == ".") {
+            return Err(StoreError::BadKey(key.to_owned()));
+        }
+        Ok(format!("{}{key}", self.prefix))
+    }
+
+    async fn abort(&self, key: &str, upload_id: &str) {
+        let r = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(
+                "aborting the upload of s3://{}/{key} failed: {}",
+                self.bucket,
+                aws::describe(&e)
+            );
+        }
+    }
+
+    /// Reads up to one part from `body`; fewer bytes only at the end.
+    async fn read_part(
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        buf: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        buf.clear();
+        let mut taken = (&mut *body).take(PART_SIZE as u64);
+        taken.read_to_end(buf).await?;
+        Ok(())
+    }
+}
+
+fn err<
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+>(
+    op: &'static str,
+    key: &str,
+    e: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> StoreError {
+    StoreError::failed(op, key, AwsError::from_sdk(e))
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        let full = self.full(key)?;
+        aws::with_retries("PutObject", || {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .content_type(content_type(key))
+                .body(ByteStream::from(body.clone()))
+                .send()
+        })
+        .await
+        .map_err(|e| err("put", key, e))?;
+        Ok(())
+    }
+
+    async fn put_stream(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<u64, StoreError> {
+        let full = self.full(key)?;
+        let io_err = |e: std::io::Error| StoreError::failed("put", key, SourceRead(e));
+        let mut buf = Vec::with_capacity(PART_SIZE);
+        Self::read_part(body, &mut buf).await.map_err(io_err)?;
+        if buf.len() < PART_SIZE {
+            // Small: one PutObject.
+            let n = buf.len() as u64;
+            self.put(key, buf).await?;
+            return Ok(n);
+        }
+        let created = aws::with_retries("CreateMultipartUpload", || {
+            self.client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+        })
+        .await
+        .map_err(|e| err("put", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        let result: Result<(), StoreError> = async {
+            loop {
+                let number = parts.len() as i32 + 1;
+                let part = std::mem::take(&mut buf);
+                let len = part.len();
+                let out = aws::with_retries("UploadPart", || {
+                    self.client
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(&full)
+                        .upload_id(&upload_id)
+                        .part_number(number)
+                        .body(ByteStream::from(part.clone()))
+                        .send()
+                })
+                .await
+                .map_err(|e| err("put", key, e))?;
+                total += len as u64;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_owned))
+                        .build(),
+                );
+                buf = part;
+                Self::read_part(body, &mut buf).await.map_err(io_err)?;
+                if buf.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            self.abort(&full, &upload_id).await;
+            return Err(e);
+        }
+        let done = CompletedMultipartUpload::builder()
+            .set_parts(Some(parts))
+            .build();
+        let completed = aws::with_retries("CompleteMultipartUpload", || {
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .multipart_upload(done.clone())
+                .send()
+        })
+        .await;
+        if let Err(e) = completed {
+            self.abort(&full, &upload_id).await;
+            return Err(err("put", key, e));
+        }
+        Ok(total)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(body) = self.get_object(key).await? else {
+            return Ok(None);
+        };
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| StoreError::failed("get", key, e))?;
+        Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    async fn get_stream(&self, key: &str) -> Result<Option<ByteReader>, StoreError> {
+        Ok(self
+            .get_object(key)
+            .await?
+            .map(|body| Box::new(body.into_async_read()) as ByteReader))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let full_prefix = format!("{}{prefix}", self.prefix);
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = aws::with_retries("ListObjectsV2", || {
+                self.client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(&full_prefix)
+                    .set_continuation_token(token.clone())
+                    .send()
+            })
+            .await
+            .map_err(|e| err("list", prefix, e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .filter_map(|k| k.strip_prefix(self.prefix.as_str()))
+                    .map(str::to_owned),
+            );
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn create_if_absent(&self, key: &str, body: Vec<u8>) -> Result<bool, StoreError> {
+        let full = self.full(key)?;
+        // Not retried blindly: if a first attempt landed but its answer was lost, a retry
+        // would see our own object and wrongly report someone else's claim. After an
+        // ambiguous failure, the object's body tells whose claim it is.
+        let mut ambiguous = false;
+        for attempt in 0..aws::ATTEMPTS {
+            let r = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .if_none_match("*")
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await;
+            match r {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if matches!(
+                        aws::code(&e),
+                        Some("PreconditionFailed" | "ConditionalRequestConflict")
+                    ) =>
+                {
+                    return if ambiguous {
+                        Ok(self.get(key).await?.as_deref() == Some(body.as_slice()))
+                    } else {
+                        Ok(false)
+                    };
+                }
+                Err(e) if aws::retryable(&e) && attempt + 1 < aws::ATTEMPTS => {
+                    ambiguous = true;
+                    tokio::time::sleep(aws::backoff(attempt)).await;
+                }
+                Err(e) => return Err(err("create", key, e)),
+            }
+        }
+        Err(StoreError::failed(
+            "create",
+            key,
+            crate::error::Message("no answer after retries".into()),
+        ))
+    }
+
+    fn locate(&self, key: &str) -> String {
+        format!("s3://{}/{}{key}", self.bucket, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls() {
+        assert_eq!(S3Store::parse_url("s3://b"), Some(("b".into(), "".into())));
+        assert_eq!(
+            S3Store::parse_url("s3://b/p"),
+            Some(("b".into(), "p/".into()))
+        );
+        assert_eq!(
+            S3Store::parse_url("s3://b/p/q/"),
+            Some(("b".into(), "p/q/".into()))
+        );
+        assert_eq!(S3Store::parse_url("s3:///x"), None);
+        assert_eq!(S3Store::parse_url("/tmp"), None);
+    }
+}

@@ -1,0 +1,474 @@
+//! Starting a run in the cloud: what the launcher Lambda does, and what `squall launch`
+//! does from a laptop. A trigger becomes a run id derived from the trigger alone; the
+//! run is claimed in the store (create-if-absent); the playbook is validated BEFORE
+//! anything is launched; then exactly one master is started, whose user-data fetches
+//! squall and runs `squall master` (see [`super::master`]) detached. Triggers and their
+//! run ids are [`super::trigger`]'s, the settings [`super::settings`]'s.
+//!
+//! It depends on narrow seams ([`Store`], [`Compute`]), so tests call
+//! [`Launcher::handle_trigger`] directly against moto; [`Launcher::on_aws`] builds the
+//! one the Lambda and `squall launch` use. Parsing Lambda events and the Lambda runtime
+//! loop live in the `squall-launcher` crate; the boot script is [`super::userdata`]'s.
+
+pub use super::settings::Settings;
+pub use super::trigger::{Trigger, run_id};
+use super::userdata::master_user_data;
+use crate::backend::aws::Aws;
+use crate::backend::aws::ec2::Ec2Settings;
+use crate::error::chain;
+use crate::plan::{FleetGroup, Market, Plan};
+use crate::record::{Claim, LaunchRecord, RunRecord, RunRequest, RunStatus, keys};
+use crate::seam::compute::{self, Compute, LaunchRequest, tags};
+use crate::seam::store::{self as store, Store};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A launcher failure, saying whether a retry (by Lambda) can help.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct LaunchError {
+    pub message: String,
+    /// True for passing trouble (the store or EC2 failed); false when the event or
+    /// the configuration is wrong, which no retry fixes.
+    pub retryable: bool,
+}
+
+impl LaunchError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        LaunchError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    pub fn retryable(message: impl Into<String>) -> Self {
+        LaunchError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+/// What the launcher did with a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaunchStatus {
+    /// A master was started.
+    Launched,
+    /// The trigger was delivered before; its run exists.
+    Duplicate,
+    /// The playbook (or the trigger) is invalid; a failed record says why.
+    Rejected,
+    /// No playbook is configured for this trigger.
+    Ignored,
+}
+
+impl LaunchStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaunchStatus::Launched => "launched",
+            LaunchStatus::Duplicate => "duplicate",
+            LaunchStatus::Rejected => "rejected",
+            LaunchStatus::Ignored => "ignored",
+        }
+    }
+}
+
+impl fmt::Display for LaunchStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for LaunchStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// What the launcher did for one trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub run_id: Option<String>,
+    pub status: LaunchStatus,
+    pub master: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// The handler. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub compute: Arc<dyn Compute>,
+}
+
+/// Seconds a master may live beyond its workers' lifetime (the run's deadline plus its
+/// stop and collect graces): its own boot, teardown and record.
+pub const MASTER_GRACE_SECS: u64 = 600;
+
+/// A claim without a launch record this old is taken over by a redelivery (its
+/// launcher died between claiming and launching). Longer than a launcher invocation
+/// may last, so a claim is never taken over from a launcher still at work.
+pub const STALE_CLAIM_SECS: u64 = 180;
+
+/// Where an existing claim stands; see [`Launcher::handle_trigger`].
+enum ClaimState {
+    Settled,
+    InProgress,
+    Stale,
+}
+
+/// Why a playbook is rejected, for its failed record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejection(pub String);
+
+/// A copy source that would leave the playbook's folder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "copy source `{0}` must be a relative path inside the playbook's folder (no `..`, not absolute)"
+)]
+pub struct UnsafeSource(pub String);
+
+/// The folder of a playbook key, with a trailing `/` (or empty).
+pub fn key_dir(key: &str) -> &str {
+    key.rfind('/').map_or("", |i| &key[..=i])
+}
+
+/// The store keys a playbook's `copy` sources are read from, for a playbook stored at
+/// `playbook_key`: `Ok(exact keys, prefixes of templated sources)`. A source that would
+/// leave the playbook's folder is an error.
+pub fn copy_source_keys(
+    pb: &Plan,
+    playbook_key: &str,
+) -> Result<(Vec<String>, Vec<String>), UnsafeSource> {
+    let dir = key_dir(playbook_key);
+    let mut exact = Vec::new();
+    let mut prefixes = Vec::new();
+    for src in pb.copy_sources() {
+        if src.starts_with('/') || src.split('/').any(|c| c == "..") {
+            return Err(UnsafeSource(src.to_owned()));
+        }
+        match src.find("{{") {
+            None => exact.push(format!("{dir}{src}")),
+            Some(i) => prefixes.push(format!("{dir}{}", &src[..i])),
+        }
+    }
+    exact.sort();
+    exact.dedup();
+    prefixes.sort();
+    prefixes.dedup();
+    Ok((exact, prefixes))
+}
+
+impl Launcher {
+    /// The launcher on AWS (EC2 for the master, the settings' bucket as the store), as
+    /// the Lambda and `squall launch` build it.
+    pub fn on_aws(aws: &Aws, settings: Settings) -> Launcher {
+        Launcher {
+            compute: Arc::new(aws.compute(Ec2Settings {
+                subnet: Some(settings.subnet.clone()),
+                security_groups: settings.security_groups.clone(),
+                image: Some(settings.image.clone()),
+                instance_type: Some(settings.master_type.clone()),
+                // The launcher returns as soon as RunInstances answers.
+                running_deadline: Duration::ZERO,
+            })),
+            store: Arc::new(aws.store(&settings.bucket, "")),
+            settings,
+        }
+    }
+
+    /// The playbook a trigger starts, if any is configured for it.
+    pub fn playbook_for(&self, trigger: &Trigger) -> Option<String> {
+        match trigger {
+            Trigger::S3 { key, .. } => self
+                .settings
+                .uploads
+                .iter()
+                .filter(|(prefix, _)| key.starts_with(prefix.as_str()))
+                .max_by_key(|(prefix, _)| prefix.len())
+                .map(|(_, pb)| pb.clone()),
+            Trigger::Schedule { rule, .. } => self.settings.schedules.get(rule).cloned(),
+            Trigger::Direct { playbook, .. } => Some(playbook.clone()),
+        }
+    }
+
+    /// Handles one trigger at `now_secs` (unix time). See the module docs.
+    pub async fn handle_trigger(
+        &self,
+        trigger: &Trigger,
+        now_secs: u64,
+    ) -> Result<Outcome, LaunchError> {
+        let Some(playbook_key) = self.playbook_for(trigger) else {
+            return Ok(Outcome {
+                run_id: None,
+                status: LaunchStatus::Ignored,
+                master: None,
+                reason: Some("no playbook is configured for this trigger".into()),
+            });
+        };
+        let run = run_id(&playbook_key, trigger);
+        let claim = Claim {
+            run_id: run.clone(),
+            trigger: serde_json::to_value(trigger)
+                .map_err(|e| LaunchError::permanent(e.to_string()))?,
+            claimed_at: now_secs,
+        };
+        let claimed = store::create_json(self.store.as_ref(), &keys::claim(&run), &claim)
+            .await
+            .map_err(|e| LaunchError::retryable(format!("claiming run {run}: {}", chain(&e))))?;
+        if !claimed {
+            match self.claim_state(&run, now_secs).await? {
+                ClaimState::Settled => {
+                    return Ok(Outcome {
+                        run_id: Some(run),
+                        status: LaunchStatus::Duplicate,
+                        master: None,
+                        reason: Some("this trigger was delivered before; its run exists".into()),
+                    });
+                }
+                // Another delivery is launching it, or died doing so: an error, so that
+                // Lambda delivers again later (and a later delivery takes over a claim
+                // left behind), never a success that would end the retries.
+                ClaimState::InProgress => {
+                    return Err(LaunchError::retryable(format!(
+                        "run {run} is being launched by another delivery; retry later"
+                    )));
+                }
+                ClaimState::Stale => {
+                    tracing::warn!(run = %run, "taking over a stale claim: its launcher stopped before launching");
+                }
+            }
+        }
+        let vars = match trigger {
+            Trigger::Direct { vars, .. } => vars.clone(),
+            _ => BTreeMap::new(),
+        };
+        let pb = match self.checked_playbook(&playbook_key, &vars).await? {
+            Ok(pb) => pb,
+            Err(Rejection(reason)) => {
+                self.record_rejection(&run, &playbook_key, trigger, &reason, now_secs)
+                    .await?;
+                return Ok(Outcome {
+                    run_id: Some(run),
+                    status: LaunchStatus::Rejected,
+                    master: None,
+                    reason: Some(reason),
+                });
+            }
+        };
+        let deadline = now_secs + pb.worker_lifetime().as_secs() + MASTER_GRACE_SECS;
+        let request = RunRequest {
+            run_id: run.clone(),
+            playbook: playbook_key.clone(),
+            vars,
+            trigger: trigger.fields(),
+            subnet: self.settings.subnet.clone(),
+            security_groups: self.settings.worker_security_groups.clone(),
+            image: self.settings.image.clone(),
+            master_deadline: deadline,
+            requested_at: now_secs,
+        };
+        let written = |key: String| {
+            move |e: crate::seam::StoreError| {
+                LaunchError::retryable(format!("writing {key}: {}", chain(&e)))
+            }
+        };
+        let key = keys::playbook(&run);
+        self.store
+            .put(&key, pb.source.clone().into_bytes())
+            .await
+            .map_err(written(key))?;
+        let key = keys::request(&run);
+        store::put_json(self.store.as_ref(), &key, &request)
+            .await
+            .map_err(written(key))?;
+        let req = self.master_request(&run, deadline);
+        let launched = self.compute.launch(&req).await.map_err(|e| {
+            LaunchError::retryable(format!("starting the master of run {run}: {}", chain(&e)))
+        })?;
+        let master = launched.first().map(|i| i.id.clone());
+        let record = LaunchRecord {
+            run_id: run.clone(),
+            master: master.clone(),
+            launched_at: now_secs,
+        };
+        let key = keys::launch(&run);
+        store::put_json(self.store.as_ref(), &key, &record)
+            .await
+            .map_err(written(key))?;
+        Ok(Outcome {
+            run_id: Some(run),
+            status: LaunchStatus::Launched,
+            master,
+            reason: None,
+        })
+    }
+
+    /// Where an existing claim stands: its run launched or recorded (settled), being
+    /// launched (younger than [`STALE_CLAIM_SECS`]), or abandoned by its launcher.
+    async fn claim_state(&self, run: &str, now_secs: u64) -> Result<ClaimState, LaunchError> {
+        let get = |key: String| async move {
+            self.store
+                .get(&key)
+                .await
+                .map_err(|e| LaunchError::retryable(format!("reading {key}: {}", chain(&e))))
+        };
+        if get(keys::launch(run)).await?.is_some() || get(keys::run_record(run)).await?.is_some() {
+            return Ok(ClaimState::Settled);
+        }
+        let claimed_at = get(keys::claim(run))
+            .await?
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v.get("claimed_at").and_then(Value::as_u64));
+        // An unreadable claim is treated as fresh: never risk a second master.
+        Ok(
+            if claimed_at.is_some_and(|at| now_secs.saturating_sub(at) >= STALE_CLAIM_SECS) {
+                ClaimState::Stale
+            } else {
+                ClaimState::InProgress
+            },
+        )
+    }
+
+    /// Reads and validates the playbook and checks its `copy` sources exist. The outer
+    /// error is passing trouble; the inner one why the playbook is rejected.
+    async fn checked_playbook(
+        &self,
+        key: &str,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Result<Plan, Rejection>, LaunchError> {
+        let reject = |text: String| Ok(Err(Rejection(text)));
+        let source = self.store.get(key).await.map_err(|e| {
+            LaunchError::retryable(format!("reading playbook {key}: {}", chain(&e)))
+        })?;
+        let Some(bytes) = source else {
+            return reject(format!(
+                "playbook {key} not found in s3://{}",
+                self.settings.bucket
+            ));
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            return reject(format!("playbook {key} is not UTF-8 text"));
+        };
+        let pb = match crate::plan::parse(Path::new(key), &text, Path::new("."), vars) {
+            Ok(pb) => pb,
+            Err(e) => return reject(e.to_string()),
+        };
+        let (exact, prefixes) = match copy_source_keys(&pb, key) {
+            Ok(k) => k,
+            Err(e) => return reject(format!("{key}: {e}")),
+        };
+        for k in exact.iter().chain(&prefixes) {
+            let found = self
+                .store
+                .list(k)
+                .await
+                .map_err(|e| LaunchError::retryable(format!("listing {k}: {}", chain(&e))))?;
+            let present = if prefixes.contains(k) {
+                !found.is_empty()
+            } else {
+                found.iter().any(|f| f == k)
+            };
+            if !present {
+                return reject(format!(
+                    "{key}: copy source s3://{}/{k} not found",
+                    self.settings.bucket
+                ));
+            }
+        }
+        Ok(Ok(pb))
+    }
+
+    fn master_request(&self, run: &str, deadline: u64) -> LaunchRequest {
+        LaunchRequest {
+            run_id: run.to_owned(),
+            group: "master".into(),
+            spec: FleetGroup {
+                count: 1,
+                min_count: None,
+                instance_type: Some(crate::plan::InstanceTypes(vec![
+                    self.settings.master_type.clone(),
+                ])),
+                image: Some(self.settings.image.clone()),
+                market: Market::OnDemand,
+                volume_gb: None,
+                user: None,
+                subnet: Some(self.settings.subnet.clone()),
+                security_groups: Some(self.settings.security_groups.clone()),
+                public_ip: false,
+            },
+            tags: BTreeMap::from([
+                (tags::RUN.to_owned(), run.to_owned()),
+                (tags::ROLE.to_owned(), "master".to_owned()),
+                (tags::GROUP.to_owned(), "master".to_owned()),
+                (tags::DEADLINE.to_owned(), deadline.to_string()),
+            ]),
+            user_data: master_user_data(&self.settings, run, deadline),
+            client_token: compute::client_token(run, "master"),
+            instance_profile: self.settings.master_profile.clone(),
+        }
+    }
+
+    /// A failed run record saying why nothing was launched.
+    async fn record_rejection(
+        &self,
+        run: &str,
+        playbook_key: &str,
+        trigger: &Trigger,
+        reason: &str,
+        now_secs: u64,
+    ) -> Result<(), LaunchError> {
+        let mut record = RunRecord::ended_before_start(
+            run,
+            playbook_key,
+            RunStatus::Failed,
+            format!("rejected by the launcher, nothing was launched: {reason}"),
+            now_secs * 1000,
+        );
+        record.trigger = trigger.fields();
+        store::put_json(self.store.as_ref(), &keys::run_record(run), &record)
+            .await
+            .map_err(|e| {
+                LaunchError::retryable(format!(
+                    "recording the rejection of run {run}: {}",
+                    chain(&e)
+                ))
+            })
+    }
+}
+
+/// Why a run could not be sent to the deployed launcher.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("only direct invocations can be sent to the launcher")]
+    NotDirect,
+    #[error(transparent)]
+    Lambda(#[from] crate::backend::aws::lambda::LambdaError),
+}
+
+/// Invokes the deployed launcher Lambda with a direct invocation, for
+/// `squall launch --via-lambda`; returns the function's answer.
+pub async fn invoke_launcher(
+    aws: &Aws,
+    function: &str,
+    trigger: &Trigger,
+) -> Result<Value, InvokeError> {
+    let Trigger::Direct {
+        playbook,
+        vars,
+        request,
+    } = trigger
+    else {
+        return Err(InvokeError::NotDirect);
+    };
+    let payload = serde_json::json!({ "playbook": playbook, "vars": vars, "request_id": request });
+    Ok(aws.invoke(function, &payload).await?)
+}

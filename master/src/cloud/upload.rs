@@ -1,0 +1,93 @@
+//! What `squall launch` puts in the bucket before a run can start there: the playbook
+//! and its `copy` sources under `playbooks/`, and (on request) the `squall` and
+//! `squall-worker` binaries the master fetches at boot.
+//!
+//! Uploading only; validating and launching are [`super::launch`]'s.
+
+use super::launch::{UnsafeSource, copy_source_keys};
+use crate::error::{IoAt, io_at};
+use crate::plan::Plan;
+use crate::seam::{Store, StoreError};
+use std::path::{Path, PathBuf};
+
+/// Why an upload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("{} has no file name", .0.display())]
+    NoFileName(PathBuf),
+    #[error(transparent)]
+    UnsafeSource(#[from] UnsafeSource),
+    #[error(transparent)]
+    Io(#[from] IoAt),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Uploads a local playbook and its `copy` sources to `playbooks/` in the store, for
+/// `squall launch`; returns the playbook's key. Templated sources upload every file
+/// under their literal prefix.
+pub async fn upload_playbook(store: &dyn Store, pb: &Plan) -> Result<String, UploadError> {
+    let name = pb
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| UploadError::NoFileName(pb.file.clone()))?;
+    let key = format!("playbooks/{name}");
+    let (exact, prefixes) = copy_source_keys(pb, &key)?;
+    let mut files: Vec<String> = exact
+        .iter()
+        .map(|k| k.trim_start_matches("playbooks/").to_owned())
+        .collect();
+    for p in prefixes {
+        let rel = p.trim_start_matches("playbooks/");
+        let (dir, stem) = rel.rsplit_once('/').unwrap_or(("", rel));
+        walk(&pb.base_dir, Path::new(dir), &mut |f: &str| {
+            if f.starts_with(rel) || (stem.is_empty() && f.starts_with(dir)) {
+                files.push(f.to_owned());
+            }
+        })?;
+    }
+    for rel in files {
+        let path = pb.base_dir.join(&rel);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(io_at("opening copy source", &path))?;
+        store
+            .put_stream(&format!("playbooks/{rel}"), &mut file)
+            .await?;
+    }
+    store.put(&key, pb.source.clone().into_bytes()).await?;
+    Ok(key)
+}
+
+/// Uploads the `squall` and `squall-worker` binaries to the keys the master fetches.
+pub async fn upload_binaries(
+    store: &dyn Store,
+    squall: &Path,
+    agent: &Path,
+) -> Result<(), UploadError> {
+    for (path, key) in [(squall, "bin/squall"), (agent, "bin/squall-worker")] {
+        let mut f = tokio::fs::File::open(path)
+            .await
+            .map_err(io_at("opening", path))?;
+        store.put_stream(key, &mut f).await?;
+    }
+    Ok(())
+}
+
+/// Calls `found` with every file's path under `base/dir`, relative to `base`.
+fn walk(base: &Path, dir: &Path, found: &mut dyn FnMut(&str)) -> Result<(), UploadError> {
+    let full = base.join(dir);
+    let entries = std::fs::read_dir(&full).map_err(io_at("reading", &full))?;
+    for entry in entries {
+        let entry = entry.map_err(io_at("reading", &full))?;
+        let rel = dir.join(entry.file_name());
+        let kind = entry.file_type().map_err(io_at("reading", &rel))?;
+        if kind.is_dir() {
+            walk(base, &rel, found)?;
+        } else if kind.is_file() {
+            found(&rel.to_string_lossy());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! The task attempts in flight: started and not yet answered, by key and by host.
+//!
+//! Every attempt carries what its record will need (its rendered name, its item) so an
+//! answer can be recorded whatever phase the run is in by then. Deciding what an answer
+//! means is the engine's and the schedulers' job.
+
+use super::types::{HostId, TaskKey};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One attempt in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub host: HostId,
+    /// The rendered task name.
+    pub name: String,
+    /// The shard item, in sharded stages.
+    pub item: Option<usize>,
+    /// Its success completes its item (the last task of a sharded stage).
+    pub completes_item: bool,
+}
+
+/// The attempts in flight. See the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct Flight {
+    by_key: BTreeMap<TaskKey, Attempt>,
+    by_host: BTreeMap<HostId, BTreeSet<TaskKey>>,
+}
+
+impl Flight {
+    pub fn insert(&mut self, key: TaskKey, attempt: Attempt) {
+        self.by_host.entry(attempt.host).or_default().insert(key);
+        self.by_key.insert(key, attempt);
+    }
+
+    /// Takes an attempt out; `None` when it was not in flight (answered already).
+    pub fn remove(&mut self, key: &TaskKey) -> Option<Attempt> {
+        let attempt = self.by_key.remove(key)?;
+        if let Some(keys) = self.by_host.get_mut(&attempt.host) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_host.remove(&attempt.host);
+            }
+        }
+        Some(attempt)
+    }
+
+    /// Takes out every attempt on `host`, in key order.
+    pub fn remove_host(&mut self, host: HostId) -> Vec<(TaskKey, Attempt)> {
+        let keys = self.by_host.remove(&host).unwrap_or_default();
+        keys.into_iter()
+            .filter_map(|k| self.by_key.remove(&k).map(|a| (k, a)))
+            .collect()
+    }
+
+    /// Takes out every attempt, in key order.
+    pub fn drain(&mut self) -> Vec<(TaskKey, Attempt)> {
+        self.by_host.clear();
+        std::mem::take(&mut self.by_key).into_iter().collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Every attempt in flight, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&TaskKey, &Attempt)> {
+        self.by_key.iter()
+    }
+
+    /// The agent ids of the attempts running on `host`, in key order.
+    pub fn agent_ids_on(&self, host: HostId) -> Vec<String> {
+        self.by_host
+            .get(&host)
+            .map(|keys| keys.iter().map(TaskKey::agent_id).collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,569 @@
+//! The run as a state machine: events in, actions out. It performs no IO.
+//!
+//! ```text
+//! Provision ──all groups launched──> Bootstrap ──all hosts ready──> Stages
+//!     │                                  │                            │ every stage done
+//!     └────────── failure, deadline, cancel (any phase) ──> Stopping <┘ (or failure, ...)
+//!                                          cancel running tasks, wait │
+//!                                                                     v
+//!                      Done <── Record <── Teardown <── CollectLogs <─┘
+//! ```
+//!
+//! The caller (the runner) executes each [`Action`] with real IO and feeds back what
+//! happened as an [`Event`], with the current time. Time is always passed in, so the
+//! whole lifecycle (retries, host loss, deadlines, cancel, snapshots, heartbeats) is
+//! tested as data: events in, actions out (see `tests/integration/engine.rs`).
+//!
+//! The parts: [`state`] (each phase's data), [`hosts`] (the host table), [`flight`]
+//! (attempts in flight), [`plain`] and [`sharded`] (the schedulers, behind
+//! [`stage`]), `schedule` (opening stages and starting their tasks), [`render`] (tasks
+//! into commands), [`book`] (the record being kept) and `views` (heartbeat, record,
+//! progress).
+//!
+//! Scheduling rules:
+//! - A plain stage runs its tasks in order on every live host of its groups; a failed
+//!   task is retried on the same host up to `retries` times.
+//! - A sharded stage keeps a queue of items; an idle host takes the next item it has not
+//!   failed before; a failed item goes back to the queue (retried from its first task,
+//!   on another host where one is live) up to `retries` times. An item whose host is
+//!   lost goes back to the queue without counting as a failure.
+//! - A host lost while it owes work to a plain stage fails the run.
+//! - Any failure stops scheduling, cancels what runs, and still collects logs and
+//!   tears down.
+
+pub mod book;
+pub mod flight;
+pub mod hosts;
+pub mod plain;
+pub mod render;
+mod schedule;
+pub mod sharded;
+pub mod stage;
+pub mod state;
+pub mod types;
+mod views;
+
+pub use types::{
+    Action, Event, Failure, HostId, LaunchedInstance, Progress, TaskCommand, TaskKey, TaskResult,
+};
+
+use crate::plan::{Dur, Plan};
+use crate::record::{Phase, RunStatus, TaskOutcome, TeardownRecord};
+use book::{Book, Timers};
+use flight::Flight;
+use hosts::HostTable;
+use serde_json::Value;
+use stage::Verdict;
+use state::{Fate, State};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// What the engine does besides the run's work: how often it snapshots live hosts'
+/// logs and writes heartbeats (neither, by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    pub snapshot_every_ms: Option<u64>,
+    pub heartbeat_every_ms: Option<u64>,
+}
+
+/// The run's state machine. See the module docs.
+#[derive(Debug)]
+pub struct Engine {
+    plan: Arc<Plan>,
+    run_id: String,
+    trigger: BTreeMap<String, Value>,
+    deadline_at_ms: u64,
+    now_ms: u64,
+    state: State,
+    hosts: HostTable,
+    flight: Flight,
+    book: Book,
+    timers: Timers,
+}
+
+impl Engine {
+    /// A new run of `plan`, starting at `now_ms`, with no snapshots or heartbeats. Call
+    /// [`Engine::start`] next.
+    pub fn new(
+        plan: Arc<Plan>,
+        run_id: String,
+        trigger: BTreeMap<String, Value>,
+        now_ms: u64,
+    ) -> Engine {
+        Engine::with_options(plan, run_id, trigger, now_ms, EngineOptions::default())
+    }
+
+    /// A new run of `plan` with `options`.
+    pub fn with_options(
+        plan: Arc<Plan>,
+        run_id: String,
+        trigger: BTreeMap<String, Value>,
+        now_ms: u64,
+        options: EngineOptions,
+    ) -> Engine {
+        let deadline_at_ms = now_ms + plan.deadline.as_millis() as u64;
+        let snapshot_every_ms = options.snapshot_every_ms.filter(|ms| *ms > 0);
+        Engine {
+            plan,
+            run_id,
+            trigger,
+            deadline_at_ms,
+            now_ms,
+            state: State::Provision {
+                pending: BTreeSet::new(),
+            },
+            hosts: HostTable::default(),
+            flight: Flight::default(),
+            book: Book::new(now_ms),
+            timers: Timers {
+                snapshot_every_ms,
+                next_snapshot_ms: now_ms + snapshot_every_ms.unwrap_or(0),
+                heartbeat_every_ms: options.heartbeat_every_ms,
+                last_beat: None,
+            },
+        }
+    }
+
+    /// The first actions: a heartbeat (when heartbeats are on), then launch every
+    /// fleet group.
+    pub fn start(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.beat(&mut out);
+        let mut pending = BTreeSet::new();
+        for (group, spec) in &self.plan.fleet {
+            pending.insert(group.clone());
+            out.push(Action::Launch {
+                group: group.clone(),
+                spec: spec.clone(),
+            });
+        }
+        if let State::Provision { pending: p } = &mut self.state {
+            *p = pending;
+        }
+        out
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.state.phase()
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done { .. })
+    }
+
+    /// Unix milliseconds at which the run is cut off.
+    pub fn deadline_at_ms(&self) -> u64 {
+        self.deadline_at_ms
+    }
+
+    /// The final (or, before the end, provisional) status.
+    pub fn status(&self) -> RunStatus {
+        self.state.fate().map_or(RunStatus::Running, |f| f.status)
+    }
+
+    /// How many hosts the run has had.
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// The name of a host (`?` for an unknown id).
+    pub fn host_name(&self, host: HostId) -> &str {
+        self.hosts.name(host)
+    }
+
+    /// Feeds one event at time `now_ms`; returns what to do next.
+    pub fn handle(&mut self, now_ms: u64, event: Event) -> Vec<Action> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut out = Vec::new();
+        match event {
+            Event::Launched { group, instances } => self.on_launched(&group, instances, &mut out),
+            Event::LaunchFailed { group, error } => {
+                if let State::Provision { pending } | State::Stopping { pending, .. } =
+                    &mut self.state
+                {
+                    pending.remove(&group);
+                }
+                self.fail(
+                    RunStatus::Failed,
+                    format!("launching group `{group}` failed: {error}"),
+                    &mut out,
+                );
+            }
+            Event::Bootstrapped { host } => self.hosts.bootstrapped(host, self.now_ms),
+            Event::BootstrapFailed { host, error } => {
+                self.hosts.bootstrap_failed(host);
+                self.lose_host(host, format!("bootstrap failed: {error}"), &mut out);
+            }
+            Event::TaskFinished { key, host, result } => {
+                self.on_task_finished(key, host, result, &mut out)
+            }
+            Event::HostLost { host, reason } => self.lose_host(host, reason, &mut out),
+            Event::LogsCollected { host, result } => self.on_collected(host, result),
+            Event::LogsSnapshotted { host, result } => {
+                self.hosts.snapshotted(host, result.ok(), self.now_ms)
+            }
+            Event::TornDown { result } => self.on_torn_down(result, &mut out),
+            Event::RecordWritten => {
+                if let State::Record { fate } = &self.state {
+                    let fate = fate.clone();
+                    self.enter(State::Done { fate });
+                }
+            }
+            Event::Tick => self.on_tick(&mut out),
+            Event::Cancel { reason } => self.fail(RunStatus::Cancelled, reason, &mut out),
+        }
+        self.advance(&mut out);
+        self.beat(&mut out);
+        out
+    }
+
+    /// Moves to `state`, marking the phase when it changes.
+    fn enter(&mut self, state: State) {
+        self.book.mark(state.phase(), self.now_ms);
+        self.state = state;
+    }
+
+    fn on_launched(
+        &mut self,
+        group: &str,
+        instances: Vec<LaunchedInstance>,
+        out: &mut Vec<Action>,
+    ) {
+        let (State::Provision { pending } | State::Stopping { pending, .. }) = &mut self.state
+        else {
+            return;
+        };
+        if !pending.remove(group) {
+            return;
+        }
+        let provisioning_done = pending.is_empty();
+        let bootstrap = !self.state.decided();
+        for (i, inst) in instances.into_iter().enumerate() {
+            let id = self
+                .hosts
+                .add(group, i as u32, inst, self.now_ms, bootstrap);
+            if bootstrap {
+                out.push(Action::Bootstrap { host: id });
+            }
+        }
+        if provisioning_done && matches!(self.state, State::Provision { .. }) {
+            self.enter(State::Bootstrap);
+        }
+    }
+
+    fn on_task_finished(
+        &mut self,
+        key: TaskKey,
+        host: HostId,
+        result: TaskResult,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(attempt) = self.flight.remove(&key) else {
+            return; // already accounted for (e.g. its host was lost first)
+        };
+        self.book
+            .task(key, &attempt, self.hosts.name(host), &result);
+        let State::Stages {
+            stage: Some(stage), ..
+        } = &mut self.state
+        else {
+            return; // stopping: nothing more is scheduled
+        };
+        if stage.index != key.stage {
+            return;
+        }
+        let succeeded = result.outcome == TaskOutcome::Succeeded;
+        let Verdict::GiveUp { attempts, item } = stage.finished(key.unit, host, succeeded) else {
+            return;
+        };
+        let st = &self.plan.stages[key.stage];
+        let task_name = st.tasks[key.task].written_name();
+        let item = item.map(|i| format!(", item {i}")).unwrap_or_default();
+        let tries = if attempts == 1 {
+            String::new()
+        } else {
+            format!(" after {attempts} attempts")
+        };
+        let msg = format!(
+            "task `{task_name}` failed on {} (stage `{}`{item}){tries}: {}",
+            self.hosts.name(host),
+            st.name,
+            result.describe_failure()
+        );
+        self.fail(RunStatus::Failed, msg, out);
+    }
+
+    fn on_collected(&mut self, host: HostId, result: Result<String, Failure>) {
+        if let State::Collect { collecting, .. } = &mut self.state {
+            collecting.remove(&host);
+        }
+        if let Some(h) = self.hosts.get_mut(host) {
+            match result {
+                Ok(key) => h.rec.archive = Some(key),
+                Err(e) => h.rec.archive_error = Some(e.0),
+            }
+        }
+    }
+
+    fn on_torn_down(&mut self, result: Result<usize, Failure>, out: &mut Vec<Action>) {
+        let State::Teardown { fate } = &self.state else {
+            return;
+        };
+        let fate = fate.clone();
+        let (terminated, error) = match result {
+            Ok(n) => (n, None),
+            Err(e) => (0, Some(e.0)),
+        };
+        self.book.teardown = Some(TeardownRecord {
+            at_ms: self.now_ms,
+            terminated,
+            error,
+        });
+        self.book.ended_at_ms = Some(self.now_ms);
+        self.enter(State::Record { fate });
+        out.push(Action::WriteRecord(Box::new(self.record())));
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Action>) {
+        let now = self.now_ms;
+        match &mut self.state {
+            State::Provision { .. } | State::Bootstrap | State::Stages { .. }
+                if now >= self.deadline_at_ms =>
+            {
+                let during = match &self.state {
+                    State::Stages { stage: Some(s), .. } => {
+                        format!(" during stage `{}`", self.plan.stages[s.index].name)
+                    }
+                    _ => String::new(),
+                };
+                let msg = format!(
+                    "the run's deadline of {} passed{during}",
+                    Dur(self.plan.deadline)
+                );
+                self.fail(RunStatus::DeadlineExceeded, msg, out);
+            }
+            State::Stages { stage, .. } => {
+                if let Some(s) = stage {
+                    let st = &self.plan.stages[s.index];
+                    if let Some(t) = st.timeout
+                        && now >= s.started_at_ms + t.0.as_millis() as u64
+                    {
+                        let msg = format!("stage `{}` exceeded its timeout of {t}", st.name);
+                        self.fail(RunStatus::Failed, msg, out);
+                        return;
+                    }
+                }
+                self.snapshots(out);
+            }
+            State::Stopping {
+                since_ms, pending, ..
+            } if now >= *since_ms + self.plan.stop_grace().as_millis() as u64 => {
+                pending.clear();
+                // Tasks that never reported back are recorded as cancelled.
+                for (key, attempt) in self.flight.drain() {
+                    let result = TaskResult::without_exit(
+                        TaskOutcome::Cancelled,
+                        Some("no answer after cancel".into()),
+                        now,
+                        now,
+                    );
+                    self.book
+                        .task(key, &attempt, self.hosts.name(attempt.host), &result);
+                }
+                self.hosts.forget_bootstraps();
+            }
+            State::Collect {
+                since_ms,
+                collecting,
+                ..
+            } if now >= *since_ms + self.plan.collect_grace().as_millis() as u64 => {
+                for h in std::mem::take(collecting) {
+                    if let Some(h) = self.hosts.get_mut(h) {
+                        h.rec.archive_error = Some("log collection timed out".into());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Snapshots every live host's logs when the interval has passed (while the stages
+    /// run, one snapshot per host at a time).
+    fn snapshots(&mut self, out: &mut Vec<Action>) {
+        let Some(every) = self.timers.snapshot_every_ms else {
+            return;
+        };
+        if self.now_ms < self.timers.next_snapshot_ms {
+            return;
+        }
+        self.timers.next_snapshot_ms = self.now_ms + every;
+        for host in self.hosts.snapshot_candidates() {
+            if let Some(h) = self.hosts.get_mut(host) {
+                h.snapshotting = true;
+            }
+            out.push(Action::SnapshotLogs { host });
+        }
+    }
+
+    /// Decides the run's fate (the first decision wins) and starts stopping.
+    fn fail(&mut self, status: RunStatus, reason: String, out: &mut Vec<Action>) {
+        if self.state.decided() {
+            return;
+        }
+        let pending = match std::mem::replace(&mut self.state, State::Bootstrap) {
+            State::Provision { pending } => pending,
+            State::Stages {
+                stage: Some(stage), ..
+            } => {
+                self.book.end_stage(stage.index, self.now_ms, false);
+                BTreeSet::new()
+            }
+            _ => BTreeSet::new(),
+        };
+        self.enter(State::Stopping {
+            fate: Fate {
+                status,
+                reason: Some(reason),
+            },
+            since_ms: self.now_ms,
+            pending,
+        });
+        for (key, attempt) in self.flight.iter() {
+            out.push(Action::CancelTask {
+                key: *key,
+                host: attempt.host,
+            });
+        }
+    }
+
+    fn lose_host(&mut self, host: HostId, reason: String, out: &mut Vec<Action>) {
+        if !self.hosts.mark_lost(host, self.now_ms, &reason) {
+            return;
+        }
+        for (key, attempt) in self.flight.remove_host(host) {
+            let result = TaskResult::without_exit(
+                TaskOutcome::HostLost,
+                Some(reason.clone()),
+                self.now_ms,
+                self.now_ms,
+            );
+            self.book
+                .task(key, &attempt, self.hosts.name(host), &result);
+        }
+        let State::Stages {
+            stage: Some(stage), ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        if stage.host_lost(host) {
+            let msg = format!(
+                "host {} was lost during stage `{}`: {reason}",
+                self.hosts.name(host),
+                self.plan.stages[stage.index].name
+            );
+            self.fail(RunStatus::Failed, msg, out);
+        }
+    }
+
+    /// Moves the run forward as far as it can go without new events.
+    fn advance(&mut self, out: &mut Vec<Action>) {
+        loop {
+            let moved = match &self.state {
+                State::Provision { .. } | State::Teardown { .. } => false,
+                State::Record { .. } | State::Done { .. } => false,
+                State::Bootstrap => {
+                    if self.hosts.none_bootstrapping() {
+                        self.check_groups_alive(out);
+                        if !self.state.decided() {
+                            self.enter(State::Stages {
+                                stage: None,
+                                next: 0,
+                            });
+                        }
+                        true
+                    } else {
+                        false
+                    }
+                }
+                State::Stages { .. } => self.schedule(out),
+                State::Stopping { fate, pending, .. } => {
+                    let quiet = self.flight.is_empty()
+                        && pending.is_empty()
+                        && self.hosts.none_bootstrapping();
+                    if quiet {
+                        let fate = fate.clone();
+                        self.start_collect(fate, out);
+                    }
+                    quiet
+                }
+                State::Collect {
+                    fate, collecting, ..
+                } => {
+                    let done = collecting.is_empty();
+                    if done {
+                        let fate = fate.clone();
+                        self.enter(State::Teardown { fate });
+                        out.push(Action::Teardown);
+                    }
+                    done
+                }
+            };
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn check_groups_alive(&mut self, out: &mut Vec<Action>) {
+        for (group, spec) in &self.plan.fleet {
+            let live = self
+                .hosts
+                .in_group(group)
+                .filter(|h| h.live() && h.ready)
+                .count() as u32;
+            if live < spec.min() {
+                let losses: Vec<String> = self
+                    .hosts
+                    .in_group(group)
+                    .filter_map(|h| {
+                        h.rec
+                            .lost
+                            .as_ref()
+                            .map(|l| format!("{}: {}", h.rec.name, l.reason))
+                    })
+                    .collect();
+                let mut msg = format!(
+                    "group `{group}` has {live} ready host(s), fewer than the {} required",
+                    spec.min()
+                );
+                if !losses.is_empty() {
+                    msg.push_str(&format!("; {}", losses.join("; ")));
+                }
+                self.fail(RunStatus::Failed, msg, out);
+                return;
+            }
+        }
+    }
+
+    fn start_collect(&mut self, fate: Fate, out: &mut Vec<Action>) {
+        // A lost host may still hold logs (it may only be cut off): try anyway.
+        let collecting = self.hosts.ever_ready();
+        for host in &collecting {
+            out.push(Action::CollectLogs { host: *host });
+        }
+        self.enter(State::Collect {
+            fate,
+            since_ms: self.now_ms,
+            collecting,
+        });
+    }
+}

@@ -1,0 +1,202 @@
+//! The sharded-stage scheduler: a queue of pending items and a host -> item map. An
+//! idle host takes the lowest pending item it has not failed before (or one it failed,
+//! when every other live host failed it too); an item's tasks run in order on its host.
+//!
+//! A failed item goes back to the queue (retried from its first task, on another host
+//! where one is live) until its retries are spent. An item whose host is lost goes back
+//! without counting as a failure. Each decision costs O(log n): pending items never
+//! failed are one ordered set, items failed before (few) another, and only idle hosts
+//! are offered work.
+
+use super::stage::{Start, Unit, Verdict};
+use super::types::HostId;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One shard item.
+#[derive(Debug, Clone, Default)]
+struct Item {
+    unit: Unit,
+    /// The host running it.
+    host: Option<HostId>,
+    /// Hosts it failed on.
+    failed_on: BTreeSet<HostId>,
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Sharded {
+    items: Vec<Item>,
+    /// Pending items that never failed.
+    fresh: BTreeSet<usize>,
+    /// Pending items that failed before.
+    retry: BTreeSet<usize>,
+    /// Live hosts of the stage.
+    live: BTreeSet<HostId>,
+    /// Live hosts with no item.
+    idle: BTreeSet<HostId>,
+    /// Each busy host's item.
+    assigned: BTreeMap<HostId, usize>,
+    /// Items whose next task should start.
+    ready: BTreeSet<usize>,
+    done: usize,
+    n_tasks: usize,
+    retries: u32,
+}
+
+impl Sharded {
+    /// `n_items` items over `hosts`.
+    pub fn new(hosts: &[HostId], n_items: usize, n_tasks: usize, retries: u32) -> Sharded {
+        Sharded {
+            items: vec![Item::default(); n_items],
+            fresh: (0..n_items).collect(),
+            retry: BTreeSet::new(),
+            live: hosts.iter().copied().collect(),
+            idle: hosts.iter().copied().collect(),
+            assigned: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            done: 0,
+            n_tasks,
+            retries,
+        }
+    }
+
+    pub fn done_units(&self) -> usize {
+        self.done
+    }
+
+    pub fn total_units(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Items are left and no live host can take them.
+    pub fn stranded(&self) -> bool {
+        self.live.is_empty() && self.done < self.items.len()
+    }
+
+    /// The lowest pending item `host` may take.
+    fn pick(&self, host: HostId) -> Option<usize> {
+        let fresh = self.fresh.first().copied();
+        // Items failed before: one this host failed only when every other live host
+        // failed it too (a retry goes elsewhere where it can).
+        let others = self.live.len() - usize::from(self.live.contains(&host));
+        let retry = self.retry.iter().copied().find(|i| {
+            let failed = &self.items[*i].failed_on;
+            !failed.contains(&host)
+                || failed
+                    .iter()
+                    .filter(|h| **h != host && self.live.contains(h))
+                    .count()
+                    == others
+        });
+        match (fresh, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Gives each idle host (in id order) the item it should take next.
+    pub fn assign(&mut self) {
+        if self.fresh.is_empty() && self.retry.is_empty() {
+            return;
+        }
+        let idle: Vec<HostId> = self.idle.iter().copied().collect();
+        for host in idle {
+            if self.fresh.is_empty() && self.retry.is_empty() {
+                return;
+            }
+            let Some(i) = self.pick(host) else { continue };
+            if !self.fresh.remove(&i) {
+                self.retry.remove(&i);
+            }
+            self.items[i].host = Some(host);
+            self.assigned.insert(host, i);
+            self.idle.remove(&host);
+            self.ready.insert(i);
+        }
+    }
+
+    /// The tasks to start now, in item order.
+    pub fn starts(&mut self) -> Vec<Start> {
+        let mut out = Vec::new();
+        for i in std::mem::take(&mut self.ready) {
+            let item = &mut self.items[i];
+            let Some(host) = item.host else { continue };
+            item.unit.running = true;
+            out.push(Start {
+                unit: i,
+                task: item.unit.next_task,
+                try_no: item.unit.try_no,
+                host,
+                item: Some(i),
+            });
+        }
+        out
+    }
+
+    /// Frees `host` for the next item.
+    fn release(&mut self, host: HostId) {
+        self.assigned.remove(&host);
+        if self.live.contains(&host) {
+            self.idle.insert(host);
+        }
+    }
+
+    /// Puts item `i` back in the queue.
+    fn requeue(&mut self, i: usize) {
+        let item = &mut self.items[i];
+        item.host = None;
+        item.unit.next_task = 0;
+        if item.failed_on.is_empty() {
+            self.fresh.insert(i);
+        } else {
+            self.retry.insert(i);
+        }
+    }
+
+    /// An attempt of item `unit` on `host` ended.
+    pub fn finished(&mut self, unit: usize, host: HostId, succeeded: bool) -> Verdict {
+        let Some(item) = self.items.get_mut(unit) else {
+            return Verdict::Continue;
+        };
+        let u = &mut item.unit;
+        u.running = false;
+        if succeeded {
+            // An item's retries restart at its first task and its task ids (which carry
+            // `try_no`) must never repeat, so `try_no` keeps counting across tasks.
+            u.next_task += 1;
+            if u.next_task == self.n_tasks {
+                u.done = true;
+                self.done += 1;
+                self.release(host);
+            } else {
+                self.ready.insert(unit);
+            }
+            return Verdict::Continue;
+        }
+        u.failures += 1;
+        if u.failures <= self.retries {
+            u.try_no += 1;
+            item.failed_on.insert(host);
+            self.release(host);
+            self.requeue(unit);
+            return Verdict::Continue;
+        }
+        Verdict::GiveUp {
+            attempts: u.failures,
+            item: Some(unit),
+        }
+    }
+
+    /// `host` was lost: its item goes back to the queue, not counted as a failure.
+    pub fn host_lost(&mut self, host: HostId) {
+        self.live.remove(&host);
+        self.idle.remove(&host);
+        if let Some(i) = self.assigned.remove(&host) {
+            self.ready.remove(&i);
+            let item = &mut self.items[i];
+            item.unit.running = false;
+            item.unit.try_no += 1;
+            self.requeue(i);
+        }
+    }
+}

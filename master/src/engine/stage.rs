@@ -1,0 +1,121 @@
+//! One running stage: its scheduler ([`super::plain`] or [`super::sharded`]) behind one
+//! interface, and the unit of work both schedule.
+//!
+//! A scheduler only knows units, hosts and attempts: it says which unit to start on
+//! which host and what a finished attempt or a lost host means for the stage. Rendering
+//! tasks and recording attempts are the engine's job.
+
+use super::plain::Plain;
+use super::sharded::Sharded;
+use super::types::HostId;
+
+/// A unit of work: one host's turn at a plain stage, or one shard item.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unit {
+    /// The index of the task to run next.
+    pub next_task: usize,
+    /// Counts every start of the current task (or item), lost hosts included.
+    pub try_no: u32,
+    /// Failed attempts counted against the retries.
+    pub failures: u32,
+    pub running: bool,
+    pub done: bool,
+}
+
+/// A task the engine should start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub unit: usize,
+    pub task: usize,
+    pub try_no: u32,
+    pub host: HostId,
+    /// The shard item, in sharded stages.
+    pub item: Option<usize>,
+}
+
+/// What a finished attempt means for its stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The stage goes on (the unit moves on, or it is retried).
+    Continue,
+    /// The unit failed after its retries: the run fails.
+    GiveUp { attempts: u32, item: Option<usize> },
+}
+
+/// A stage's scheduler.
+#[derive(Debug, Clone)]
+pub enum Scheduler {
+    Plain(Plain),
+    Sharded(Sharded),
+}
+
+/// The stage that is running.
+#[derive(Debug, Clone)]
+pub struct StageRun {
+    pub index: usize,
+    pub started_at_ms: u64,
+    pub sched: Scheduler,
+}
+
+impl StageRun {
+    pub fn is_sharded(&self) -> bool {
+        matches!(self.sched, Scheduler::Sharded(_))
+    }
+
+    /// Every unit is done.
+    pub fn is_done(&self) -> bool {
+        self.done_units() == self.total_units()
+    }
+
+    pub fn done_units(&self) -> usize {
+        match &self.sched {
+            Scheduler::Plain(p) => p.done_units(),
+            Scheduler::Sharded(s) => s.done_units(),
+        }
+    }
+
+    pub fn total_units(&self) -> usize {
+        match &self.sched {
+            Scheduler::Plain(p) => p.total_units(),
+            Scheduler::Sharded(s) => s.total_units(),
+        }
+    }
+
+    /// Gives idle hosts work and returns the tasks to start, in unit order.
+    pub fn starts(&mut self) -> Vec<Start> {
+        match &mut self.sched {
+            Scheduler::Plain(p) => p.starts(),
+            Scheduler::Sharded(s) => {
+                s.assign();
+                s.starts()
+            }
+        }
+    }
+
+    /// An attempt of `unit` on `host` ended.
+    pub fn finished(&mut self, unit: usize, host: HostId, succeeded: bool) -> Verdict {
+        match &mut self.sched {
+            Scheduler::Plain(p) => p.finished(unit, succeeded),
+            Scheduler::Sharded(s) => s.finished(unit, host, succeeded),
+        }
+    }
+
+    /// `host` was lost; true when it owed work that nobody else can do.
+    pub fn host_lost(&mut self, host: HostId) -> bool {
+        match &mut self.sched {
+            Scheduler::Plain(p) => p.host_lost(host),
+            Scheduler::Sharded(s) => {
+                s.host_lost(host);
+                false
+            }
+        }
+    }
+
+    /// A sharded stage with items left and no live host to take them.
+    pub fn stranded(&self) -> bool {
+        match &self.sched {
+            Scheduler::Plain(_) => false,
+            Scheduler::Sharded(s) => s.stranded(),
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! A valid playbook lowered ONCE into a [`Plan`]: plain values with no positions, every
+//! default applied and every field parsed (a copy's mode is a number here), so that
+//! nothing after validation walks the syntax tree or parses a field again.
+//!
+//! Lowering assumes a playbook that [`super::validate`] accepted; it does not report
+//! problems itself.
+
+use super::duration::Dur;
+use super::model::{ALL_HOSTS, FleetGroup, Playbook, Task};
+use super::validate::file_mode;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long running tasks get to end after a cancel before the run moves on (at most;
+/// short runs get less, see [`Plan::stop_grace`]).
+pub const STOP_GRACE_MS: u64 = 60_000;
+/// How long log collection may take in all before the run moves on to teardown (at
+/// most; see [`Plan::collect_grace`]).
+pub const COLLECT_GRACE_MS: u64 = 300_000;
+/// The deadline of a playbook that sets none.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// A validated playbook: what a run does, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The playbook's `name` (it prefixes run ids).
+    pub name: String,
+    /// The file it was read from (for messages and the record).
+    pub file: PathBuf,
+    /// The folder `copy` sources are relative to.
+    pub base_dir: PathBuf,
+    /// The source text (kept for the run record).
+    pub source: String,
+    /// `vars` after `--var` overrides.
+    pub vars: BTreeMap<String, Value>,
+    /// `vars` as the playbook writes them.
+    pub written_vars: BTreeMap<String, Value>,
+    /// The whole run is cut off by then.
+    pub deadline: Duration,
+    /// The fleet groups by name.
+    pub fleet: BTreeMap<String, FleetGroup>,
+    pub stages: Vec<StagePlan>,
+}
+
+/// One stage of a [`Plan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagePlan {
+    pub name: String,
+    /// The groups it runs on, in fleet order (`hosts: all` is every group).
+    pub groups: Vec<String>,
+    pub tasks: Vec<TaskPlan>,
+    /// The stage is cut off (and the run fails) after this long.
+    pub timeout: Option<Dur>,
+    /// Extra attempts of a failed task (plain) or item (sharded).
+    pub retries: u32,
+    /// The shard items of a sharded stage; `None` for a plain stage.
+    pub shards: Option<Vec<Value>>,
+}
+
+impl StagePlan {
+    pub fn is_sharded(&self) -> bool {
+        self.shards.is_some()
+    }
+}
+
+/// One task of a [`StagePlan`], still templated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPlan {
+    pub name: Option<String>,
+    pub action: TaskAction,
+    pub environment: BTreeMap<String, String>,
+    /// The task is killed after this long.
+    pub timeout: Option<Dur>,
+}
+
+/// What a task does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskAction {
+    /// `/bin/sh -c TEXT`.
+    Shell(String),
+    /// A program and its arguments.
+    Command(Vec<String>),
+    /// A file from the playbook's folder put on the host.
+    Copy {
+        src: String,
+        dest: String,
+        mode: u32,
+    },
+}
+
+impl TaskPlan {
+    /// The task's name as written, or its command as written (first line, cut to 60
+    /// characters), for messages about a task not yet rendered.
+    pub fn written_name(&self) -> String {
+        if let Some(n) = &self.name {
+            return n.clone();
+        }
+        let text = match &self.action {
+            TaskAction::Shell(s) => s.clone(),
+            TaskAction::Command(c) => c.join(" "),
+            TaskAction::Copy { src, dest, .. } => format!("copy {src} -> {dest}"),
+        };
+        short_name(String::new(), &text)
+    }
+}
+
+/// `name` if not empty, else the first line of `text` cut to 60 characters.
+pub fn short_name(name: String, text: &str) -> String {
+    if !name.is_empty() {
+        return name;
+    }
+    let first = text.trim().lines().next().unwrap_or_default();
+    let mut short: String = first.chars().take(60).collect();
+    if short.len() < text.trim().len() {
+        short.push('…');
+    }
+    short
+}
+
+impl Plan {
+    /// How long running tasks get to end after a cancel: a twentieth of the deadline,
+    /// between 5 s and [`STOP_GRACE_MS`].
+    pub fn stop_grace(&self) -> Duration {
+        (self.deadline / 20).clamp(Duration::from_secs(5), Duration::from_millis(STOP_GRACE_MS))
+    }
+
+    /// How long log collection may take in all: a tenth of the deadline, between 15 s
+    /// and [`COLLECT_GRACE_MS`].
+    pub fn collect_grace(&self) -> Duration {
+        (self.deadline / 10).clamp(
+            Duration::from_secs(15),
+            Duration::from_millis(COLLECT_GRACE_MS),
+        )
+    }
+
+    /// How long after the run's start its workers may be swept (and their dead-man's
+    /// switches fire): the deadline plus the stop and collect graces.
+    pub fn worker_lifetime(&self) -> Duration {
+        self.deadline + self.stop_grace() + self.collect_grace()
+    }
+
+    /// Every `copy` task's source as written (possibly templated), relative to
+    /// [`Plan::base_dir`].
+    pub fn copy_sources(&self) -> Vec<&str> {
+        self.stages
+            .iter()
+            .flat_map(|s| &s.tasks)
+            .filter_map(|t| match &t.action {
+                TaskAction::Copy { src, .. } => Some(src.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Lowers a playbook that validation accepted.
+pub fn lower(
+    playbook: Playbook,
+    vars: BTreeMap<String, Value>,
+    file: PathBuf,
+    base_dir: PathBuf,
+    source: String,
+) -> Plan {
+    let fleet: BTreeMap<String, FleetGroup> = playbook
+        .fleet
+        .value
+        .into_iter()
+        .map(|(name, g)| (name, g.value))
+        .collect();
+    let stages = playbook
+        .stages
+        .value
+        .into_iter()
+        .map(|s| {
+            let s = s.value;
+            let groups = if s.hosts.value == ALL_HOSTS {
+                fleet.keys().cloned().collect()
+            } else {
+                vec![s.hosts.value]
+            };
+            StagePlan {
+                name: s.name.value,
+                groups,
+                tasks: s
+                    .tasks
+                    .value
+                    .into_iter()
+                    .map(|t| lower_task(t.value))
+                    .collect(),
+                timeout: s.timeout.map(|t| t.value),
+                retries: s.retries,
+                shards: s.shards.map(|s| s.value),
+            }
+        })
+        .collect();
+    Plan {
+        name: playbook.name.value,
+        file,
+        base_dir,
+        source,
+        vars,
+        written_vars: playbook.vars,
+        deadline: playbook.deadline.map_or(DEFAULT_DEADLINE, |d| d.value.0),
+        fleet,
+        stages,
+    }
+}
+
+fn lower_task(t: Task) -> TaskPlan {
+    let action = match (t.shell, t.command, t.copy) {
+        (Some(sh), _, _) => TaskAction::Shell(sh.value),
+        (None, Some(cmd), _) => {
+            TaskAction::Command(cmd.value.into_iter().map(|a| a.value).collect())
+        }
+        (None, None, Some(copy)) => {
+            let c = copy.value;
+            TaskAction::Copy {
+                src: c.src.value,
+                dest: c.dest.value,
+                // Validated: a mode that is present parses.
+                mode: c.mode.and_then(|m| file_mode(&m.value)).unwrap_or(0o644),
+            }
+        }
+        // Validation requires exactly one action.
+        (None, None, None) => TaskAction::Command(Vec::new()),
+    };
+    TaskPlan {
+        name: t.name.map(|n| n.value),
+        action,
+        environment: t
+            .environment
+            .into_iter()
+            .map(|(k, v)| (k, v.value))
+            .collect(),
+        timeout: t.timeout.map(|t| t.value),
+    }
+}

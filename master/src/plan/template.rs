@@ -1,0 +1,215 @@
+//! Jinja templating of task fields (minijinja), with strict undefined values.
+//!
+//! A template sees `vars`, `run.id`, `host.name`, `host.index`, `host.count`,
+//! `host.group`, `item` (in sharded stages) and `trigger.*`. This module renders one
+//! string against one context; deciding which contexts a playbook must be checked
+//! against is [`super::validate`]'s job, and when tasks are rendered is the engine's.
+
+use minijinja::value::{Object, Value};
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+/// Everything a template can refer to, borrowed from the plan and the run.
+#[derive(Debug, Clone)]
+pub struct TemplateContext<'a> {
+    pub vars: &'a BTreeMap<String, serde_json::Value>,
+    pub run_id: &'a str,
+    pub host: HostVars,
+    pub item: Option<&'a serde_json::Value>,
+    pub trigger: Trigger<'a>,
+}
+
+/// `host.*` in templates.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostVars {
+    /// e.g. `workers-0`.
+    pub name: String,
+    /// 0-based index of the host in its group.
+    pub index: u32,
+    /// Number of hosts in the group.
+    pub count: u32,
+    pub group: String,
+}
+
+/// `trigger.*` in templates: what started the run.
+#[derive(Debug, Clone)]
+pub enum Trigger<'a> {
+    /// Known fields (e.g. `kind`, `bucket`, `key`, `etag`, `size`, `rule`, `time`).
+    Known(&'a BTreeMap<String, serde_json::Value>),
+    /// At validation time the trigger is unknown: any field renders as a placeholder.
+    Any,
+}
+
+impl<'a> TemplateContext<'a> {
+    /// A context for checking templates before any run exists.
+    pub fn for_validation(
+        vars: &'a BTreeMap<String, serde_json::Value>,
+        group: &str,
+        index: u32,
+        count: u32,
+        item: Option<&'a serde_json::Value>,
+    ) -> Self {
+        TemplateContext {
+            vars,
+            run_id: "validate",
+            host: HostVars {
+                name: format!("{group}-{index}"),
+                index,
+                count,
+                group: group.to_owned(),
+            },
+            item,
+            trigger: Trigger::Any,
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        let mut m: BTreeMap<&str, Value> = BTreeMap::new();
+        m.insert("vars", Value::from_serialize(self.vars));
+        m.insert(
+            "run",
+            Value::from_serialize(BTreeMap::from([("id", &self.run_id)])),
+        );
+        m.insert("host", Value::from_serialize(&self.host));
+        if let Some(item) = self.item {
+            m.insert("item", Value::from_serialize(item));
+        }
+        m.insert(
+            "trigger",
+            match &self.trigger {
+                Trigger::Known(t) => Value::from_serialize(*t),
+                Trigger::Any => Value::from_object(AnyTrigger),
+            },
+        );
+        Value::from(m)
+    }
+}
+
+/// A trigger whose every field exists (validation does not know the real one).
+#[derive(Debug)]
+struct AnyTrigger;
+
+impl Object for AnyTrigger {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        key.as_str().map(|k| Value::from(format!("<trigger.{k}>")))
+    }
+}
+
+/// A template that failed to compile or render.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct TemplateError {
+    /// e.g. "undefined value", "syntax error: unexpected end of input".
+    pub what: String,
+    /// The part of the template at fault, when known.
+    pub fragment: Option<String>,
+    /// 1-based line within the template, when it spans several lines.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "template error: {}", self.what)?;
+        if let Some(frag) = &self.fragment {
+            write!(f, " in `{frag}`")?;
+        }
+        if let Some(line) = self.line.filter(|l| *l > 1) {
+            write!(f, " (line {line} of the template)")?;
+        }
+        f.write_str("; templates can use vars, run.id, host.name, host.index, host.count, host.group, item (sharded stages) and trigger")
+    }
+}
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env
+    })
+}
+
+/// Renders `text` against `ctx`. Text without `{{` or `{%` is returned as is.
+pub fn render(text: &str, ctx: &TemplateContext<'_>) -> Result<String, TemplateError> {
+    if !text.contains("{{") && !text.contains("{%") && !text.contains("{#") {
+        return Ok(text.to_owned());
+    }
+    env().render_str(text, ctx.to_value()).map_err(|e| {
+        let what = match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        };
+        TemplateError {
+            what,
+            fragment: e
+                .range()
+                .and_then(|r| text.get(r))
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
+            line: e.line(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(item: Option<serde_json::Value>) -> TemplateContext<'static> {
+        let vars = Box::leak(Box::new(BTreeMap::from([(
+            "model".to_owned(),
+            serde_json::json!("resnet"),
+        )])));
+        let trigger = Box::leak(Box::new(BTreeMap::from([(
+            "kind".to_owned(),
+            serde_json::json!("manual"),
+        )])));
+        TemplateContext {
+            vars,
+            run_id: "r1",
+            host: HostVars {
+                name: "w-1".into(),
+                index: 1,
+                count: 3,
+                group: "w".into(),
+            },
+            item: item.map(|i| &*Box::leak(Box::new(i))),
+            trigger: Trigger::Known(trigger),
+        }
+    }
+
+    #[test]
+    fn renders_every_namespace() {
+        let out = render(
+            "{{ vars.model }} {{ run.id }} {{ host.name }} {{ host.index }}/{{ host.count }} {{ item.n }} {{ trigger.kind }}",
+            &ctx(Some(serde_json::json!({"n": 7}))),
+        );
+        assert_eq!(out.as_deref(), Ok("resnet r1 w-1 1/3 7 manual"));
+    }
+
+    #[test]
+    fn undefined_is_an_error_that_names_the_fragment() {
+        let e = render("echo {{ vars.nope }}", &ctx(None)).unwrap_err();
+        assert_eq!(e.what, "undefined value");
+        assert_eq!(e.fragment.as_deref(), Some("vars.nope"));
+        let e = render("echo {{ item }}", &ctx(None)).unwrap_err();
+        assert_eq!(e.what, "undefined value");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported() {
+        let e = render("echo {{ host.name ", &ctx(None)).unwrap_err();
+        assert!(e.what.starts_with("syntax error"), "{e}");
+    }
+
+    #[test]
+    fn plain_text_is_untouched() {
+        assert_eq!(
+            render("echo $HOME }", &ctx(None)).as_deref(),
+            Ok("echo $HOME }")
+        );
+    }
+}

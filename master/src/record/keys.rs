@@ -1,0 +1,69 @@
+//! The store key layout: where everything a run leaves behind lives, under one prefix
+//! `runs/RUN_ID/`. The one place key names are spelled.
+//!
+//! It only names keys; writing and reading them is the store's and its callers' job.
+
+/// The prefix of everything of a run.
+pub fn run_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}/")
+}
+
+/// The run record.
+pub fn run_record(run_id: &str) -> String {
+    format!("runs/{run_id}/run.json")
+}
+
+/// The HTML report, written at the end of the run.
+pub fn report(run_id: &str) -> String {
+    format!("runs/{run_id}/report.html")
+}
+
+/// The heartbeat while the run is going.
+pub fn status(run_id: &str) -> String {
+    format!("runs/{run_id}/status.json")
+}
+
+/// The prefix of a run's log archives.
+pub fn logs_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}/logs/")
+}
+
+/// A host's (or `master`'s) log archive.
+pub fn log_archive(run_id: &str, host: &str) -> String {
+    format!("runs/{run_id}/logs/{host}.tar.gz")
+}
+
+/// The latest snapshot of a host's logs, taken while the run goes.
+pub fn log_snapshot(run_id: &str, host: &str) -> String {
+    format!("runs/{run_id}/logs/snapshots/{host}.tar.gz")
+}
+
+/// The master's plain log, stored when the run could not even start.
+pub fn master_log(run_id: &str) -> String {
+    format!("runs/{run_id}/logs/master.log")
+}
+
+/// The launcher's claim of a run (create-if-absent).
+pub fn claim(run_id: &str) -> String {
+    format!("runs/{run_id}/claim.json")
+}
+
+/// What the master runs besides the playbook.
+pub fn request(run_id: &str) -> String {
+    format!("runs/{run_id}/request.json")
+}
+
+/// The playbook text the master runs.
+pub fn playbook(run_id: &str) -> String {
+    format!("runs/{run_id}/playbook.yml")
+}
+
+/// The master the launcher started.
+pub fn launch(run_id: &str) -> String {
+    format!("runs/{run_id}/launch.json")
+}
+
+/// What a sweep at `unix_secs` terminated of the run.
+pub fn sweep_note(run_id: &str, unix_secs: u64) -> String {
+    format!("runs/{run_id}/sweeps/{unix_secs}.json")
+}

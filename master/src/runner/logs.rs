@@ -1,0 +1,155 @@
+//! Moving logs into the store: a host's `squall-worker pack` output streamed straight
+//! into `Store::put_stream` (constant memory; an archive is stored whole or not at all),
+//! for final collections and live snapshots, and the master's own log packed at the end.
+//!
+//! Which hosts to collect or snapshot, and when, is the engine's decision.
+
+use super::Ctx;
+use super::agent::pack_argv;
+use crate::engine::{Event, Failure, HostId};
+use crate::error::chain;
+use crate::record::keys;
+use crate::seam::{Instance, Store, StoreError, TransportError};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+
+/// How long packing and storing one host's logs may take.
+pub const COLLECT_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Why a host's archive was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    #[error("packing the logs")]
+    Pull(#[source] TransportError),
+    #[error("storing the archive")]
+    Store(#[source] StoreError),
+    #[error("timed out after {}s", .0.as_secs())]
+    TimedOut(Duration),
+}
+
+/// Packs and stores a host's final archive, then reports it.
+pub async fn collect(ctx: &Ctx, host: HostId, name: String, inst: Instance) {
+    let key = keys::log_archive(&ctx.opts.run_id, &name);
+    let r = pipe_with_timeout(ctx, &inst, &key).await;
+    ctx.send(Event::LogsCollected {
+        host,
+        result: r.map(|_| key).map_err(|e| Failure(pipe_text(&e))),
+    });
+}
+
+/// Packs and stores a snapshot of a live host's logs, then reports it.
+pub async fn snapshot(ctx: &Ctx, host: HostId, name: String, inst: Instance) {
+    let key = keys::log_snapshot(&ctx.opts.run_id, &name);
+    let r = pipe_with_timeout(ctx, &inst, &key).await;
+    if let Err(e) = &r {
+        tracing::debug!(host = %name, "log snapshot failed: {}", chain(e));
+    }
+    ctx.send(Event::LogsSnapshotted {
+        host,
+        result: r.map(|_| key).map_err(|e| Failure(chain(&e))),
+    });
+}
+
+/// The text a failed collection leaves in the record: the cause itself (what failed
+/// is clear from where it is recorded).
+fn pipe_text(e: &PipeError) -> String {
+    match e {
+        PipeError::Pull(t) => chain(t),
+        PipeError::Store(s) => chain(s),
+        PipeError::TimedOut(_) => e.to_string(),
+    }
+}
+
+async fn pipe_with_timeout(ctx: &Ctx, inst: &Instance, key: &str) -> Result<u64, PipeError> {
+    tokio::time::timeout(COLLECT_TIMEOUT, pipe_to_store(ctx, inst, key))
+        .await
+        .unwrap_or(Err(PipeError::TimedOut(COLLECT_TIMEOUT)))
+}
+
+/// Streams the agent's `pack` output straight into the store, in constant memory. The
+/// object is only kept if the whole archive arrived.
+async fn pipe_to_store(ctx: &Ctx, inst: &Instance, key: &str) -> Result<u64, PipeError> {
+    let (writer, reader) = tokio::io::duplex(1 << 16);
+    let ok = Arc::new(AtomicBool::new(false));
+    let mut reader = FailUnlessComplete {
+        inner: reader,
+        ok: ok.clone(),
+    };
+    let argv = pack_argv(ctx, inst);
+    let pull = async move {
+        let mut writer = writer;
+        let r = ctx.b.transport.stream(inst, &argv, &mut writer).await;
+        if r.is_ok() {
+            ok.store(true, Ordering::SeqCst);
+        }
+        let _ = writer.shutdown().await;
+        r
+    };
+    // The reader is dropped as soon as the store gives up, so the producer sees a broken
+    // pipe instead of blocking on a full buffer until the collect timeout.
+    let store = async move { ctx.b.store.put_stream(key, &mut reader).await };
+    let (pulled, stored) = tokio::join!(pull, store);
+    pulled.map_err(PipeError::Pull)?;
+    stored.map_err(PipeError::Store)
+}
+
+/// A reader that turns end-of-stream into an error unless the producer said it
+/// finished, so a cut-off archive is never stored as if whole.
+struct FailUnlessComplete<R> {
+    inner: R,
+    ok: Arc<AtomicBool>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for FailUnlessComplete<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(()))
+                if buf.filled().len() == before && !this.ok.load(Ordering::SeqCst) =>
+            {
+                Poll::Ready(Err(std::io::Error::other("the archive stream ended early")))
+            }
+            other => other,
+        }
+    }
+}
+
+/// The master's log could not be archived.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterLogError {
+    #[error("packing {}", .0.display())]
+    Pack(std::path::PathBuf, #[source] std::io::Error),
+    #[error("packing the master log")]
+    Join(#[source] tokio::task::JoinError),
+    #[error("storing the master log")]
+    Store(#[source] StoreError),
+}
+
+/// Packs the master's log file as `master.log` in a tar.gz and stores it.
+pub async fn put_master_log(
+    store: &dyn Store,
+    key: &str,
+    log: &Path,
+) -> Result<(), MasterLogError> {
+    let path = log.to_owned();
+    let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut tar = tar::Builder::new(enc);
+        tar.append_path_with_name(&path, "master.log")?;
+        tar.into_inner()?.finish()
+    })
+    .await
+    .map_err(MasterLogError::Join)?
+    .map_err(|e| MasterLogError::Pack(log.to_owned(), e))?;
+    store.put(key, bytes).await.map_err(MasterLogError::Store)
+}

@@ -1,0 +1,457 @@
+//! The runner: drives an [`Engine`] with real IO through the `Compute`, `Transport` and
+//! `Store` seams.
+//!
+//! Each action runs as a job ([`jobs`]) and reports back as an event on one channel; a
+//! one-second tick feeds deadlines, timeouts, snapshots and heartbeats; Ctrl-C and
+//! SIGTERM become a cancel. Whatever happens, the run ends with logs collected,
+//! instances torn down by tag and a record written. The decisions themselves (what to
+//! run where, when to retry, when to stop, which hosts to snapshot, when to write a
+//! heartbeat) are the engine's, not this module's. The agent client is [`agent`],
+//! moving logs into the store [`logs`], what people see while it runs [`progress`].
+
+pub mod agent;
+pub mod jobs;
+pub mod logs;
+pub mod progress;
+
+use crate::engine::{
+    Action, Engine, EngineOptions, Event, Failure, HostId, LaunchedInstance, TaskResult,
+};
+use crate::error::chain;
+use crate::plan::{FleetGroup, Plan};
+use crate::record::{RunRecord, TaskOutcome, keys};
+use crate::seam::Backends;
+use crate::seam::compute::{self, Instance, LaunchRequest, tags};
+use crate::seam::store::{self as store, StoreError};
+use jobs::{Jobs, Signals};
+use progress::ProgressView;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub run_id: String,
+    /// What started the run, for `trigger.*` and the record.
+    pub trigger: BTreeMap<String, serde_json::Value>,
+    /// The `squall-worker` binary to install on hosts.
+    pub agent_binary: PathBuf,
+    /// Seconds of each long-poll `wait` on a task (bounds how fast a lost host is seen).
+    pub wait_poll_secs: u64,
+    /// How often `status.json` is rewritten.
+    pub heartbeat_every: Duration,
+    /// Show a live progress bar (a terminal) instead of log lines.
+    pub progress_bar: bool,
+    /// The master's own log file, packed into `logs/master.tar.gz` at the end.
+    pub master_log: Option<PathBuf>,
+    /// Listen for Ctrl-C and SIGTERM.
+    pub handle_signals: bool,
+    /// Boot script of each fleet group's instances (none when absent).
+    pub worker_user_data: BTreeMap<String, String>,
+    /// Store a snapshot of every live host's logs this often while the stages run, so
+    /// a host lost later loses at most this much (plus one snapshot's duration).
+    pub snapshot_every: Option<Duration>,
+}
+
+/// What a finished run left behind.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub record: RunRecord,
+    /// Where the record is, for people.
+    pub record_location: String,
+    /// Where the HTML report is, for people.
+    pub report_location: String,
+    /// Where each archive is, for people (host name, location).
+    pub archives: Vec<(String, String)>,
+}
+
+/// Errors that stop a run before it can even be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// writing the run record failed
+    #[error("failed to write the run record {key}")]
+    Record {
+        key: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a job reports on the runner's channel.
+#[derive(Debug)]
+enum Report {
+    /// A group was launched: the runner keeps the instances, the engine learns of them.
+    Launched {
+        group: String,
+        instances: Vec<Instance>,
+    },
+    Event(Event),
+}
+
+/// Shared state of the action jobs.
+#[derive(Debug)]
+pub struct Ctx {
+    b: Backends,
+    opts: RunOptions,
+    /// sha256 of the agent binary, hex: an up-to-date agent is not uploaded again.
+    agent_sha256: Option<String>,
+    deadline_tag: String,
+    tx: mpsc::UnboundedSender<Report>,
+    /// Why the run record could not be written, if it could not.
+    record_error: Mutex<Option<StoreError>>,
+}
+
+impl Ctx {
+    /// Reports an event to the run loop (which only stops listening once it is done).
+    fn send(&self, event: Event) {
+        let _ = self.tx.send(Report::Event(event));
+    }
+}
+
+/// Runs `plan` to the end: provision, stages, collect, teardown, record.
+pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSummary, RunError> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut engine = Engine::with_options(
+        plan.clone(),
+        opts.run_id.clone(),
+        opts.trigger.clone(),
+        now_ms(),
+        EngineOptions {
+            snapshot_every_ms: opts.snapshot_every.map(|d| d.as_millis() as u64),
+            heartbeat_every_ms: Some(opts.heartbeat_every.as_millis() as u64),
+        },
+    );
+    // Instances may be swept once the run's deadline and its collect/teardown grace
+    // have passed.
+    let grace = (plan.stop_grace() + plan.collect_grace()).as_secs();
+    let deadline_tag = (engine.deadline_at_ms() / 1000 + grace).to_string();
+    // Unreadable: the agent is always uploaded, and the upload reports the error.
+    let agent_sha256 = crate::digest::file_sha256_hex(&opts.agent_binary)
+        .await
+        .ok();
+    let ctx = Arc::new(Ctx {
+        b: b.clone(),
+        opts: opts.clone(),
+        agent_sha256,
+        deadline_tag,
+        tx,
+        record_error: Mutex::new(None),
+    });
+    let mut hosts: Vec<Instance> = Vec::new();
+    let mut jobs = Jobs::default();
+    let mut view = ProgressView::new(opts.progress_bar, &plan.name, &opts.run_id);
+    tracing::info!(run = %opts.run_id, playbook = %plan.file.display(), "run started");
+
+    let first = engine.start();
+    dispatch(&ctx, &engine, &hosts, &mut jobs, first).await;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut signals = Signals::new(opts.handle_signals);
+    while !engine.is_done() {
+        let report = tokio::select! {
+            Some(r) = rx.recv() => r,
+            _ = tick.tick() => Report::Event(Event::Tick),
+            reason = signals.next() => {
+                tracing::warn!("{reason}: stopping the run (logs are still collected and instances torn down)");
+                Report::Event(Event::Cancel { reason: format!("cancelled by {reason}") })
+            }
+            Some(ended) = jobs.next() => match ended {
+                Some(stand_in) => Report::Event(stand_in),
+                None => continue,
+            },
+        };
+        let (event, launched) = match report {
+            Report::Launched { group, instances } => {
+                let event = Event::Launched {
+                    group,
+                    instances: instances
+                        .iter()
+                        .map(|i| LaunchedInstance {
+                            id: i.id.clone(),
+                            address: i.address.clone(),
+                            instance_type: i.instance_type.clone(),
+                        })
+                        .collect(),
+                };
+                (event, instances)
+            }
+            Report::Event(e) => (e, Vec::new()),
+        };
+        log_event(&engine, &event);
+        let before = engine.host_count();
+        let actions = engine.handle(now_ms(), event);
+        // The engine numbers hosts in the order it takes them in; a launch it ignored
+        // (it came after the run stopped waiting) gets no ids (teardown by tag ends it).
+        if engine.host_count() > before {
+            hosts.extend(launched);
+        }
+        dispatch(&ctx, &engine, &hosts, &mut jobs, actions).await;
+        view.update(&engine.progress());
+    }
+    jobs.shutdown().await;
+    view.finish();
+
+    // Belt and braces: a launch that finished after teardown must not leave anything.
+    if let Err(e) = compute::teardown_workers(b.compute.as_ref(), &opts.run_id).await {
+        tracing::error!("final teardown check failed: {}", chain(&e));
+    }
+    if let Some(e) = ctx.record_error.lock().ok().and_then(|mut e| e.take()) {
+        return Err(RunError::Record {
+            key: keys::run_record(&opts.run_id),
+            source: e,
+        });
+    }
+    let record = engine.record();
+    tracing::info!(
+        status = record.status.as_str(),
+        reason = record.reason.as_deref().unwrap_or(""),
+        "run ended"
+    );
+    if let Some(log) = &opts.master_log {
+        let key = keys::log_archive(&opts.run_id, "master");
+        if let Err(e) = logs::put_master_log(b.store.as_ref(), &key, log).await {
+            tracing::error!("storing the master log failed: {}", chain(&e));
+        }
+    }
+    if let Err(e) = crate::inspect::report::publish(b.store.as_ref(), &record).await {
+        tracing::error!("storing the report failed: {}", chain(&e));
+    }
+    let archives = record
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            h.archive
+                .as_ref()
+                .map(|k| (h.name.clone(), b.store.locate(k)))
+        })
+        .chain(opts.master_log.iter().map(|_| {
+            (
+                "master".to_owned(),
+                b.store.locate(&keys::log_archive(&opts.run_id, "master")),
+            )
+        }))
+        .collect();
+    Ok(RunSummary {
+        report_location: b.store.locate(&keys::report(&opts.run_id)),
+        record_location: b.store.locate(&keys::run_record(&opts.run_id)),
+        record,
+        archives,
+    })
+}
+
+fn log_event(engine: &Engine, event: &Event) {
+    let name = |h: HostId| engine.host_name(h).to_owned();
+    match event {
+        Event::TaskFinished { key, host, result } if result.outcome != TaskOutcome::Succeeded => {
+            tracing::warn!(
+                host = %name(*host),
+                task = %key.agent_id(),
+                outcome = ?result.outcome,
+                exit_code = ?result.exit_code,
+                error = result.error.as_deref().unwrap_or(""),
+                "task did not succeed"
+            );
+        }
+        Event::TaskFinished { key, host, .. } => {
+            tracing::info!(host = %name(*host), task = %key.agent_id(), "task succeeded");
+        }
+        Event::HostLost { host, reason } => {
+            tracing::warn!(host = %name(*host), "host lost: {reason}");
+        }
+        Event::LaunchFailed { group, error } => {
+            tracing::error!("launch of `{group}` failed: {error}")
+        }
+        Event::BootstrapFailed { host, error } => {
+            tracing::warn!(host = %name(*host), "bootstrap failed: {error}");
+        }
+        Event::LogsCollected {
+            host,
+            result: Err(e),
+        } => {
+            tracing::warn!(host = %name(*host), "log collection failed: {e}");
+        }
+        Event::TornDown { result: Err(e) } => tracing::error!("teardown failed: {e}"),
+        _ => {}
+    }
+}
+
+/// Runs each action: as a job reporting back on the channel, or (heartbeats) in
+/// order, here.
+async fn dispatch(
+    ctx: &Arc<Ctx>,
+    engine: &Engine,
+    hosts: &[Instance],
+    jobs: &mut Jobs,
+    actions: Vec<Action>,
+) {
+    for action in actions {
+        let job = ctx.clone();
+        let host_of = |h: HostId| hosts.get(h).cloned();
+        match action {
+            Action::Launch { group, spec } => {
+                let stand_in = Event::LaunchFailed {
+                    group: group.clone(),
+                    error: "internal error: the launch task panicked".into(),
+                };
+                jobs.spawn(
+                    Some(stand_in),
+                    async move { launch(&job, group, spec).await },
+                );
+            }
+            Action::Bootstrap { host } => {
+                let Some(inst) = host_of(host) else { continue };
+                let stand_in = Event::BootstrapFailed {
+                    host,
+                    error: "internal error: the bootstrap task panicked".into(),
+                };
+                jobs.spawn(Some(stand_in), async move {
+                    agent::bootstrap(&job, host, inst).await
+                });
+            }
+            Action::StartTask {
+                key,
+                host,
+                name,
+                command,
+            } => {
+                let Some(inst) = host_of(host) else { continue };
+                tracing::info!(host = %engine.host_name(host), task = %key.agent_id(), "starting `{name}`");
+                let now = now_ms();
+                let stand_in = Event::TaskFinished {
+                    key,
+                    host,
+                    result: TaskResult::without_exit(
+                        TaskOutcome::Failed,
+                        Some("internal error: the task's driver panicked".into()),
+                        now,
+                        now,
+                    ),
+                };
+                jobs.spawn(Some(stand_in), async move {
+                    agent::run_task(&job, key, host, inst, command).await;
+                });
+            }
+            Action::CancelTask { key, host } => {
+                let Some(inst) = host_of(host) else { continue };
+                jobs.spawn(
+                    None,
+                    async move { agent::cancel_task(&job, key, inst).await },
+                );
+            }
+            Action::CollectLogs { host } => {
+                let Some(inst) = host_of(host) else { continue };
+                let name = engine.host_name(host).to_owned();
+                let stand_in = Event::LogsCollected {
+                    host,
+                    result: Err(Failure("internal error: log collection panicked".into())),
+                };
+                jobs.spawn(Some(stand_in), async move {
+                    logs::collect(&job, host, name, inst).await;
+                });
+            }
+            Action::SnapshotLogs { host } => {
+                let Some(inst) = host_of(host) else { continue };
+                let name = engine.host_name(host).to_owned();
+                let stand_in = Event::LogsSnapshotted {
+                    host,
+                    result: Err(Failure("internal error: the snapshot panicked".into())),
+                };
+                jobs.spawn(Some(stand_in), async move {
+                    logs::snapshot(&job, host, name, inst).await;
+                });
+            }
+            Action::Heartbeat(beat) => {
+                let key = keys::status(&beat.run_id);
+                if let Err(e) = store::put_json(ctx.b.store.as_ref(), &key, &beat).await {
+                    tracing::warn!("heartbeat not written: {}", chain(&e));
+                }
+            }
+            Action::Teardown => {
+                let stand_in = Event::TornDown {
+                    result: Err(Failure("internal error: teardown panicked".into())),
+                };
+                jobs.spawn(Some(stand_in), async move { teardown(&job).await });
+            }
+            Action::WriteRecord(record) => {
+                jobs.spawn(Some(Event::RecordWritten), async move {
+                    let key = keys::run_record(&record.run_id);
+                    // The S3 store retries passing trouble itself.
+                    if let Err(e) = store::put_json(job.b.store.as_ref(), &key, &record).await {
+                        tracing::error!("failed to write the run record {key}: {}", chain(&e));
+                        if let Ok(mut slot) = job.record_error.lock() {
+                            *slot = Some(e);
+                        }
+                    }
+                    job.send(Event::RecordWritten);
+                });
+            }
+        }
+    }
+}
+
+/// How long terminating the run's instances may take before the run is recorded
+/// anyway (instances past their deadline are still swept later).
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(600);
+
+async fn teardown(ctx: &Ctx) {
+    let teardown = compute::teardown_workers(ctx.b.compute.as_ref(), &ctx.opts.run_id);
+    let r = match tokio::time::timeout(TEARDOWN_TIMEOUT, teardown).await {
+        Ok(r) => r.map_err(|e| Failure(chain(&e))),
+        Err(_) => Err(Failure(format!(
+            "teardown did not finish within {}s",
+            TEARDOWN_TIMEOUT.as_secs()
+        ))),
+    };
+    ctx.send(Event::TornDown { result: r });
+}
+
+async fn launch(ctx: &Ctx, group: String, spec: FleetGroup) {
+    let run_id = &ctx.opts.run_id;
+    let req = LaunchRequest {
+        run_id: run_id.clone(),
+        group: group.clone(),
+        tags: BTreeMap::from([
+            (tags::RUN.to_owned(), run_id.clone()),
+            (tags::ROLE.to_owned(), "worker".to_owned()),
+            (tags::GROUP.to_owned(), group.clone()),
+            (tags::DEADLINE.to_owned(), ctx.deadline_tag.clone()),
+        ]),
+        user_data: ctx
+            .opts
+            .worker_user_data
+            .get(&group)
+            .cloned()
+            .unwrap_or_default(),
+        client_token: compute::client_token(run_id, &group),
+        instance_profile: None,
+        spec: spec.clone(),
+    };
+    let report = match ctx.b.compute.launch(&req).await {
+        Ok(instances) if instances.len() as u32 >= spec.min() => {
+            Report::Launched { group, instances }
+        }
+        Ok(instances) => Report::Event(Event::LaunchFailed {
+            error: format!(
+                "only {} of the {} required instances started",
+                instances.len(),
+                spec.min()
+            ),
+            group,
+        }),
+        Err(e) => Report::Event(Event::LaunchFailed {
+            group,
+            error: chain(&e),
+        }),
+    };
+    let _ = ctx.tx.send(report);
+}

@@ -1,0 +1,101 @@
+//! The `Store` seam: where everything a run leaves behind lives (`runs/RUN_ID/...`).
+//!
+//! Put (whole or streaming), get, list and create-if-absent, the last for claiming a
+//! run exactly once. Implementations live in [`crate::backend`]: a local directory and
+//! S3. What goes under a run's prefix is [`crate::record`]'s business; [`put_json`] and
+//! [`get_json`] are the one way records are serialized into the store and read back.
+
+use crate::error::BoxError;
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncRead;
+
+/// Errors from a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The key is not a valid store key.
+    #[error("invalid store key `{0}`")]
+    BadKey(String),
+    /// The operation failed.
+    #[error("{op} `{key}` failed")]
+    Failed {
+        op: &'static str,
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// `op` on `key` failed because of `source`.
+    pub fn failed(op: &'static str, key: &str, source: impl Into<BoxError>) -> Self {
+        StoreError::Failed {
+            op,
+            key: key.to_owned(),
+            source: source.into(),
+        }
+    }
+}
+
+/// A stream of an object's bytes.
+pub type ByteReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A place to keep run records and archives.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Writes `body` at `key`, replacing what was there.
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError>;
+    /// Streams `body` to `key` in constant memory; returns the bytes written. The
+    /// object appears whole or not at all.
+    async fn put_stream(
+        &self,
+        key: &str,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+    ) -> Result<u64, StoreError>;
+    /// Reads `key`; `None` when absent.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads `key` as a stream, in constant memory whatever its size; `None` when absent.
+    async fn get_stream(&self, key: &str) -> Result<Option<ByteReader>, StoreError>;
+    /// Every key under `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Writes `body` at `key` only if nothing is there; false when it already was.
+    async fn create_if_absent(&self, key: &str, body: Vec<u8>) -> Result<bool, StoreError>;
+    /// Where `key` lives, for people (a path or an `s3://` URL).
+    fn locate(&self, key: &str) -> String;
+}
+
+/// Serializes `value` as pretty JSON and writes it at `key`.
+pub async fn put_json<T: Serialize + ?Sized>(
+    store: &dyn Store,
+    key: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    let body = serde_json::to_vec_pretty(value).map_err(|e| StoreError::failed("put", key, e))?;
+    store.put(key, body).await
+}
+
+/// Serializes `value` as pretty JSON and writes it at `key` only if nothing is there;
+/// false when something already was.
+pub async fn create_json<T: Serialize + ?Sized>(
+    store: &dyn Store,
+    key: &str,
+    value: &T,
+) -> Result<bool, StoreError> {
+    let body =
+        serde_json::to_vec_pretty(value).map_err(|e| StoreError::failed("create", key, e))?;
+    store.create_if_absent(key, body).await
+}
+
+/// Reads `key` as JSON; `None` when absent, an error when it does not parse.
+pub async fn get_json<T: DeserializeOwned>(
+    store: &dyn Store,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match store.get(key).await? {
+        Some(body) => serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| StoreError::failed("parse", key, e)),
+        None => Ok(None),
+    }
+}
