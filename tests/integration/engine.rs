@@ -4,7 +4,8 @@
 //! real run does with the actions is tested in `local_run`.
 
 use squall::engine::{
-    Action, Engine, Event, HostId, LaunchedInstance, TaskCommand, TaskKey, TaskResult,
+    Action, Engine, EngineOptions, Event, Failure, HostId, LaunchedInstance, TaskCommand, TaskKey,
+    TaskResult,
 };
 use squall::plan;
 use squall::record::{Phase, RunStatus, TaskOutcome};
@@ -25,10 +26,14 @@ struct Sim {
 
 impl Sim {
     fn new(yaml: &str) -> Sim {
+        Sim::with_options(yaml, EngineOptions::default())
+    }
+
+    fn with_options(yaml: &str, options: EngineOptions) -> Sim {
         let pb = plan::parse(Path::new("t.yml"), yaml, Path::new("."), &BTreeMap::new())
             .unwrap_or_else(|e| panic!("test playbook is invalid:\n{e}"));
         let trigger = BTreeMap::from([("kind".to_owned(), serde_json::json!("manual"))]);
-        let mut e = Engine::new(Arc::new(pb), "run-1".into(), trigger, 0);
+        let mut e = Engine::with_options(Arc::new(pb), "run-1".into(), trigger, 0, options);
         let first = e.start();
         let mut sim = Sim {
             e,
@@ -44,7 +49,11 @@ impl Sim {
 
     /// Launches every group as asked and bootstraps every host: the run reaches Stages.
     fn boot(yaml: &str) -> Sim {
-        let mut sim = Sim::new(yaml);
+        Sim::boot_with(yaml, EngineOptions::default())
+    }
+
+    fn boot_with(yaml: &str, options: EngineOptions) -> Sim {
+        let mut sim = Sim::with_options(yaml, options);
         assert_eq!(sim.e.phase(), Phase::Bootstrap);
         let hosts = sim.e.progress().hosts_total;
         for h in 0..hosts {
@@ -595,4 +604,142 @@ fn each_task_of_a_plain_stage_has_its_own_retries() {
         "task 1 still has its own retry"
     );
     assert_eq!(s.running_on(0).task, 1);
+}
+
+/// The hosts a batch of actions asks to snapshot.
+fn snapshots(actions: &[Action]) -> Vec<HostId> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SnapshotLogs { host } => Some(*host),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn live_hosts_logs_are_snapshotted_at_the_interval_one_snapshot_per_host_at_a_time() {
+    let options = EngineOptions {
+        snapshot_every_ms: Some(30_000),
+        ..EngineOptions::default()
+    };
+    let mut s = Sim::boot_with(&SHARDED.replace("count: 2", "count: 3"), options);
+    s.now = 29_999;
+    assert!(
+        snapshots(&s.send(Event::Tick)).is_empty(),
+        "not before the interval"
+    );
+    s.now = 30_000;
+    assert_eq!(snapshots(&s.send(Event::Tick)), [0, 1, 2]);
+    s.now = 31_000;
+    s.send(Event::LogsSnapshotted {
+        host: 0,
+        result: Ok("runs/run-1/logs/snapshots/w-0.tar.gz".into()),
+    });
+    s.send(Event::LogsSnapshotted {
+        host: 1,
+        result: Err(Failure("timed out".into())),
+    });
+    s.lose(2);
+    s.now = 59_999;
+    assert!(snapshots(&s.send(Event::Tick)).is_empty());
+    s.now = 60_000;
+    assert_eq!(
+        snapshots(&s.send(Event::Tick)),
+        [0, 1],
+        "a lost host is not snapshotted; a failed snapshot does not stop the next"
+    );
+    s.now = 90_000;
+    assert!(
+        snapshots(&s.send(Event::Tick)).is_empty(),
+        "hosts whose snapshot has not answered get no second one"
+    );
+    let rec = s.e.record();
+    let snap = rec.hosts[0]
+        .snapshot
+        .as_ref()
+        .expect("w-0's snapshot is recorded");
+    assert_eq!(
+        (snap.key.as_str(), snap.at_ms),
+        ("runs/run-1/logs/snapshots/w-0.tar.gz", 31_000)
+    );
+    assert!(rec.hosts[1].snapshot.is_none());
+}
+
+#[test]
+fn no_snapshot_is_asked_for_outside_the_stages() {
+    let options = EngineOptions {
+        snapshot_every_ms: Some(1_000),
+        ..EngineOptions::default()
+    };
+    let mut s = Sim::with_options(PLAIN, options);
+    s.now = 5_000;
+    assert!(snapshots(&s.send(Event::Tick)).is_empty(), "bootstrapping");
+    let mut s = Sim::boot_with(PLAIN, options);
+    s.send(Event::Cancel {
+        reason: "cancelled by Ctrl-C".into(),
+    });
+    s.now = 5_000;
+    assert!(snapshots(&s.send(Event::Tick)).is_empty(), "stopping");
+}
+
+#[test]
+fn heartbeats_come_at_every_phase_or_stage_change_and_at_the_interval() {
+    let options = EngineOptions {
+        heartbeat_every_ms: Some(15_000),
+        ..EngineOptions::default()
+    };
+    let beats = |actions: &[Action]| -> Vec<(Phase, Option<String>, usize)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Heartbeat(b) => Some((b.phase, b.stage.clone(), b.shards_done)),
+                _ => None,
+            })
+            .collect()
+    };
+    let pb = plan::parse(
+        Path::new("t.yml"),
+        SHARDED,
+        Path::new("."),
+        &BTreeMap::new(),
+    )
+    .expect("valid");
+    let mut e = Engine::with_options(Arc::new(pb), "run-1".into(), BTreeMap::new(), 0, options);
+    let first = e.start();
+    assert!(
+        matches!(first.first(), Some(Action::Heartbeat(b)) if b.phase == Phase::Provision),
+        "the first heartbeat comes before the launches: {first:?}"
+    );
+    let mut s = Sim::boot_with(SHARDED, options);
+    s.now = 1_000;
+    assert!(beats(&s.send(Event::Tick)).is_empty(), "nothing changed");
+    s.now = 15_000;
+    let due = beats(&s.send(Event::Tick));
+    assert_eq!(due, [(Phase::Stages, Some("score".into()), 0)]);
+    assert_eq!(s.e.heartbeat().hosts.len(), 2);
+    assert_eq!(s.e.heartbeat().hosts[0].running, ["s0-u0-t0-a0"]);
+    // Finish every item: the run moves to collecting, which is a change.
+    let mut last = Vec::new();
+    for host in [0, 0, 1, 1, 0, 0, 1, 1] {
+        last = s.ok(host);
+    }
+    assert_eq!(
+        beats(&last),
+        [(Phase::CollectLogs, None, 4)],
+        "the change to collecting is told at once"
+    );
+    for h in std::mem::take(&mut s.collects) {
+        s.send(Event::LogsCollected {
+            host: h,
+            result: Ok(format!("runs/run-1/logs/{h}.tar.gz")),
+        });
+    }
+    let record = s.send(Event::TornDown { result: Ok(2) });
+    assert!(
+        beats(&record).is_empty(),
+        "the record, being written, is the last word: {record:?}"
+    );
+    let done = s.send(Event::RecordWritten);
+    assert_eq!(beats(&done), [(Phase::Done, None, 4)]);
 }
