@@ -2,9 +2,9 @@
 //! directories, and running `squall` as a user would.
 //!
 //! The tests themselves live in `integration/` (one test binary, modules inside). Real
-//! servers are started by [`sshd`] (OpenSSH) and [`moto`] (the AWS API emulator).
+//! servers are started by [`sshd`] (OpenSSH) and [`moto`] (the AWS API emulator). The
+//! benchmarks (`bench/`, crate `squall-bench`) use the same harnesses.
 
-pub mod bench;
 pub mod ec2sim;
 pub mod imds;
 pub mod lambda;

@@ -11,20 +11,32 @@
 //!
 //! ```text
 //! scripts/install-test-deps      # moto
-//! cargo run -p squall-tests --release --bin bench-launcher -- [--runs 20]
+//! cargo run -p squall-bench --profile bench-fast --bin bench-launcher -- [--runs 20]
 //! ```
 
 use anyhow::{Context, Result, ensure};
+use clap::Parser;
 use squall::backend::aws::ec2::{Ec2Compute, Ec2Settings};
 use squall::seam::Store;
+use squall_bench::stats::{max, median, min};
 use squall_launcher::{Launcher, Settings};
-use squall_tests::bench::median;
 use squall_tests::moto::{Moto, network};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BUCKET: &str = "squall-bench-launcher";
 const PLAYBOOK: &str = "name: nightly\ndeadline: 2h\nfleet: { workers: { count: 4, instance_type: [c7i.large, c6i.large] } }\nstages:\n  - name: score\n    hosts: workers\n    shards: [1, 2, 3, 4, 5, 6, 7, 8]\n    tasks:\n      - copy: { src: files/score.sh, dest: score.sh, mode: \"0755\" }\n      - shell: ./score.sh {{ item }} {{ trigger.key }}\n";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench-launcher",
+    about = "The launcher's handler, event to RunInstances, against moto"
+)]
+struct Args {
+    /// Timed S3 events (each a new run), after one untimed warm-up.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    runs: usize,
+}
 
 /// When RunInstances was about to be transmitted, last.
 #[derive(Debug, Clone, Default)]
@@ -61,11 +73,7 @@ fn event(n: usize) -> serde_json::Value {
 }
 
 fn main() -> Result<()> {
-    let runs: usize = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => 20,
-        [flag, n] if flag == "--runs" => n.parse().context("--runs N")?,
-        other => anyhow::bail!("usage: bench-launcher [--runs N], found {other:?}"),
-    };
+    let runs = Args::parse().runs;
     let moto = Moto::start();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
@@ -128,13 +136,11 @@ fn main() -> Result<()> {
             to_return.push(total.as_secs_f64() * 1000.0);
         }
         let stats = |v: &[f64]| {
-            let mut s = v.to_vec();
-            s.sort_by(f64::total_cmp);
             format!(
                 "median {:.1} ms, min {:.1}, max {:.1}",
                 median(v),
-                s.first().copied().unwrap_or(f64::NAN),
-                s.last().copied().unwrap_or(f64::NAN)
+                min(v),
+                max(v)
             )
         };
         let build = if cfg!(debug_assertions) {

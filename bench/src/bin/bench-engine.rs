@@ -8,7 +8,7 @@
 //! that would take too long and reports the rate so far (and the projected total).
 //!
 //! ```text
-//! cargo run -p squall-tests --release --bin bench-engine -- --hosts 1000 --items 100000
+//! cargo run -p squall-bench --profile bench-fast --bin bench-engine -- --hosts 1000 --items 100000
 //! ```
 
 use clap::Parser;
