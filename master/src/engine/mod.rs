@@ -53,7 +53,7 @@ use book::{Book, Timers};
 use flight::Flight;
 use hosts::HostTable;
 use serde_json::Value;
-use stage::Verdict;
+use stage::{StageRun, Verdict};
 use state::{Fate, State};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -225,6 +225,14 @@ impl Engine {
         out
     }
 
+    /// The stage that is running, if the stages are.
+    fn stage_mut(&mut self) -> Option<&mut StageRun> {
+        match &mut self.state {
+            State::Stages { stage, .. } => stage.as_mut(),
+            _ => None,
+        }
+    }
+
     /// Moves to `state`, marking the phase when it changes.
     fn enter(&mut self, state: State) {
         self.book.mark(state.phase(), self.now_ms);
@@ -271,15 +279,9 @@ impl Engine {
         };
         self.book
             .task(key, &attempt, self.hosts.name(host), &result);
-        let State::Stages {
-            stage: Some(stage), ..
-        } = &mut self.state
-        else {
+        let Some(stage) = self.stage_mut().filter(|s| s.index == key.stage) else {
             return; // stopping: nothing more is scheduled
         };
-        if stage.index != key.stage {
-            return;
-        }
         let succeeded = result.outcome == TaskOutcome::Succeeded;
         let Verdict::GiveUp { attempts, item } = stage.finished(key.unit, host, succeeded) else {
             return;
@@ -458,17 +460,15 @@ impl Engine {
             self.book
                 .task(key, &attempt, self.hosts.name(host), &result);
         }
-        let State::Stages {
-            stage: Some(stage), ..
-        } = &mut self.state
-        else {
+        let Some(stage) = self.stage_mut() else {
             return;
         };
+        let index = stage.index;
         if stage.host_lost(host) {
             let msg = format!(
                 "host {} was lost during stage `{}`: {reason}",
                 self.hosts.name(host),
-                self.plan.stages[stage.index].name
+                self.plan.stages[index].name
             );
             self.fail(RunStatus::Failed, msg, out);
         }

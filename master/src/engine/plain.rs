@@ -80,23 +80,18 @@ impl Plain {
             return Verdict::Continue;
         };
         let u = &mut hu.unit;
-        u.running = false;
         if succeeded {
-            u.next_task += 1;
             // Each task of a plain stage has its own retry budget.
             u.try_no = 0;
             u.failures = 0;
-            if u.next_task == self.n_tasks {
-                u.done = true;
+            if u.succeeded(self.n_tasks) {
                 self.done += 1;
             } else {
                 self.ready.insert(unit);
             }
             return Verdict::Continue;
         }
-        u.failures += 1;
-        if u.failures <= self.retries {
-            u.try_no += 1;
+        if u.failed(self.retries) {
             self.ready.insert(unit);
             return Verdict::Continue;
         }

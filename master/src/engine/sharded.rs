@@ -159,13 +159,10 @@ impl Sharded {
             return Verdict::Continue;
         };
         let u = &mut item.unit;
-        u.running = false;
         if succeeded {
             // An item's retries restart at its first task and its task ids (which carry
             // `try_no`) must never repeat, so `try_no` keeps counting across tasks.
-            u.next_task += 1;
-            if u.next_task == self.n_tasks {
-                u.done = true;
+            if u.succeeded(self.n_tasks) {
                 self.done += 1;
                 self.release(host);
             } else {
@@ -173,16 +170,14 @@ impl Sharded {
             }
             return Verdict::Continue;
         }
-        u.failures += 1;
-        if u.failures <= self.retries {
-            u.try_no += 1;
+        if u.failed(self.retries) {
             item.failed_on.insert(host);
             self.release(host);
             self.requeue(unit);
             return Verdict::Continue;
         }
         Verdict::GiveUp {
-            attempts: u.failures,
+            attempts: item.unit.failures,
             item: Some(unit),
         }
     }

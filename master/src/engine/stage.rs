@@ -22,6 +22,28 @@ pub struct Unit {
     pub done: bool,
 }
 
+impl Unit {
+    /// The unit's current task succeeded; true when it was its last.
+    pub fn succeeded(&mut self, n_tasks: usize) -> bool {
+        self.running = false;
+        self.next_task += 1;
+        self.done = self.next_task == n_tasks;
+        self.done
+    }
+
+    /// The unit's current task failed; true when a retry is left (and counted in
+    /// `try_no`, so the retry's task id is new).
+    pub fn failed(&mut self, retries: u32) -> bool {
+        self.running = false;
+        self.failures += 1;
+        let retry = self.failures <= retries;
+        if retry {
+            self.try_no += 1;
+        }
+        retry
+    }
+}
+
 /// A task the engine should start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Start {

@@ -12,7 +12,7 @@ pub mod report;
 
 pub use cost::{PRICES, price, usage};
 
-use crate::record::{Heartbeat, RunRecord, RunRequest, RunStatus, TaskOutcome, keys};
+use crate::record::{Heartbeat, RunRecord, RunRequest, RunStatus, StageRecord, TaskOutcome, keys};
 use crate::seam::store::{Store, StoreError, get_json};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -288,6 +288,15 @@ pub fn table(rows: &[RunRow]) -> String {
     out
 }
 
+/// A stage's state for people; `open` names a stage that has not ended.
+fn stage_state<'a>(s: &StageRecord, open: &'a str) -> &'a str {
+    match s.succeeded {
+        Some(true) => "succeeded",
+        Some(false) => "failed",
+        None => open,
+    }
+}
+
 /// `squall status RUN` as text.
 pub fn status_text(run: &str, k: &Known, now_ms: u64) -> String {
     let mut out = String::new();
@@ -310,11 +319,7 @@ pub fn status_text(run: &str, k: &Known, now_ms: u64) -> String {
             ));
             out.push_str("stages:\n");
             for s in &rec.stages {
-                let state = match s.succeeded {
-                    Some(true) => "succeeded",
-                    Some(false) => "failed",
-                    None => "not finished",
-                };
+                let state = stage_state(s, "not finished");
                 let shards = if s.shards_total > 0 {
                     format!("  shards {}/{}", s.shards_done, s.shards_total)
                 } else {
@@ -374,11 +379,7 @@ pub fn status_text(run: &str, k: &Known, now_ms: u64) -> String {
             ));
             out.push_str("stages:\n");
             for s in &beat.stages {
-                let state = match s.succeeded {
-                    Some(true) => "succeeded",
-                    Some(false) => "failed",
-                    None => "running",
-                };
+                let state = stage_state(s, "running");
                 out.push_str(&format!("  {:<16} {state}\n", s.name));
             }
             out.push_str("hosts:\n");

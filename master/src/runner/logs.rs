@@ -32,27 +32,38 @@ pub enum PipeError {
     TimedOut(Duration),
 }
 
-/// Packs and stores a host's final archive, then reports it.
-pub async fn collect(ctx: &Ctx, host: HostId, name: String, inst: Instance) {
-    let key = keys::log_archive(&ctx.opts.run_id, &name);
-    let r = pipe_with_timeout(ctx, &inst, &key).await;
-    ctx.send(Event::LogsCollected {
-        host,
-        result: r.map(|_| key).map_err(|e| Failure(pipe_text(&e))),
-    });
+/// Which archive of a host's logs: its final one, or a snapshot while the run goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Archive {
+    Final,
+    Snapshot,
 }
 
-/// Packs and stores a snapshot of a live host's logs, then reports it.
-pub async fn snapshot(ctx: &Ctx, host: HostId, name: String, inst: Instance) {
-    let key = keys::log_snapshot(&ctx.opts.run_id, &name);
+impl Archive {
+    fn key(self, run_id: &str, host: &str) -> String {
+        match self {
+            Archive::Final => keys::log_archive(run_id, host),
+            Archive::Snapshot => keys::log_snapshot(run_id, host),
+        }
+    }
+
+    /// The event that reports this archive stored at a key, or not.
+    pub fn event(self, host: HostId, result: Result<String, Failure>) -> Event {
+        match self {
+            Archive::Final => Event::LogsCollected { host, result },
+            Archive::Snapshot => Event::LogsSnapshotted { host, result },
+        }
+    }
+}
+
+/// Packs and stores a host's archive, then reports it.
+pub async fn pack(ctx: &Ctx, archive: Archive, host: HostId, name: String, inst: Instance) {
+    let key = archive.key(&ctx.opts.run_id, &name);
     let r = pipe_with_timeout(ctx, &inst, &key).await;
-    if let Err(e) = &r {
+    if let (Archive::Snapshot, Err(e)) = (archive, &r) {
         tracing::debug!(host = %name, "log snapshot failed: {}", chain(e));
     }
-    ctx.send(Event::LogsSnapshotted {
-        host,
-        result: r.map(|_| key).map_err(|e| Failure(chain(&e))),
-    });
+    ctx.send(archive.event(host, r.map(|_| key).map_err(|e| Failure(pipe_text(&e)))));
 }
 
 /// The text a failed collection leaves in the record: the cause itself (what failed

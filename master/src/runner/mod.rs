@@ -348,26 +348,20 @@ async fn dispatch(
                     async move { agent::cancel_task(&job, key, inst).await },
                 );
             }
-            Action::CollectLogs { host } => {
+            Action::CollectLogs { host } | Action::SnapshotLogs { host } => {
+                let archive = if matches!(action, Action::CollectLogs { .. }) {
+                    logs::Archive::Final
+                } else {
+                    logs::Archive::Snapshot
+                };
                 let Some(inst) = host_of(host) else { continue };
                 let name = engine.host_name(host).to_owned();
-                let stand_in = Event::LogsCollected {
+                let stand_in = archive.event(
                     host,
-                    result: Err(Failure("internal error: log collection panicked".into())),
-                };
+                    Err(Failure("internal error: packing the logs panicked".into())),
+                );
                 jobs.spawn(Some(stand_in), async move {
-                    logs::collect(&job, host, name, inst).await;
-                });
-            }
-            Action::SnapshotLogs { host } => {
-                let Some(inst) = host_of(host) else { continue };
-                let name = engine.host_name(host).to_owned();
-                let stand_in = Event::LogsSnapshotted {
-                    host,
-                    result: Err(Failure("internal error: the snapshot panicked".into())),
-                };
-                jobs.spawn(Some(stand_in), async move {
-                    logs::snapshot(&job, host, name, inst).await;
+                    logs::pack(&job, archive, host, name, inst).await;
                 });
             }
             Action::Heartbeat(beat) => {
