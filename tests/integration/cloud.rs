@@ -106,7 +106,7 @@ impl Cloud {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        cmd.output().expect("running squall")
+        squall_tests::output_within(&mut cmd, squall_tests::COMMAND_LIMIT)
     }
 
     /// Runs `squall master` for `run` on this machine as the instance `imds` answers for,
@@ -263,11 +263,49 @@ fn a_master_without_its_run_request_records_a_failure_and_terminates_itself() {
             "no worker was launched"
         );
 
-        // A master that is not this run's master never terminates itself.
-        let other = Imds::start("i-0123456789abcdef0");
+        // An instance that is not this run's master never terminates itself: a real
+        // instance in moto, tagged as another run's master, runs `squall master` for
+        // this run (it fails to start, as above) and is still running afterwards.
+        let stranger = c
+            .compute
+            .launch(&LaunchRequest {
+                run_id: "someone-else".into(),
+                group: "master".into(),
+                spec: FleetGroup {
+                    count: 1,
+                    min_count: None,
+                    instance_type: None,
+                    image: Some(c.net.image.clone()),
+                    market: Market::OnDemand,
+                    volume_gb: None,
+                    user: None,
+                    subnet: Some(c.net.subnet.clone()),
+                    security_groups: None,
+                    public_ip: false,
+                },
+                tags: BTreeMap::from([
+                    (tags::RUN.to_owned(), "someone-else".to_owned()),
+                    (tags::ROLE.to_owned(), "master".to_owned()),
+                ]),
+                user_data: String::new(),
+                client_token: "someone-else-master".into(),
+                instance_profile: None,
+            })
+            .await
+            .expect("launch")
+            .remove(0);
+        let other = Imds::start(&stranger.id);
+        let work = Scratch::new("master-other");
         let out = c.master(&run, &work, &other, &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         let log = std::fs::read_to_string(work.path.join("master.log")).unwrap_or_default();
         assert!(log.contains("not terminating"), "{}", text(&out));
+        let after = c
+            .compute
+            .describe(std::slice::from_ref(&stranger.id))
+            .await
+            .expect("describe");
+        assert_eq!(after[0].state, InstanceState::Running, "{after:?}");
     });
 }
 

@@ -336,6 +336,42 @@ impl E2e {
         }
     }
 
+    /// Waits (bounded) until the worker `id` runs a task of the `score` stage (stage 1)
+    /// of `run`, as its agent's status file there says; returns the task's item.
+    async fn running_item(&self, run: &str, id: &str, limit: Duration) -> usize {
+        let tasks = self
+            .sim
+            .instance_dir(id)
+            .join(format!("home/{LOGIN_USER}/.squall/runs/{run}/{id}/tasks"));
+        let started = Instant::now();
+        loop {
+            let running = std::fs::read_dir(&tasks)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("status.json"))
+                        .is_ok_and(|s| s.contains(r#""state":"running""#))
+                })
+                .find_map(|t| {
+                    // s1-u<ITEM>-t<TASK>-a<TRY>
+                    let name = t.file_name().to_string_lossy().into_owned();
+                    let unit = name.strip_prefix("s1-u")?.split('-').next()?.to_owned();
+                    unit.parse::<usize>().ok()
+                });
+            if let Some(item) = running {
+                return item;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{id} ran no score item within {limit:?} (looked in {})\n{}",
+                tasks.display(),
+                self.diagnostics()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The master's own log (kept in its instance folder), for ordering checks.
     fn master_log(&self, master: &str) -> String {
         std::fs::read_to_string(
@@ -371,9 +407,25 @@ fn quick_faults() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Checks a succeeded run's archives: every shard's output once, on the worker that ran
-/// it, plus the master's log.
+/// The items of the `score` stage, in order.
+const ITEMS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+
+/// Checks a succeeded run: every shard item succeeded exactly once (in the record), and
+/// its output is in the final archive of the worker that ran it, exactly once; plus the
+/// master's log.
 async fn assert_outputs(e: &E2e, run: &str, rec: &RunRecord) {
+    let mut succeeded: Vec<usize> = rec
+        .tasks
+        .iter()
+        .filter(|t| t.stage == "score" && t.outcome == TaskOutcome::Succeeded)
+        .filter_map(|t| t.item)
+        .collect();
+    succeeded.sort_unstable();
+    assert_eq!(
+        succeeded,
+        (0..ITEMS.len()).collect::<Vec<_>>(),
+        "each item succeeded exactly once"
+    );
     let mut scored = Vec::new();
     for h in rec.hosts.iter().filter(|h| h.archive.is_some()) {
         for (path, text) in e.archive(run, &h.name).await {
@@ -384,12 +436,7 @@ async fn assert_outputs(e: &E2e, run: &str, rec: &RunRecord) {
         }
     }
     scored.sort();
-    scored.dedup();
-    assert_eq!(
-        scored,
-        ["a", "b", "c", "d", "e", "f"],
-        "every shard's output is archived"
-    );
+    assert_eq!(scored, ITEMS, "every shard's output is archived, once");
     let master = e
         .get(&format!("runs/{run}/logs/master.tar.gz"))
         .await
@@ -583,19 +630,42 @@ fn a_worker_crashing_mid_stage_hands_its_shards_over_and_its_snapshot_is_kept() 
         return;
     }
     runtime().block_on(async {
-        let e = setup(&playbook("5m", 4, None), &quick_faults()).await;
+        // Items of 8 s: two rounds of the stage outlast the first snapshots.
+        let e = setup(&playbook("5m", 8, None), &quick_faults()).await;
         let started = Instant::now();
         let run = e.start("inbox/crash.csv").await;
         let workers = e.booted_workers(&run, 3, Duration::from_secs(120)).await;
-        // Once every worker's logs were snapshotted at least once, crash one.
+        // Once every worker's logs were snapshotted at least once, crash one while it
+        // is known to run a shard item (its task's status on the instance says so).
         e.snapshots(&run, 3).await;
         let victim_id = workers[0].clone();
+        let item = e
+            .running_item(&run, &victim_id, Duration::from_secs(60))
+            .await;
         e.sim.crash(&victim_id).await;
         let rec = e.record(&run, Duration::from_secs(240)).await;
         e.assert_succeeded(&rec);
         let lost: Vec<_> = rec.hosts.iter().filter(|h| h.lost.is_some()).collect();
         assert_eq!(lost.len(), 1, "{:?}", rec.hosts);
         assert_eq!(lost[0].instance_id, victim_id);
+        // The item it ran was lost there and completed on another worker.
+        let attempts: Vec<_> = rec
+            .tasks
+            .iter()
+            .filter(|t| t.stage == "score" && t.item == Some(item))
+            .collect();
+        assert!(
+            attempts
+                .iter()
+                .any(|t| t.host == lost[0].name && t.outcome == TaskOutcome::HostLost),
+            "item {item} was lost with its host: {attempts:?}"
+        );
+        assert!(
+            attempts
+                .iter()
+                .any(|t| t.host != lost[0].name && t.outcome == TaskOutcome::Succeeded),
+            "item {item} completed elsewhere: {attempts:?}"
+        );
         let snapshot = lost[0]
             .snapshot
             .clone()
@@ -817,10 +887,10 @@ echo done >>/opt/proof
             std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname"),
             hostname
         );
-        let tables = std::process::Command::new("/usr/sbin/nft")
-            .args(["list", "tables"])
-            .output()
-            .expect("nft");
+        let tables = squall_tests::output_within(
+            std::process::Command::new("/usr/sbin/nft").args(["list", "tables"]),
+            Duration::from_secs(30),
+        );
         assert!(!String::from_utf8_lossy(&tables.stdout).contains(&marker));
         assert!(
             sim.live_processes().is_empty(),

@@ -86,12 +86,16 @@ async fn handle(l: &Launcher, event: &Value, now: u64) -> Result<Vec<Outcome>, L
     squall_launcher::handle(l, event, now).await.map(|h| h.runs)
 }
 
-/// Non-terminated instances of a run.
+/// Every instance a run ever had, in any state: a master launched and then terminated
+/// still counts.
 async fn masters(compute: &Ec2Compute, run: &str) -> Vec<squall::seam::compute::Instance> {
-    compute
-        .list_by_tag(tags::RUN, run)
+    compute.list_by_tag(tags::RUN, run).await.expect("list")
+}
+
+/// The instances of a run that are not terminated.
+async fn live(compute: &Ec2Compute, run: &str) -> Vec<squall::seam::compute::Instance> {
+    masters(compute, run)
         .await
-        .expect("list")
         .into_iter()
         .filter(|i| i.state != InstanceState::Terminated)
         .collect()
@@ -135,6 +139,34 @@ fn an_s3_upload_starts_exactly_one_master_however_often_it_is_delivered() {
 
         let found = masters(&s.compute, &run).await;
         assert_eq!(found.len(), 1, "exactly one master: {found:?}");
+
+        // A new upload delivered 5 times at once, before any delivery is recorded: the
+        // deliveries race for the claim, and exactly one launches.
+        let event = s3_put_event("inbox/batch+2.csv", "fedcba9876543210fedcba9876543210");
+        let racing: Vec<_> = (0..5)
+            .map(|_| {
+                let l = s.launcher.clone();
+                let ev = event.clone();
+                tokio::spawn(async move { handle(&l, &ev, 1_795_400_300).await })
+            })
+            .collect();
+        let mut launched = Vec::new();
+        for h in racing {
+            match h.await.expect("joined") {
+                Ok(out) if out[0].status == "launched" => launched.push(out[0].clone()),
+                Ok(out) => assert_eq!(out[0].status, "duplicate", "{out:?}"),
+                Err(e) => assert!(e.retryable && e.message.contains("being launched"), "{e}"),
+            }
+        }
+        assert_eq!(
+            launched.len(),
+            1,
+            "exactly one delivery launches: {launched:?}"
+        );
+        let second = launched[0].run_id.clone().expect("a run id");
+        assert_ne!(second, run);
+        let found2 = masters(&s.compute, &second).await;
+        assert_eq!(found2.len(), 1, "exactly one master: {found2:?}");
         let master = &found[0];
         assert_eq!(master.tag(tags::ROLE), Some("master"));
         assert!(
@@ -252,7 +284,8 @@ fn a_schedule_and_a_direct_invocation_each_start_their_own_run() {
         assert_eq!(masters(&s.compute, run).await.len(), 1);
         for out in [&a[0], &d[0]] {
             let run = out.run_id.as_deref().expect("run id");
-            assert!(masters(&s.compute, run).await.is_empty(), "swept");
+            assert!(live(&s.compute, run).await.is_empty(), "swept");
+            assert_eq!(masters(&s.compute, run).await.len(), 1, "one master, terminated");
         }
         let unrelated = s3_put_event("elsewhere/x.csv", "aa");
         let ignored = handle(&s.launcher, &unrelated, 1_795_400_003).await.expect("handled");

@@ -199,10 +199,20 @@ stages:
         &format!("tasks/{}/stderr.log", failed.id),
     );
     assert_eq!(stderr, "disk full\n");
-    assert!(
-        rec.hosts.iter().all(|h| h.archive.is_some()),
-        "every host's logs were shipped"
-    );
+    // Every host's logs were shipped: each archive holds every attempt of its task.
+    for h in &rec.hosts {
+        assert_eq!(
+            h.archive.as_deref(),
+            Some(format!("runs/fail-1/logs/{}.tar.gz", h.name).as_str())
+        );
+        let path = archive(&home.path, "fail-1", &h.name);
+        let attempts: Vec<_> = rec.tasks.iter().filter(|t| t.host == h.name).collect();
+        assert!(!attempts.is_empty(), "{} ran its task", h.name);
+        for t in attempts {
+            let said = gnu_tar_cat(&path, &format!("tasks/{}/stdout.log", t.id));
+            assert_eq!(said, format!("attempt on {}\n", h.name));
+        }
+    }
     assert_nothing_left(&home.path, "fail-1");
 }
 
@@ -325,20 +335,7 @@ fn signal(child: &std::process::Child, sig: &str) {
 }
 
 fn finish(child: std::process::Child, limit: Duration) -> std::process::Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("waiting for squall"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("squall (pid {pid}) did not finish within {limit:?}");
-        }
-    }
+    squall_tests::finish_within(child, limit, "squall run")
 }
 
 #[test]
@@ -368,7 +365,19 @@ fn ctrl_c_cancels_the_run_but_still_collects_and_tears_down() {
             .iter()
             .all(|t| t.outcome == TaskOutcome::Cancelled)
     );
-    assert!(rec.hosts.iter().all(|h| h.archive.is_some()));
+    // Every host's logs were shipped, with the output of the task that was cancelled.
+    for h in &rec.hosts {
+        let t = rec
+            .tasks
+            .iter()
+            .find(|t| t.host == h.name)
+            .expect("a task per host");
+        let said = gnu_tar_cat(
+            &archive(&home.path, "cc-1", &h.name),
+            &format!("tasks/{}/stdout.log", t.id),
+        );
+        assert_eq!(said, "working\n", "{}", h.name);
+    }
     assert_nothing_left(&home.path, "cc-1");
 }
 

@@ -9,7 +9,8 @@
 use squall::record::{RunStatus, TaskOutcome};
 use squall_tests::sshd::{self, SshFleet, TEST_USER};
 use squall_tests::{
-    Scratch, archive, gnu_tar_cat, run_record, squall, squall_command, text, wait_until,
+    COMMAND_LIMIT, Scratch, archive, finish_within, gnu_tar_cat, gnu_tar_list, run_record, squall,
+    squall_command, text, wait_until,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -136,7 +137,7 @@ fn a_task_survives_its_ssh_server_restarting_mid_task() {
     });
     // Every connection to h0 dies with its server; the task must not.
     fleet.restart(0);
-    let out = child.wait_with_output().expect("waiting for squall");
+    let out = finish_within(child, COMMAND_LIMIT, "squall run");
     assert!(out.status.success(), "{}", text(&out));
     let rec = run_record(&home.path, &run);
     assert_eq!(rec.status, RunStatus::Succeeded);
@@ -190,15 +191,57 @@ fn check_fails_cleanly(fleet: &SshFleet, inventory: &str, why: &str) {
         .iter()
         .find(|h| h.instance_id == "h0")
         .expect("h0");
+    // The run stopped at bootstrap (h1 never joined), so no task ran; the reachable
+    // host's logs were still collected: its archive is in the store and GNU tar reads it.
+    assert!(rec.tasks.is_empty(), "{:?}", rec.tasks);
+    let key = h0
+        .archive
+        .as_deref()
+        .expect("logs of the reachable host were collected");
+    let path = home.path.join("store").join(key);
+    assert!(path.is_file(), "{} is in the store", path.display());
+    let members = gnu_tar_list(&path);
     assert!(
-        h0.archive.is_some(),
-        "logs of the reachable host were collected"
+        members.iter().all(|m| m.ends_with('/')),
+        "no task, so no task files: {members:?}"
     );
-    assert!(rec.teardown.is_some(), "teardown ran");
+    // Teardown released both hosts and cleaned the one it can reach: no folder and no
+    // process of the run is left there.
+    let teardown = rec.teardown.clone().expect("teardown recorded");
+    assert_eq!(
+        (teardown.terminated, teardown.error.as_deref()),
+        (2, None),
+        "{teardown:?}"
+    );
     assert!(
         !run_dir_on_hosts(&run).exists(),
         "the reachable host was cleaned"
     );
+    assert_eq!(
+        processes_of(&run),
+        Vec::<String>::new(),
+        "no process of the run is left"
+    );
+}
+
+/// Command lines of the processes that name the run (its agent, tasks, supervisors).
+fn processes_of(run: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|p| {
+            p.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|p| p.file_name().to_string_lossy() != me.as_str())
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(run) && !c.contains("--run-id"))
+        .collect()
 }
 
 #[test]
@@ -279,9 +322,29 @@ fn a_missing_remote_program_fails_the_run_with_the_host_and_the_error() {
     assert!(reason.contains("failed on workers-"), "{reason}");
     assert!(reason.contains("No such file or directory"), "{reason}");
     assert!(reason.contains("squall-no-such-program"), "{reason}");
-    assert!(
-        rec.hosts.iter().all(|h| h.archive.is_some()),
-        "logs collected from every host"
-    );
+    // Every host's logs were collected: each archive holds its task's status, which says
+    // why it could not start.
+    for h in &rec.hosts {
+        let key = h
+            .archive
+            .as_deref()
+            .unwrap_or_else(|| panic!("{} has no archive", h.name));
+        let path = home.path.join("store").join(key);
+        let task = rec
+            .tasks
+            .iter()
+            .find(|t| t.host == h.name)
+            .expect("a task per host");
+        let members = gnu_tar_list(&path);
+        assert!(
+            members.contains(&format!("tasks/{}/status.json", task.id)),
+            "{members:?}"
+        );
+        let status = gnu_tar_cat(&path, &format!("tasks/{}/status.json", task.id));
+        assert!(
+            status.contains("failed_to_start") && status.contains("squall-no-such-program"),
+            "{status}"
+        );
+    }
     assert!(!run_dir_on_hosts(&run).exists(), "hosts cleaned");
 }

@@ -11,10 +11,79 @@ pub mod lambda;
 pub mod moto;
 pub mod sshd;
 pub mod tidy;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// Whether this is a CI run: `CI` set to `true`, `1` or `yes` (any case). CI must run
+/// every test: a missing tool fails the test there instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "true" | "1" | "yes" | "on"
+        )
+    })
+}
+
+/// The test that cannot run here because `what` is missing. Under CI ([`in_ci`]) this
+/// fails the test. Elsewhere it prints a loud `SKIPPED` line and appends one line to
+/// the file `$SQUALL_SKIP_LOG` names (set by `scripts/test`, which lists the skipped
+/// tests and why at the end, so "N passed" never silently includes a skip).
+pub fn skip(what: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    assert!(!in_ci(), "{test} cannot run: {what}");
+    eprintln!("SKIPPED: {test}: {what}");
+    if let Some(log) = std::env::var_os("SQUALL_SKIP_LOG") {
+        let line = format!("{test}: {what}\n");
+        // One short append per skip: lines of parallel tests do not interleave.
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// How long a `squall` command run by a test may take before the test fails: a hang
+/// becomes a failure that names the command, not a stuck run.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(300);
+
+/// Waits for `child` (which this test started) up to `limit`, collecting its output; on
+/// timeout it is killed (by its PID) and the test fails, naming `what`.
+pub fn finish_within(child: Child, limit: Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap_or_else(|e| panic!("waiting for {what}: {e}")),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{what} (pid {pid}) did not finish within {limit:?}");
+        }
+    }
+}
+
+/// Runs `cmd` to its end (stdin closed, output captured), failing the test if it takes
+/// longer than `limit`.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    finish_within(child, limit, &what)
+}
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -83,9 +152,10 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs `squall ARGS` with `SQUALL_HOME=home` and plain output; waits for it.
+/// Runs `squall ARGS` with `SQUALL_HOME=home` and plain output; waits for it (at most
+/// [`COMMAND_LIMIT`]).
 pub fn squall(home: &Path, args: &[&str]) -> Output {
-    squall_command(home, args).output().expect("running squall")
+    output_within(&mut squall_command(home, args), COMMAND_LIMIT)
 }
 
 /// The `squall ARGS` command with `SQUALL_HOME=home`, not yet started.

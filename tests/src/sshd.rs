@@ -38,24 +38,19 @@ const PORT_TRIES: u32 = 5;
 
 /// Whether sshd, the ssh client tools and the test user are there (and we are root).
 ///
-/// Under `CI=true` anything missing panics, naming `scripts/install-test-deps`, so the
-/// tests fail instead of passing vacuously. Elsewhere it prints a loud `SKIPPED: ...`
-/// line to stderr and returns false, so the caller can return early.
+/// If anything is missing the test is skipped ([`crate::skip`]: under CI a failure
+/// naming `scripts/install-test-deps`, so the tests never pass vacuously), and this is
+/// false, so the caller can return early.
 pub fn available() -> bool {
     static MISSING: OnceLock<Vec<String>> = OnceLock::new();
     let missing = MISSING.get_or_init(missing_requirements);
     if missing.is_empty() {
         return true;
     }
-    let what = missing.join("; ");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "the SSH tests need: {what}. Run scripts/install-test-deps (as root) to set the machine up"
-        );
-    }
-    eprintln!(
-        "SKIPPED: SSH test not run, missing: {what}. Run scripts/install-test-deps (as root) to set the machine up"
-    );
+    crate::skip(&format!(
+        "the SSH tests need: {}. Run scripts/install-test-deps (as root) to set the machine up",
+        missing.join("; ")
+    ));
     false
 }
 

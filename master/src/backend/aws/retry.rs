@@ -213,11 +213,34 @@ fn jitter(upto: u64) -> u64 {
 mod tests {
     use super::*;
 
+    /// The largest of many backoffs for `attempt`, in ms.
+    fn largest(attempt: u32) -> u128 {
+        (0..500)
+            .map(|_| backoff(attempt).as_millis())
+            .max()
+            .unwrap_or(0)
+    }
+
     #[test]
     fn backoff_is_bounded_and_grows() {
-        for attempt in 0..20 {
-            let cap = (200u64 << attempt.min(10)).min(20_000);
-            assert!(backoff(attempt).as_millis() < u128::from(cap.max(1)));
+        // Full jitter under a cap that doubles from 200 ms and stops at 20 s.
+        let caps: [(u32, u128); 6] = [
+            (0, 200),
+            (1, 400),
+            (3, 1_600),
+            (6, 12_800),
+            (7, 20_000),
+            (19, 20_000),
+        ];
+        for (attempt, cap) in caps {
+            assert!(largest(attempt) < cap, "attempt {attempt}: under {cap} ms");
         }
+        // It grows: later attempts wait past what the first ever waits.
+        assert!(largest(3) >= 200, "attempt 3 waits past 200 ms at times");
+        assert!(largest(7) >= 12_800, "attempt 7 waits past 12.8 s at times");
+        // And it is jittered: not the same delay every time.
+        let distinct: std::collections::BTreeSet<u128> =
+            (0..50).map(|_| backoff(6).as_millis()).collect();
+        assert!(distinct.len() > 10, "{distinct:?}");
     }
 }
