@@ -1,5 +1,6 @@
 //! sha256 in lowercase hex: the one place it is computed (playbook identities in
-//! records, the agent binary's identity on hosts, ids derived from triggers).
+//! records, the agent binary's identity on hosts, ids derived from triggers, fetched files
+//! and cache keys).
 //!
 //! Streaming a file is done in chunks, never whole in memory.
 
@@ -10,6 +11,21 @@ use tokio::io::AsyncReadExt;
 /// The sha256 of `bytes`, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
+}
+
+/// A sha256 computed as bytes go by (a fetched file while it streams).
+#[derive(Debug, Clone, Default)]
+pub struct Running(Sha256);
+
+impl Running {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The hex digest of everything seen.
+    pub fn finish(self) -> String {
+        hex(&self.0.finalize())
+    }
 }
 
 /// The sha256 of a local file, hex, read in 64 KiB chunks.

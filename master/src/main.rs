@@ -54,9 +54,6 @@ fn main() -> ExitCode {
             });
         }
     };
-    if let Command::Validate { playbooks } = &cli.command {
-        return ExitCode::from(cli::run::validate(playbooks));
-    }
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(dispatch(cli.command)));
@@ -71,7 +68,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Validate { playbooks } => Ok(cli::run::validate(&playbooks)),
+        Command::Validate { playbooks } => Ok(cli::run::validate(&playbooks).await),
         Command::Run(args) => cli::run::run(args).await,
         Command::Sweep(args) => cli::cloud::sweep(args).await,
         Command::Launch(args) => cli::cloud::launch(args).await,

@@ -49,6 +49,9 @@ pub enum AgentError {
     /// A task did not produce the status that was waited for in time.
     #[error("task `{id}` {problem}")]
     Task { id: String, problem: String },
+    /// A glob cannot be fetched as it is.
+    #[error("glob `{pattern}` {problem}")]
+    Glob { pattern: String, problem: String },
     /// Neither `--root` nor `$HOME` says where the agent root is.
     #[error("no --root given and $HOME is not set")]
     NoHome,

@@ -177,6 +177,101 @@ pub enum Request {
     CancelAll { grace_secs: u64 },
     /// Stream a tar.gz of the root's task folders to stdout.
     Pack,
+    /// Print the files matching a glob (relative to the working directory, or
+    /// absolute), one [`GlobMatch`] JSON line each; a matched folder is an error.
+    Glob { pattern: String },
+}
+
+/// A file matched by [`Request::Glob`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobMatch {
+    /// The file's path as the host names it (absolute, or relative to the working
+    /// directory).
+    pub path: String,
+    /// Its name relative to the glob's fixed part (`out/**/*.csv` matching
+    /// `out/a/b.csv` names it `a/b.csv`).
+    pub name: String,
+    pub size: u64,
+}
+
+/// A glob split into its fixed part (the leading folders with no wildcard; for a
+/// glob with none, the parent folder) and the segments matched below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob {
+    /// The folder matching starts from (`""` for the working directory, `/` for root).
+    pub base: String,
+    /// The segments below it: literal names, names with `*` and `?`, or `**`.
+    pub segments: Vec<String>,
+}
+
+/// Whether a glob segment has a wildcard.
+pub fn is_wild(segment: &str) -> bool {
+    segment.contains('*') || segment.contains('?')
+}
+
+impl Glob {
+    /// Splits `pattern`; `None` for an empty one.
+    pub fn parse(pattern: &str) -> Option<Glob> {
+        let pattern = pattern.trim();
+        if pattern.is_empty() {
+            return None;
+        }
+        let absolute = pattern.starts_with('/');
+        let parts: Vec<&str> = pattern
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        if parts.is_empty() {
+            return None;
+        }
+        let fixed = match parts.iter().position(|p| is_wild(p)) {
+            Some(i) => i,
+            // No wildcard: the fixed part is the parent folder.
+            None => parts.len() - 1,
+        };
+        let mut base = parts[..fixed].join("/");
+        if absolute {
+            base = format!("/{base}");
+        }
+        let mut segments: Vec<String> = parts[fixed..].iter().map(|s| (*s).to_owned()).collect();
+        // A final `**` means every file below: `out/**` is `out/**/*`.
+        if segments.last().is_some_and(|s| s == "**") {
+            segments.push("*".to_owned());
+        }
+        Some(Glob { base, segments })
+    }
+}
+
+/// Whether `name` matches one glob segment: `*` any run of characters, `?` one, and
+/// names starting with `.` only when the segment does too (hidden files only when
+/// matched literally).
+pub fn segment_matches(segment: &str, name: &str) -> bool {
+    if name.starts_with('.') && !segment.starts_with('.') {
+        return false;
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (segment.chars().collect(), name.chars().collect());
+    // Iterative wildcard matching with one backtrack point for the last `*`.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    while i < p.len() && p[i] == '*' {
+        i += 1;
+    }
+    i == p.len()
 }
 
 impl Request {
@@ -224,6 +319,9 @@ impl Request {
                 grace_secs.to_string(),
             ]),
             Request::Pack => argv.push("pack".into()),
+            Request::Glob { pattern } => {
+                argv.extend(["glob".into(), "--".into(), pattern.clone()]);
+            }
         }
         argv
     }
@@ -232,6 +330,46 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn globs_split_at_their_fixed_part() {
+        let g = |p: &str| Glob::parse(p).map(|g| (g.base, g.segments));
+        assert_eq!(
+            g("work/a.count"),
+            Some(("work".into(), vec!["a.count".into()]))
+        );
+        assert_eq!(g("out/*.csv"), Some(("out".into(), vec!["*.csv".into()])));
+        assert_eq!(
+            g("/data/run/**/x?.bin"),
+            Some(("/data/run".into(), vec!["**".into(), "x?.bin".into()]))
+        );
+        assert_eq!(g("*.log"), Some((String::new(), vec!["*.log".into()])));
+        assert_eq!(g("a.txt"), Some((String::new(), vec!["a.txt".into()])));
+        assert_eq!(
+            g("out/**"),
+            Some(("out".into(), vec!["**".into(), "*".into()]))
+        );
+        assert_eq!(g("  "), None);
+    }
+
+    #[test]
+    fn segments_match_like_a_shell() {
+        for (seg, name, ok) in [
+            ("*.csv", "a.csv", true),
+            ("*.csv", "a.csv.gz", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("*", "x", true),
+            ("*", ".hidden", false),
+            (".*", ".hidden", true),
+            (".hidden", ".hidden", true),
+            ("*b*c", "abxxc", true),
+            ("part-*-of-*", "part-1-of-3", true),
+            ("part-*-of-*", "part-1-of", false),
+        ] {
+            assert_eq!(segment_matches(seg, name), ok, "{seg} vs {name}");
+        }
+    }
 
     #[test]
     fn task_ids_are_path_safe() {

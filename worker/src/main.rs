@@ -7,6 +7,7 @@
 
 mod agent;
 mod error;
+mod glob;
 mod pack;
 mod store;
 mod supervisor;
@@ -26,6 +27,7 @@ commands:
   wait --id ID --timeout-secs N
   cancel (--id ID | --all) --grace-secs N
   pack
+  glob -- PATTERN
 The root defaults to $HOME/.squall.";
 
 /// A parsed command line.
@@ -61,6 +63,9 @@ enum Cmd {
         grace_secs: u64,
     },
     Pack,
+    Glob {
+        pattern: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -162,6 +167,25 @@ fn run(cli: Cli) -> Result<i32> {
             pack::pack(&root, BufWriter::new(io::stdout().lock()))?;
             Ok(exit::OK)
         }
+        Cmd::Glob { pattern } => {
+            let found = glob::matches(&pattern)?;
+            let mut out = BufWriter::new(io::stdout().lock());
+            for m in &found {
+                let line = serde_json::to_string(m).map_err(|e| AgentError::Stdout {
+                    what: "a match",
+                    source: e.into(),
+                })?;
+                writeln!(out, "{line}").map_err(|source| AgentError::Stdout {
+                    what: "a match",
+                    source,
+                })?;
+            }
+            out.flush().map_err(|source| AgentError::Stdout {
+                what: "the matches",
+                source,
+            })?;
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -216,7 +240,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
     let mut rest = Vec::new();
     while let Some(arg) = args.next() {
         let arg = text(arg)?;
-        if arg == "--" && command == "start" {
+        if arg == "--" && (command == "start" || command == "glob") {
             rest = args.by_ref().map(text).collect::<Result<_>>()?;
             break;
         }
@@ -312,6 +336,15 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
         "pack" => {
             flags.allow(&command, &[])?;
             Cmd::Pack
+        }
+        "glob" => {
+            flags.allow(&command, &[])?;
+            match rest.as_slice() {
+                [pattern] => Cmd::Glob {
+                    pattern: pattern.clone(),
+                },
+                _ => return Err(usage("glob needs `-- PATTERN`")),
+            }
         }
         other => return Err(usage(format!("unknown command `{other}`"))),
     };
@@ -430,6 +463,14 @@ mod tests {
                 },
             ),
             (Request::Pack, Cmd::Pack),
+            (
+                Request::Glob {
+                    pattern: "out/**/*.csv".into(),
+                },
+                Cmd::Glob {
+                    pattern: "out/**/*.csv".into(),
+                },
+            ),
         ];
         for (request, command) in cases {
             let cli = parse_argv(request.argv("agent", "/r")).expect("parses");

@@ -1,11 +1,13 @@
 //! The implementations behind the seams: [`local`] (the embedded default: instances are
 //! directories and processes, the store a directory; needs nothing installed), [`ssh`]
-//! and [`inventory`] (machines you already have), and [`aws`] (EC2, S3, IMDS, Lambda).
+//! and [`inventory`] (machines you already have), [`aws`] (EC2, S3, IMDS, Lambda), and
+//! [`data`] (the buckets and local files a playbook's data URLs name).
 //!
 //! Backends do IO and nothing else: they never decide what a run does and never import
 //! the runner. [`open_store`] is the one way a store is opened from what a user typed.
 
 pub mod aws;
+pub mod data;
 pub mod inventory;
 pub mod local;
 pub mod ssh;

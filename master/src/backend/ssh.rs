@@ -17,10 +17,10 @@ use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Mutex;
 
 /// Seconds an idle control master stays up; see `connect_once`.
@@ -255,6 +255,21 @@ impl SshTransport {
         }
     }
 
+    /// A session known to be up: the cached one if its control master still answers
+    /// (it may have idled out, see ControlPersist), else a new one.
+    async fn live_session(
+        &self,
+        host: &Instance,
+        t: &SshTarget,
+    ) -> Result<Arc<Session>, TransportError> {
+        let session = self.session(host, t).await?;
+        if session.check().await.is_ok() {
+            return Ok(session);
+        }
+        self.drop_session(host).await;
+        self.session(host, t).await
+    }
+
     /// Forgets a session that failed, so the next call reconnects.
     async fn drop_session(&self, host: &Instance) {
         self.sessions.lock().await.remove(&host.id);
@@ -388,64 +403,51 @@ impl Transport for SshTransport {
         .await
     }
 
-    async fn put_file(
+    async fn put_stream(
         &self,
         host: &Instance,
-        src: &Path,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        size: u64,
         dest: &str,
         mode: u32,
     ) -> Result<(), TransportError> {
-        let argv = [format!("put {} {dest}", src.display())];
+        let argv = [format!("put {dest}")];
         let t = self.target(host)?;
-        let mode = format!("{mode:o}");
-        // Read the source's size first: a missing source must not reach the host at all.
-        let size = tokio::fs::metadata(src)
+        // The body cannot be replayed once read: check the connection first (it may
+        // have idled out), then make one attempt.
+        let session = self.live_session(host, &t).await?;
+        let mut child = session
+            .command("sh")
+            .arg("-c")
+            .arg(PUT_SCRIPT)
+            .arg("squall-put")
+            .arg(dest)
+            .arg(format!("{mode:o}"))
+            .arg(size.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .await
-            .map_err(|e| {
-                command_err(
-                    &t,
-                    &argv,
-                    Message(format!("reading {}: {e}", src.display())),
-                )
-            })?
-            .len()
-            .to_string();
-        let out = self
-            .with_session(host, &argv, |s| {
-                let mode = mode.clone();
-                let size = size.clone();
-                async move {
-                    let mut child = s
-                        .command("sh")
-                        .arg("-c")
-                        .arg(PUT_SCRIPT)
-                        .arg("squall-put")
-                        .arg(dest)
-                        .arg(&mode)
-                        .arg(&size)
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::piped())
-                        .spawn()
-                        .await?;
-                    let copied = match (child.stdin().take(), tokio::fs::File::open(src).await) {
-                        (Some(mut stdin), Ok(mut file)) => {
-                            tokio::io::copy(&mut file, &mut stdin).await.map(|_| ())
-                        }
-                        (_, Err(e)) => Err(e),
-                        (None, _) => Err(std::io::Error::other("no stdin to the remote command")),
-                    };
-                    let out = child.wait_with_output().await?;
-                    Ok((copied, out))
-                }
-            })
-            .await?;
-        let (copied, out) = out;
+            .map_err(|e| command_err(&t, &argv, Message(error_text(&e))))?;
+        let copied = match child.stdin().take() {
+            Some(mut stdin) => {
+                let r = tokio::io::copy(body, &mut stdin).await.map(|_| ());
+                // Closing stdin ends the remote `cat`.
+                drop(stdin);
+                r
+            }
+            None => Err(std::io::Error::other("no stdin to the remote command")),
+        };
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| command_err(&t, &argv, Message(error_text(&e))))?;
         if let Err(e) = copied {
             return Err(command_err(
                 &t,
                 &argv,
-                Message(format!("reading {}: {e}", src.display())),
+                Message(format!("sending the data: {e}")),
             ));
         }
         if !out.status.success() {
@@ -472,13 +474,8 @@ impl Transport for SshTransport {
         let Some((program, args)) = argv.split_first() else {
             return Err(command_err(&t, argv, Message::boxed("empty command")));
         };
-        // The connection may have idled out (ControlPersist): check it first, since the
-        // command itself is not retried once output may have reached the sink.
-        let mut session = self.session(host, &t).await?;
-        if session.check().await.is_err() {
-            self.drop_session(host).await;
-            session = self.session(host, &t).await?;
-        }
+        // The command is not retried once output may have reached the sink.
+        let session = self.live_session(host, &t).await?;
         let mut child = session
             .command(program.as_str())
             .args(args)
@@ -496,10 +493,14 @@ impl Transport for SshTransport {
             ));
         };
         let mut err_buf = Vec::new();
-        let (copied, read) = tokio::join!(
-            tokio::io::copy(&mut stdout, sink),
-            stderr.read_to_end(&mut err_buf)
-        );
+        // A sink that fails ends the output at once (dropping it), so the command is not
+        // left blocked on a full pipe while its stderr is awaited.
+        let copy = async move {
+            let copied = tokio::io::copy(&mut stdout, sink).await;
+            drop(stdout);
+            copied
+        };
+        let (copied, read) = tokio::join!(copy, stderr.read_to_end(&mut err_buf));
         let status = child
             .wait()
             .await

@@ -4,7 +4,6 @@
 //!
 //! Wiring only: the logic is [`crate::cloud`]'s.
 
-use super::run::load_or_report;
 use super::{default_agent, init_tracing, parse_duration, parse_vars};
 use crate::backend::aws::Aws;
 use crate::backend::aws::ec2::Ec2Settings;
@@ -41,6 +40,9 @@ pub struct LaunchArgs {
     /// must be Linux builds for the master's architecture).
     #[arg(long)]
     pub upload_binaries: bool,
+    /// Run every item of cached stages again (their entries are rewritten).
+    #[arg(long)]
+    pub no_cache: bool,
     #[arg(long, env = "SQUALL_SUBNET", required_unless_present = "via_lambda")]
     pub subnet: Option<String>,
     /// The master's security groups (comma-separated).
@@ -115,10 +117,32 @@ fn split_list(s: &str) -> Vec<String> {
 /// `squall launch`: validate locally, upload, then launch here or through the Lambda.
 pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
     let overrides = parse_vars(&args.vars)?;
-    let Some(pb) = load_or_report(&args.playbook, &overrides)? else {
+    let request = format!("{}-{}", now_ms(), runid::nonce());
+    // The trigger is known before anything is uploaded: a playbook that needs an upload
+    // (`trigger.url`) is refused here, as the launcher would.
+    let fields = Trigger::Direct {
+        playbook: String::new(),
+        vars: overrides.clone(),
+        request: request.clone(),
+        no_cache: args.no_cache,
+    }
+    .fields();
+    let Some(pb) = super::run::load_for_trigger(&args.playbook, &overrides, Some(&fields))? else {
         return Ok(exit::USAGE);
     };
     let aws = Aws::from_env().await;
+    // Every source known now is checked before the upload, as the master will read it:
+    // no absolute local path.
+    let checks = crate::runner::preflight::Checks {
+        trigger: Some(&fields),
+        allow_absolute: false,
+        s3: true,
+    };
+    let data = crate::backend::data::Stores::with_aws(aws.clone());
+    if let Err(e) = crate::runner::preflight::check(&pb, &data, checks).await {
+        eprintln!("{e}");
+        return Ok(exit::USAGE);
+    }
     let store = aws.store(&args.bucket, "");
     if args.upload_binaries {
         let squall = std::env::current_exe().context("failed to find the squall executable")?;
@@ -128,7 +152,8 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
     let trigger = Trigger::Direct {
         playbook: key,
         vars: overrides.clone(),
-        request: format!("{}-{}", now_ms(), runid::nonce()),
+        request,
+        no_cache: args.no_cache,
     };
     if let Some(function) = &args.via_lambda {
         let answer = invoke_launcher(&aws, function, &trigger).await?;

@@ -8,9 +8,10 @@ use crate::backend::inventory::{self, InventoryCompute};
 use crate::backend::local::{self, LocalStore};
 use crate::backend::ssh::{SshOptions, SshTransport};
 use crate::exit;
+use crate::plan::url::DataUrl;
 use crate::plan::{self, LoadError, Plan};
 use crate::record::runid;
-use crate::runner::{self, RunOptions};
+use crate::runner::{self, RunOptions, preflight};
 use crate::seam::Backends;
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -47,13 +48,67 @@ pub struct RunArgs {
     /// (e.g. 20s, 3m).
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub connect_deadline: Duration,
+    /// Run as if an upload of this object started the run: sets `trigger.url` (and
+    /// `trigger.bucket`, `trigger.key` for an s3:// URL), so an upload playbook can be
+    /// tried locally. A local path is allowed.
+    #[arg(long, value_name = "URL")]
+    pub trigger_url: Option<String>,
+    /// Run every item of cached stages again (their entries are rewritten).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
-/// `squall validate FILE...`: every problem of every playbook.
-pub fn validate(files: &[PathBuf]) -> u8 {
+/// The trigger of a local run: manual, or an upload of `url`.
+fn local_trigger(
+    url: Option<&str>,
+) -> Result<BTreeMap<String, serde_json::Value>, plan::url::BadUrl> {
+    use serde_json::json;
+    let user = json!(std::env::var("USER").unwrap_or_default());
+    let Some(url) = url else {
+        return Ok(BTreeMap::from([
+            ("kind".to_owned(), json!("manual")),
+            ("user".to_owned(), user),
+        ]));
+    };
+    let mut t = BTreeMap::from([
+        ("kind".to_owned(), json!("s3")),
+        ("url".to_owned(), json!(url)),
+        ("user".to_owned(), user),
+    ]);
+    match DataUrl::parse(url)? {
+        DataUrl::S3 { bucket, key } => {
+            t.insert("bucket".into(), json!(bucket));
+            t.insert("key".into(), json!(key));
+        }
+        DataUrl::Local(p) => {
+            t.insert("bucket".into(), json!(""));
+            t.insert("key".into(), json!(p.display().to_string()));
+        }
+    }
+    Ok(t)
+}
+
+/// `squall validate FILE...`: every problem of every playbook, local `copy` sources and
+/// listings included (S3 ones are checked by `squall run` and the launcher).
+pub async fn validate(files: &[PathBuf]) -> u8 {
     let mut code = exit::OK;
+    let data = crate::backend::data::Stores::new();
     for file in files {
-        match plan::load(file, &BTreeMap::new()) {
+        let checked = match plan::load(file, &BTreeMap::new()) {
+            Ok(pb) => {
+                let checks = preflight::Checks {
+                    trigger: None,
+                    allow_absolute: true,
+                    s3: false,
+                };
+                preflight::check(&pb, &data, checks)
+                    .await
+                    .map(|()| pb)
+                    .map_err(LoadError::Invalid)
+            }
+            Err(e) => Err(e),
+        };
+        match checked {
             Ok(pb) => println!(
                 "{}: ok ({} stage(s), {} group(s))",
                 file.display(),
@@ -74,7 +129,16 @@ pub fn load_or_report(
     file: &Path,
     overrides: &BTreeMap<String, String>,
 ) -> anyhow::Result<Option<Plan>> {
-    match plan::load(file, overrides) {
+    load_for_trigger(file, overrides, None)
+}
+
+/// [`load_or_report`] for a known trigger.
+pub fn load_for_trigger(
+    file: &Path,
+    overrides: &BTreeMap<String, String>,
+    trigger: Option<&BTreeMap<String, serde_json::Value>>,
+) -> anyhow::Result<Option<Plan>> {
+    match plan::load_for(file, overrides, trigger) {
         Ok(pb) => Ok(Some(pb)),
         Err(e @ LoadError::Invalid(_)) => {
             eprintln!("{e}");
@@ -121,6 +185,7 @@ fn backends(
         compute: Arc::new(compute),
         transport: transport.clone(),
         store: Arc::new(LocalStore::new(home.join("store"))),
+        data: Arc::new(crate::backend::data::Stores::new()),
     };
     Ok(Some((b, Some(transport))))
 }
@@ -128,7 +193,14 @@ fn backends(
 /// `squall run`: the playbook to the end; prints where its record and logs are.
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let overrides = parse_vars(&args.vars)?;
-    let Some(mut pb) = load_or_report(&args.playbook, &overrides)? else {
+    let trigger = match local_trigger(args.trigger_url.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("squall: --trigger-url: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let Some(mut pb) = load_for_trigger(&args.playbook, &overrides, Some(&trigger))? else {
         return Ok(exit::USAGE);
     };
     let agent_binary = match &args.agent {
@@ -168,13 +240,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let live = !args.no_progress && std::io::stderr().is_terminal();
     init_tracing(&master_log, live)?;
 
-    let trigger = BTreeMap::from([
-        ("kind".to_owned(), serde_json::json!("manual")),
-        (
-            "user".to_owned(),
-            serde_json::json!(std::env::var("USER").unwrap_or_default()),
-        ),
-    ]);
+    let checks = preflight::Checks {
+        trigger: Some(&trigger),
+        allow_absolute: true,
+        s3: true,
+    };
+    if let Err(e) = preflight::check(&pb, run_backends.data.as_ref(), checks).await {
+        eprintln!("{e}");
+        return Ok(exit::USAGE);
+    }
     let opts = RunOptions {
         run_id: run_id.clone(),
         trigger,
@@ -186,6 +260,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         handle_signals: true,
         worker_user_data: BTreeMap::new(),
         snapshot_every: None,
+        allow_absolute_sources: true,
+        use_cache: !args.no_cache,
     };
     let summary = runner::run(Arc::new(pb), run_backends, opts).await;
     if let Some(ssh) = ssh_transport {

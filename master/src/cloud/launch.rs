@@ -141,30 +141,75 @@ pub fn key_dir(key: &str) -> &str {
     key.rfind('/').map_or("", |i| &key[..=i])
 }
 
-/// The store keys a playbook's `copy` sources are read from, for a playbook stored at
-/// `playbook_key`: `Ok(exact keys, prefixes of templated sources)`. A source that would
-/// leave the playbook's folder is an error.
-pub fn copy_source_keys(
+/// A file or folder of the playbook's folder that a run reads, as a key in the bucket
+/// (the playbook's folder is its key's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceKey {
+    /// The key, or (for a folder or a templated path's literal part) the prefix.
+    pub key: String,
+    /// `key` is a prefix: every object under it is taken.
+    pub folder: bool,
+    /// The run fails without it (not an optional copy, nor a templated path's part).
+    pub required: bool,
+    /// The source as written, what for, and where.
+    pub written: String,
+    pub used: crate::plan::sources::Use,
+    pub at: crate::plan::Pos,
+}
+
+/// The bucket keys of the playbook-folder files a playbook stored at `playbook_key`
+/// reads: its `copy` sources and local listings known before the run (rendered with
+/// `vars`, and `trigger` when given), and the literal folder of templated ones.
+/// `s3://` sources are not the folder's. A source that would leave the playbook's
+/// folder is an error.
+pub fn source_keys(
     pb: &Plan,
     playbook_key: &str,
-) -> Result<(Vec<String>, Vec<String>), UnsafeSource> {
+    trigger: Option<&BTreeMap<String, Value>>,
+) -> Result<Vec<SourceKey>, UnsafeSource> {
+    use crate::plan::sources::{Known, Use, sources};
     let dir = key_dir(playbook_key);
-    let mut exact = Vec::new();
-    let mut prefixes = Vec::new();
-    for src in pb.copy_sources() {
-        if src.starts_with('/') || src.split('/').any(|c| c == "..") {
-            return Err(UnsafeSource(src.to_owned()));
+    let mut out: Vec<SourceKey> = Vec::new();
+    for src in sources(pb, trigger) {
+        let (text, whole) = match &src.known {
+            Known::Whole(t) => (t.as_str(), true),
+            Known::Prefix(p) => (p.as_str(), false),
+            Known::Nothing => continue,
+        };
+        if text.starts_with("s3://") {
+            continue;
         }
-        match src.find("{{") {
-            None => exact.push(format!("{dir}{src}")),
-            Some(i) => prefixes.push(format!("{dir}{}", &src[..i])),
+        if src.produced {
+            continue; // the run writes it (not the playbook's folder)
         }
+        if text.starts_with('/') || text.split('/').any(|c| c == "..") {
+            return Err(UnsafeSource(text.to_owned()));
+        }
+        let rel = text.trim_start_matches("./");
+        let folder = !whole || src.used == Use::Objects || rel.ends_with('/');
+        let key = if folder && whole {
+            format!("{dir}{}", crate::plan::url::with_slash(rel))
+        } else {
+            format!("{dir}{rel}")
+        };
+        out.push(SourceKey {
+            key,
+            folder,
+            required: whole && src.used != Use::Copy { optional: true },
+            written: src.written.clone(),
+            used: src.used,
+            at: src.at,
+        });
     }
-    exact.sort();
-    exact.dedup();
-    prefixes.sort();
-    prefixes.dedup();
-    Ok((exact, prefixes))
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.dedup_by(|a, b| {
+        let same = a.key == b.key && a.folder == b.folder;
+        if same {
+            b.required |= a.required;
+        }
+        same
+    });
+    Ok(out)
 }
 
 impl Launcher {
@@ -251,7 +296,7 @@ impl Launcher {
             Trigger::Direct { vars, .. } => vars.clone(),
             _ => BTreeMap::new(),
         };
-        let pb = match self.checked_playbook(&playbook_key, &vars).await? {
+        let pb = match self.checked_playbook(&playbook_key, &vars, trigger).await? {
             Ok(pb) => pb,
             Err(Rejection(reason)) => {
                 self.record_rejection(&run, &playbook_key, trigger, &reason, now_secs)
@@ -275,6 +320,7 @@ impl Launcher {
             image: self.settings.image.clone(),
             master_deadline: deadline,
             requested_at: now_secs,
+            use_cache: !matches!(trigger, Trigger::Direct { no_cache: true, .. }),
         };
         let written = |key: String| {
             move |e: crate::seam::StoreError| {
@@ -338,12 +384,14 @@ impl Launcher {
         )
     }
 
-    /// Reads and validates the playbook and checks its `copy` sources exist. The outer
-    /// error is passing trouble; the inner one why the playbook is rejected.
+    /// Reads and validates the playbook for `trigger` and checks the sources it reads
+    /// from the bucket exist. The outer error is passing trouble; the inner one why the
+    /// playbook is rejected.
     async fn checked_playbook(
         &self,
         key: &str,
         vars: &BTreeMap<String, String>,
+        trigger: &Trigger,
     ) -> Result<Result<Plan, Rejection>, LaunchError> {
         let reject = |text: String| Ok(Err(Rejection(text)));
         let source = self.store.get(key).await.map_err(|e| {
@@ -358,30 +406,81 @@ impl Launcher {
         let Ok(text) = String::from_utf8(bytes) else {
             return reject(format!("playbook {key} is not UTF-8 text"));
         };
-        let pb = match crate::plan::parse(Path::new(key), &text, Path::new("."), vars) {
+        self.checked_text(key, text, vars, trigger).await
+    }
+
+    async fn checked_text(
+        &self,
+        key: &str,
+        text: String,
+        vars: &BTreeMap<String, String>,
+        trigger: &Trigger,
+    ) -> Result<Result<Plan, Rejection>, LaunchError> {
+        let reject = |text: String| Ok(Err(Rejection(text)));
+        let fields = trigger.fields();
+        let pb = match crate::plan::parse_for(
+            Path::new(key),
+            &text,
+            Path::new("."),
+            vars,
+            Some(&fields),
+        ) {
             Ok(pb) => pb,
             Err(e) => return reject(e.to_string()),
         };
-        let (exact, prefixes) = match copy_source_keys(&pb, key) {
+        let wanted = match source_keys(&pb, key, Some(&fields)) {
             Ok(k) => k,
             Err(e) => return reject(format!("{key}: {e}")),
         };
-        for k in exact.iter().chain(&prefixes) {
-            let found = self
-                .store
-                .list(k)
-                .await
-                .map_err(|e| LaunchError::retryable(format!("listing {k}: {}", chain(&e))))?;
-            let present = if prefixes.contains(k) {
-                !found.is_empty()
-            } else {
-                found.iter().any(|f| f == k)
+        let bucket = &self.settings.bucket;
+        let mut checks: Vec<SourceKey> = wanted.into_iter().filter(|k| k.required).collect();
+        // `s3://` sources in this bucket (the upload itself, usually).
+        for src in crate::plan::sources::sources(&pb, Some(&fields)) {
+            let crate::plan::sources::Known::Whole(t) = &src.known else {
+                continue;
             };
-            if !present {
-                return reject(format!(
-                    "{key}: copy source s3://{}/{k} not found",
-                    self.settings.bucket
-                ));
+            if src.produced {
+                continue;
+            }
+            if let Ok(crate::plan::url::DataUrl::S3 { bucket: b, key: k }) =
+                crate::plan::url::DataUrl::parse(t)
+                && &b == bucket
+                && src.used != (crate::plan::sources::Use::Copy { optional: true })
+                && src.used != crate::plan::sources::Use::Objects
+            {
+                checks.push(SourceKey {
+                    key: k,
+                    folder: t.ends_with('/'),
+                    required: true,
+                    written: src.written.clone(),
+                    used: src.used,
+                    at: src.at,
+                });
+            }
+        }
+        for c in checks {
+            let k = &c.key;
+            let found = if c.folder {
+                self.store.any_under(k).await
+            } else {
+                self.store.head(k).await.map(|o| o.is_some())
+            }
+            .map_err(|e| LaunchError::retryable(format!("reading {k}: {}", chain(&e))))?;
+            if !found {
+                let what = if c.folder {
+                    "has no object under it"
+                } else {
+                    "does not exist"
+                };
+                let d = pb.diagnostic(
+                    c.at,
+                    format!(
+                        "{} `{}` (s3://{bucket}/{k}) {what}; nothing was launched",
+                        c.used.noun(),
+                        c.written
+                    ),
+                );
+                return reject(d.to_string());
             }
         }
         Ok(Ok(pb))
@@ -404,6 +503,7 @@ impl Launcher {
                 subnet: Some(self.settings.subnet.clone()),
                 security_groups: Some(self.settings.security_groups.clone()),
                 public_ip: false,
+                instance_profile: None,
             },
             tags: BTreeMap::from([
                 (tags::RUN.to_owned(), run.to_owned()),
@@ -465,10 +565,11 @@ pub async fn invoke_launcher(
         playbook,
         vars,
         request,
+        no_cache,
     } = trigger
     else {
         return Err(InvokeError::NotDirect);
     };
-    let payload = serde_json::json!({ "playbook": playbook, "vars": vars, "request_id": request });
+    let payload = serde_json::json!({ "playbook": playbook, "vars": vars, "request_id": request, "no_cache": no_cache });
     Ok(aws.invoke(function, &payload).await?)
 }

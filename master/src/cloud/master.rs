@@ -10,7 +10,7 @@
 //! switch in its user-data.
 
 use super::keys::{KeyError, RunKeys};
-use super::launch::{UnsafeSource, copy_source_keys, key_dir};
+use super::launch::{UnsafeSource, key_dir, source_keys};
 use super::userdata::worker_user_data;
 use crate::backend::aws::Aws;
 use crate::backend::aws::ec2::Ec2Settings;
@@ -119,7 +119,7 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
                 instance_type: None,
                 running_deadline: opts.running_deadline,
             }));
-            run_prepared(&opts, pb, request, compute, store.clone()).await
+            run_prepared(&opts, pb, request, compute, store.clone(), aws.clone()).await
         }
         Err(e) => Err(e),
     };
@@ -170,13 +170,21 @@ async fn prepare(
         .map_err(|_| MasterError::NotText)?;
     let files = opts.work_dir.join("playbook");
     let pb = crate::plan::parse(Path::new(&request.playbook), &source, &files, &request.vars)?;
-    let (exact, prefixes) = copy_source_keys(&pb, &request.playbook)?;
-    let mut wanted = exact;
-    for p in prefixes {
-        wanted.extend(store.list(&p).await?);
+    let wanted = source_keys(&pb, &request.playbook, Some(&request.trigger))?;
+    let mut keys = Vec::new();
+    for w in wanted {
+        if w.folder {
+            keys.extend(store.list(&w.key).await?);
+        } else if w.required || store.head(&w.key).await?.is_some() {
+            keys.push(w.key);
+        }
     }
+    keys.sort();
+    keys.dedup();
     let dir = key_dir(&request.playbook);
-    for key in wanted {
+    // Streamed to disk: a large input is never whole in the master's memory.
+    let disk = crate::backend::local::LocalStore::new(&files);
+    for key in keys {
         if key.ends_with('/') {
             continue; // a "folder" marker, not a file
         }
@@ -190,16 +198,11 @@ async fn prepare(
         {
             return Err(MasterError::NotPlainPath(key));
         }
-        let dest = files.join(rel);
-        let body = get_required(store, &key).await?;
-        if let Some(parent) = dest.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(io_at("creating", parent))?;
-        }
-        tokio::fs::write(&dest, body)
-            .await
-            .map_err(io_at("writing", &dest))?;
+        let mut body = store
+            .get_stream(&key)
+            .await?
+            .ok_or_else(|| MasterError::Missing(store.locate(&key)))?;
+        disk.put_stream(rel, &mut body).await?;
     }
     Ok((pb, request))
 }
@@ -218,6 +221,7 @@ async fn run_prepared(
     request: RunRequest,
     compute: Arc<dyn Compute>,
     store: Arc<dyn Store>,
+    aws: Aws,
 ) -> Result<u8, MasterError> {
     let keys = RunKeys::generate(&opts.work_dir.join("ssh"), &request.run_id).await?;
     // The workers' deadline tag and dead-man's switch: the run's deadline plus the time
@@ -266,11 +270,15 @@ async fn run_prepared(
         handle_signals: true,
         worker_user_data: user_data,
         snapshot_every: Some(opts.snapshot_every),
+        // The master's own files are not the playbook's to read.
+        allow_absolute_sources: false,
+        use_cache: request.use_cache,
     };
     let backends = Backends {
         compute,
         transport: transport.clone(),
         store,
+        data: Arc::new(crate::backend::data::Stores::with_aws(aws)),
     };
     let summary = runner::run(Arc::new(pb), backends, run_opts).await;
     transport.close_all().await;

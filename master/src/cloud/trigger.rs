@@ -30,16 +30,24 @@ pub enum Trigger {
         vars: BTreeMap<String, String>,
         /// Distinguishes deliberate repeats; duplicates of one request share it.
         request: String,
+        /// Run every item of cached stages again (`squall launch --no-cache`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        no_cache: bool,
     },
 }
 
 impl Trigger {
-    /// `trigger.*` for templates and the record.
+    /// `trigger.*` for templates and the record; an upload's also has `url`
+    /// (`s3://bucket/key`, which `copy` and `lines` take).
     pub fn fields(&self) -> BTreeMap<String, Value> {
-        match serde_json::to_value(self) {
+        let mut fields: BTreeMap<String, Value> = match serde_json::to_value(self) {
             Ok(Value::Object(m)) => m.into_iter().collect(),
             _ => BTreeMap::new(),
+        };
+        if let Trigger::S3 { bucket, key, .. } = self {
+            fields.insert("url".into(), Value::String(format!("s3://{bucket}/{key}")));
         }
+        fields
     }
 }
 
@@ -60,7 +68,8 @@ pub fn run_id(playbook_key: &str, trigger: &Trigger) -> String {
             playbook,
             vars,
             request,
-        } => format!("direct\n{playbook}\n{vars:?}\n{request}"),
+            no_cache,
+        } => format!("direct\n{playbook}\n{vars:?}\n{request}\n{no_cache}"),
     };
     let hex = crate::digest::short_sha256_hex(format!("{playbook_key}\n{identity}").as_bytes(), 8);
     let stem: String = Path::new(playbook_key)

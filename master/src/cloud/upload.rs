@@ -1,10 +1,10 @@
 //! What `squall launch` puts in the bucket before a run can start there: the playbook
-//! and its `copy` sources under `playbooks/`, and (on request) the `squall` and
+//! and the files of its folder it reads (`copy` sources, local listings) under `playbooks/`, and (on request) the `squall` and
 //! `squall-worker` binaries the master fetches at boot.
 //!
 //! Uploading only; validating and launching are [`super::launch`]'s.
 
-use super::launch::{UnsafeSource, copy_source_keys};
+use super::launch::{UnsafeSource, source_keys};
 use crate::error::{IoAt, io_at};
 use crate::plan::Plan;
 use crate::seam::{Store, StoreError};
@@ -33,20 +33,29 @@ pub async fn upload_playbook(store: &dyn Store, pb: &Plan) -> Result<String, Upl
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| UploadError::NoFileName(pb.file.clone()))?;
     let key = format!("playbooks/{name}");
-    let (exact, prefixes) = copy_source_keys(pb, &key)?;
-    let mut files: Vec<String> = exact
-        .iter()
-        .map(|k| k.trim_start_matches("playbooks/").to_owned())
-        .collect();
-    for p in prefixes {
-        let rel = p.trim_start_matches("playbooks/");
+    let mut files: Vec<String> = Vec::new();
+    for w in source_keys(pb, &key, None)? {
+        let rel = w.key.trim_start_matches("playbooks/");
+        if !w.folder {
+            // A missing optional source is not uploaded (a missing required one was
+            // reported by the checks before).
+            if w.required || pb.base_dir.join(rel).is_file() {
+                files.push(rel.to_owned());
+            }
+            continue;
+        }
         let (dir, stem) = rel.rsplit_once('/').unwrap_or(("", rel));
+        if !pb.base_dir.join(dir).is_dir() {
+            continue;
+        }
         walk(&pb.base_dir, Path::new(dir), &mut |f: &str| {
             if f.starts_with(rel) || (stem.is_empty() && f.starts_with(dir)) {
                 files.push(f.to_owned());
             }
         })?;
     }
+    files.sort();
+    files.dedup();
     for rel in files {
         let path = pb.base_dir.join(&rel);
         let mut file = tokio::fs::File::open(&path)

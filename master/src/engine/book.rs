@@ -7,7 +7,7 @@
 
 use super::flight::Attempt;
 use super::types::{TaskKey, TaskResult};
-use crate::record::{Phase, PhaseMark, StageRecord, TaskRecord, TeardownRecord};
+use crate::record::{FileRecord, Phase, PhaseMark, StageRecord, TaskRecord, TeardownRecord};
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -18,6 +18,10 @@ pub struct Book {
     pub stages: Vec<StageRecord>,
     pub tasks: Vec<TaskRecord>,
     pub teardown: Option<TeardownRecord>,
+    /// Every file stored by a fetch (or reused from the cache), once per key: a
+    /// retry that stores a key again replaces its record.
+    files: Vec<FileRecord>,
+    file_at: std::collections::HashMap<String, usize>,
 }
 
 impl Book {
@@ -32,7 +36,34 @@ impl Book {
             stages: Vec::new(),
             tasks: Vec::new(),
             teardown: None,
+            files: Vec::new(),
+            file_at: std::collections::HashMap::new(),
         }
+    }
+
+    /// Records a stored file (replacing an earlier record of its key).
+    pub fn file(&mut self, rec: FileRecord) {
+        match self.file_at.get(&rec.key) {
+            Some(&i) => self.files[i] = rec,
+            None => {
+                self.file_at.insert(rec.key.clone(), self.files.len());
+                self.files.push(rec);
+            }
+        }
+    }
+
+    /// The stored files, in the order they were first stored.
+    pub fn files(&self) -> &[FileRecord] {
+        &self.files
+    }
+
+    /// The stage records as the record shows them (cached items in order).
+    pub fn stage_records(&self) -> Vec<StageRecord> {
+        let mut stages = self.stages.clone();
+        for s in &mut stages {
+            s.cached.sort_unstable();
+        }
+        stages
     }
 
     /// The phase the run is in, as marked last.
@@ -54,6 +85,9 @@ impl Book {
             succeeded: None,
             shards_total,
             shards_done: 0,
+            items: None,
+            cached: Vec::new(),
+            note: None,
         });
     }
 

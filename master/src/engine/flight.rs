@@ -17,6 +17,16 @@ pub struct Attempt {
     pub item: Option<usize>,
     /// Its success completes its item (the last task of a sharded stage).
     pub completes_item: bool,
+    /// For a fetch: where its files go, whether no match is fine, and the glob.
+    pub fetch: Option<FetchInfo>,
+}
+
+/// What the engine needs to place a fetch's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchInfo {
+    pub dest: crate::plan::url::FetchDest,
+    pub optional: bool,
+    pub pattern: String,
 }
 
 /// The attempts in flight. See the module docs.
@@ -42,6 +52,10 @@ impl Flight {
             }
         }
         Some(attempt)
+    }
+
+    pub fn get(&self, key: &TaskKey) -> Option<&Attempt> {
+        self.by_key.get(key)
     }
 
     /// Takes out every attempt on `host`, in key order.

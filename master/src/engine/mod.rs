@@ -17,8 +17,10 @@
 //! The parts: [`state`] (each phase's data), [`hosts`] (the host table), [`flight`]
 //! (attempts in flight), [`plain`] and [`sharded`] (the schedulers, behind
 //! [`stage`]), `schedule` (opening stages and starting their tasks), [`render`] (tasks
-//! into commands), [`book`] (the record being kept) and `views` (heartbeat, record,
-//! progress).
+//! into commands), [`book`] (the record being kept), [`data`] (what data events mean),
+//! `cache` (the item cache's keys, lookups and entries),
+//! `ticks` (deadlines, timeouts, grace periods, snapshots) and `views` (heartbeat,
+//! record, progress).
 //!
 //! Scheduling rules:
 //! - A plain stage runs its tasks in order on every live host of its groups; a failed
@@ -32,6 +34,8 @@
 //!   tears down.
 
 pub mod book;
+mod cache;
+pub mod data;
 pub mod flight;
 pub mod hosts;
 pub mod plain;
@@ -40,14 +44,17 @@ mod schedule;
 pub mod sharded;
 pub mod stage;
 pub mod state;
+mod ticks;
 pub mod types;
 mod views;
 
+pub use data::DataOptions;
 pub use types::{
-    Action, Event, Failure, HostId, LaunchedInstance, Progress, TaskCommand, TaskKey, TaskResult,
+    Action, CacheHit, CacheInput, CacheQuery, Dest, Event, Failure, HostId, LaunchedInstance,
+    Listed, Progress, ShardSource, TaskCommand, TaskKey, TaskResult, Transfer,
 };
 
-use crate::plan::{Dur, Plan};
+use crate::plan::Plan;
 use crate::record::{Phase, RunStatus, TaskOutcome, TeardownRecord};
 use book::{Book, Timers};
 use flight::Flight;
@@ -79,6 +86,9 @@ pub struct Engine {
     flight: Flight,
     book: Book,
     timers: Timers,
+    data: DataOptions,
+    moved: data::Moved,
+    cache: cache::CacheBook,
 }
 
 impl Engine {
@@ -103,8 +113,18 @@ impl Engine {
     ) -> Engine {
         let deadline_at_ms = now_ms + plan.deadline.as_millis() as u64;
         let snapshot_every_ms = options.snapshot_every_ms.filter(|ms| *ms > 0);
+        let data = DataOptions {
+            run_files: crate::record::keys::files_prefix(&run_id)
+                .trim_end_matches('/')
+                .to_owned(),
+            allow_absolute_sources: true,
+            use_cache: true,
+        };
         Engine {
             plan,
+            data,
+            moved: data::Moved::default(),
+            cache: cache::CacheBook::default(),
             run_id,
             trigger,
             deadline_at_ms,
@@ -122,6 +142,13 @@ impl Engine {
                 last_beat: None,
             },
         }
+    }
+
+    /// Where the run keeps its data (by default `run.files` is the store key prefix,
+    /// absolute sources are allowed and the cache is used).
+    pub fn with_data(mut self, data: DataOptions) -> Engine {
+        self.data = data;
+        self
     }
 
     /// The first actions: a heartbeat (when heartbeats are on), then launch every
@@ -217,6 +244,19 @@ impl Engine {
                     self.enter(State::Done { fate });
                 }
             }
+            Event::FetchListed { key, host, files } => {
+                self.on_fetch_listed(key, host, files, &mut out)
+            }
+            Event::FilesStored { key, host, files } => self.on_files_stored(key, host, files),
+            Event::ShardsResolved { stage, result } => {
+                self.on_shards_resolved(stage, result, &mut out)
+            }
+            Event::CacheAnswered {
+                stage,
+                unit,
+                cache_key,
+                hit,
+            } => self.on_cache_answered(stage, unit, cache_key, hit, &mut out),
             Event::Tick => self.on_tick(&mut out),
             Event::Cancel { reason } => self.fail(RunStatus::Cancelled, reason, &mut out),
         }
@@ -267,7 +307,7 @@ impl Engine {
         }
     }
 
-    fn on_task_finished(
+    pub(super) fn on_task_finished(
         &mut self,
         key: TaskKey,
         host: HostId,
@@ -284,6 +324,12 @@ impl Engine {
         };
         let succeeded = result.outcome == TaskOutcome::Succeeded;
         let Verdict::GiveUp { attempts, item } = stage.finished(key.unit, host, succeeded) else {
+            if succeeded
+                && attempt.completes_item
+                && let Some(write) = self.cache_entry_for(key.stage, key.unit)
+            {
+                out.push(write);
+            }
             return;
         };
         let st = &self.plan.stages[key.stage];
@@ -332,87 +378,6 @@ impl Engine {
         self.book.ended_at_ms = Some(self.now_ms);
         self.enter(State::Record { fate });
         out.push(Action::WriteRecord(Box::new(self.record())));
-    }
-
-    fn on_tick(&mut self, out: &mut Vec<Action>) {
-        let now = self.now_ms;
-        match &mut self.state {
-            State::Provision { .. } | State::Bootstrap | State::Stages { .. }
-                if now >= self.deadline_at_ms =>
-            {
-                let during = match &self.state {
-                    State::Stages { stage: Some(s), .. } => {
-                        format!(" during stage `{}`", self.plan.stages[s.index].name)
-                    }
-                    _ => String::new(),
-                };
-                let msg = format!(
-                    "the run's deadline of {} passed{during}",
-                    Dur(self.plan.deadline)
-                );
-                self.fail(RunStatus::DeadlineExceeded, msg, out);
-            }
-            State::Stages { stage, .. } => {
-                if let Some(s) = stage {
-                    let st = &self.plan.stages[s.index];
-                    if let Some(t) = st.timeout
-                        && now >= s.started_at_ms + t.0.as_millis() as u64
-                    {
-                        let msg = format!("stage `{}` exceeded its timeout of {t}", st.name);
-                        self.fail(RunStatus::Failed, msg, out);
-                        return;
-                    }
-                }
-                self.snapshots(out);
-            }
-            State::Stopping {
-                since_ms, pending, ..
-            } if now >= *since_ms + self.plan.stop_grace().as_millis() as u64 => {
-                pending.clear();
-                // Tasks that never reported back are recorded as cancelled.
-                for (key, attempt) in self.flight.drain() {
-                    let result = TaskResult::without_exit(
-                        TaskOutcome::Cancelled,
-                        Some("no answer after cancel".into()),
-                        now,
-                        now,
-                    );
-                    self.book
-                        .task(key, &attempt, self.hosts.name(attempt.host), &result);
-                }
-                self.hosts.forget_bootstraps();
-            }
-            State::Collect {
-                since_ms,
-                collecting,
-                ..
-            } if now >= *since_ms + self.plan.collect_grace().as_millis() as u64 => {
-                for h in std::mem::take(collecting) {
-                    if let Some(h) = self.hosts.get_mut(h) {
-                        h.rec.archive_error = Some("log collection timed out".into());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Snapshots every live host's logs when the interval has passed (while the stages
-    /// run, one snapshot per host at a time).
-    fn snapshots(&mut self, out: &mut Vec<Action>) {
-        let Some(every) = self.timers.snapshot_every_ms else {
-            return;
-        };
-        if self.now_ms < self.timers.next_snapshot_ms {
-            return;
-        }
-        self.timers.next_snapshot_ms = self.now_ms + every;
-        for host in self.hosts.snapshot_candidates() {
-            if let Some(h) = self.hosts.get_mut(host) {
-                h.snapshotting = true;
-            }
-            out.push(Action::SnapshotLogs { host });
-        }
     }
 
     /// Decides the run's fate (the first decision wins) and starts stopping.

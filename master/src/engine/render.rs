@@ -7,6 +7,7 @@
 
 use super::types::{TaskCommand, TaskKey};
 use crate::plan::template::{self, HostVars, TemplateContext, TemplateError, Trigger};
+use crate::plan::url::{self, DataUrl, FetchDest};
 use crate::plan::{Plan, TaskAction, short_name};
 use serde_json::Value;
 use squall_worker::TaskSpec;
@@ -17,6 +18,10 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Copy)]
 pub struct For<'a> {
     pub run_id: &'a str,
+    /// What `run.files` renders as.
+    pub run_files: &'a str,
+    /// Whether a `copy` may read an absolute local path (not on an EC2 master).
+    pub allow_absolute: bool,
     pub trigger: &'a BTreeMap<String, Value>,
     pub host_name: &'a str,
     pub host_index: u32,
@@ -25,16 +30,51 @@ pub struct For<'a> {
     pub item: Option<&'a Value>,
 }
 
+/// Why a task could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Url(#[from] url::BadUrl),
+    #[error(
+        "`{0}` is an absolute local path: a master on EC2 copies from the playbook's folder, S3 or the run's files only"
+    )]
+    Absolute(String),
+}
+
+/// A rendered `copy.src` as the runner reads it: relative paths joined to the
+/// playbook's folder.
+pub fn source(plan: &Plan, text: &str, allow_absolute: bool) -> Result<DataUrl, RenderError> {
+    url::check_rendered_source(text)?;
+    Ok(match DataUrl::parse(text)? {
+        DataUrl::Local(p) if p.is_absolute() && !allow_absolute => {
+            return Err(RenderError::Absolute(text.to_owned()));
+        }
+        DataUrl::Local(p) if p.is_relative() => {
+            // Keep a folder's trailing `/` (joining drops it).
+            let folder = text.trim_end().ends_with('/');
+            let mut joined = plan.base_dir.join(p).display().to_string();
+            if folder && !joined.ends_with('/') {
+                joined.push('/');
+            }
+            DataUrl::Local(joined.into())
+        }
+        other => other,
+    })
+}
+
 /// The task `key` names, rendered: its name and its command.
 pub fn render(
     plan: &Plan,
     key: TaskKey,
     at: For<'_>,
-) -> Result<(String, TaskCommand), TemplateError> {
+) -> Result<(String, TaskCommand), RenderError> {
     let task = &plan.stages[key.stage].tasks[key.task];
     let ctx = TemplateContext {
         vars: &plan.vars,
         run_id: at.run_id,
+        run_files: at.run_files,
         host: HostVars {
             name: at.host_name.to_owned(),
             index: at.host_index,
@@ -44,21 +84,35 @@ pub fn render(
         item: at.item,
         trigger: Trigger::Known(at.trigger),
     };
-    let r = |s: &str| template::render(s, &ctx);
+    let r = |s: &str| template::render(s, &ctx).map_err(RenderError::from);
     let name = match &task.name {
         Some(n) => r(n)?,
         None => String::new(), // named below from the rendered command
     };
     let argv = match &task.action {
-        TaskAction::Copy { src, dest, mode } => {
-            let (src, dest) = (r(src)?, r(dest)?);
+        TaskAction::Copy(c) => {
+            let (src, dest) = (r(&c.src)?, r(&c.dest)?);
+            url::check_copy_dest(&c.dest, &dest)?;
             let name = short_name(name, &format!("copy {src} -> {dest}"));
             return Ok((
                 name,
                 TaskCommand::Copy {
-                    src: plan.base_dir.join(src),
+                    src: source(plan, &src, at.allow_absolute)?,
                     dest,
-                    mode: *mode,
+                    mode: c.mode,
+                    optional: c.optional,
+                },
+            ));
+        }
+        TaskAction::Fetch(f) => {
+            let (src, dest) = (r(&f.src)?, r(&f.dest)?);
+            let name = short_name(name, &format!("fetch {src} -> {dest}"));
+            return Ok((
+                name,
+                TaskCommand::Fetch {
+                    pattern: src,
+                    dest: FetchDest::parse(&dest)?,
+                    optional: f.optional,
                 },
             ));
         }

@@ -1,15 +1,20 @@
-//! Running the stages: opening each stage with its scheduler, taking the starts the
-//! scheduler decides and rendering them into tasks, and closing a stage when every unit
-//! is done. Part of [`super::Engine`]; what a finished task means is decided in
-//! `mod.rs`, which unit goes where in [`super::plain`] and [`super::sharded`].
+//! Running the stages: opening each stage with its scheduler (asking for its items to
+//! be listed when they come from data, and for each item to be looked up in the cache
+//! when the stage is cached), taking the starts the scheduler decides and rendering them
+//! into tasks, and closing a stage when every unit is done. Part of [`super::Engine`];
+//! what a finished task means is decided in `mod.rs`, what data events mean in
+//! `data.rs`, which unit goes where in [`super::plain`] and [`super::sharded`].
 
-use super::flight::Attempt;
+use super::flight::{Attempt, FetchInfo};
 use super::render;
 use super::stage::{Scheduler, StageRun};
 use super::state::{Fate, State};
-use super::types::{Action, TaskKey, TaskResult};
+use super::types::{Action, ShardSource, TaskCommand, TaskKey, TaskResult};
 use super::{Engine, plain, sharded};
+use crate::plan::ShardPlan;
+use crate::plan::template::{self, HostVars, TemplateContext, Trigger};
 use crate::record::{RunStatus, TaskOutcome};
+use std::sync::Arc;
 
 impl Engine {
     /// One scheduling step of the stages; true when the run moved (a stage opened or
@@ -53,6 +58,7 @@ impl Engine {
         }
         let sharded = run.is_sharded();
         let starts = run.starts();
+        let items = run.items.clone();
         let n_tasks = self.plan.stages[index].tasks.len();
         for s in starts {
             let key = TaskKey {
@@ -64,24 +70,40 @@ impl Engine {
             let Some(h) = self.hosts.get(s.host) else {
                 continue;
             };
-            let item_value = s
-                .item
-                .and_then(|i| self.plan.stages[index].shards.as_ref()?.get(i));
             let rendered = render::render(
                 &self.plan,
                 key,
                 render::For {
                     run_id: &self.run_id,
+                    run_files: &self.data.run_files,
+                    allow_absolute: self.data.allow_absolute_sources,
                     trigger: &self.trigger,
                     host_name: &h.rec.name,
                     host_index: h.index,
                     host_count: self.hosts.group_count(&h.rec.group),
                     group: &h.rec.group,
-                    item: item_value,
+                    item: s.item.and_then(|i| items.get(i)),
                 },
             );
             match rendered {
                 Ok((name, command)) => {
+                    if s.task == 0 {
+                        // A fresh attempt of the unit: what earlier attempts stored is
+                        // not this attempt's.
+                        self.moved.unit_files.remove(&(index, s.unit));
+                    }
+                    let fetch = match &command {
+                        TaskCommand::Fetch {
+                            pattern,
+                            dest,
+                            optional,
+                        } => Some(FetchInfo {
+                            dest: dest.clone(),
+                            optional: *optional,
+                            pattern: pattern.clone(),
+                        }),
+                        _ => None,
+                    };
                     self.flight.insert(
                         key,
                         Attempt {
@@ -89,6 +111,7 @@ impl Engine {
                             name: name.clone(),
                             item: s.item,
                             completes_item: sharded && s.task + 1 == n_tasks,
+                            fetch,
                         },
                     );
                     out.push(Action::StartTask {
@@ -105,6 +128,7 @@ impl Engine {
                         name: task_name.clone(),
                         item: s.item,
                         completes_item: false,
+                        fetch: None,
                     };
                     let result = TaskResult::without_exit(
                         TaskOutcome::Failed,
@@ -130,36 +154,96 @@ impl Engine {
         let st = &self.plan.stages[index];
         let hosts = self.hosts.live_ready_in(&st.groups);
         let n_tasks = st.tasks.len();
-        let sched = match &st.shards {
-            Some(items) => Scheduler::Sharded(sharded::Sharded::new(
-                &hosts,
-                items.len(),
-                n_tasks,
-                st.retries,
-            )),
-            None => Scheduler::Plain(plain::Plain::new(&hosts, n_tasks, st.retries)),
+        let mut listing = None;
+        let (sched, items) = match &st.shards {
+            Some(ShardPlan::Items(items)) => (
+                Scheduler::Sharded(sharded::Sharded::new(
+                    &hosts,
+                    items.len(),
+                    n_tasks,
+                    st.retries,
+                    st.cache,
+                )),
+                Arc::new(items.clone()),
+            ),
+            Some(ShardPlan::Objects { url, .. } | ShardPlan::Lines { url, .. }) => {
+                listing = Some(url.clone());
+                (Scheduler::Listing, Arc::new(Vec::new()))
+            }
+            None => (
+                Scheduler::Plain(plain::Plain::new(&hosts, n_tasks, st.retries)),
+                Arc::new(Vec::new()),
+            ),
         };
-        self.book.open_stage(
-            &st.name,
-            self.now_ms,
-            st.shards.as_ref().map_or(0, Vec::len),
-        );
+        let written = st.written_items().map_or(0, <[_]>::len);
+        self.book.open_stage(&st.name, self.now_ms, written);
         let empty = hosts.is_empty();
         let message = format!(
             "no live hosts in group(s) {} for stage `{}`",
             st.groups.join(", "),
             st.name
         );
+        let cached = st.cache && listing.is_none() && written > 0;
         self.state = State::Stages {
             stage: Some(StageRun {
                 index,
                 started_at_ms: self.now_ms,
                 sched,
+                items,
             }),
             next: index,
         };
         if empty {
             self.fail(RunStatus::Failed, message, out);
+            return;
         }
+        if let Some(url) = listing {
+            self.ask_listing(index, &url, out);
+        } else if cached {
+            self.ask_cache(index, written, out);
+        }
+    }
+
+    /// Renders a stage's listing URL and asks for its items.
+    fn ask_listing(&mut self, index: usize, url: &str, out: &mut Vec<Action>) {
+        let ctx = TemplateContext {
+            vars: &self.plan.vars,
+            run_id: &self.run_id,
+            run_files: &self.data.run_files,
+            host: HostVars {
+                name: String::new(),
+                index: 0,
+                count: 0,
+                group: String::new(),
+            },
+            item: None,
+            trigger: Trigger::Known(&self.trigger),
+        };
+        let rendered = template::render(url, &ctx)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                render::source(&self.plan, &text, self.data.allow_absolute_sources)
+                    .map_err(|e| e.to_string())
+            });
+        let source = match rendered {
+            Ok(u) => u,
+            Err(e) => {
+                let msg = format!(
+                    "the items of stage `{}` cannot be listed: {e}",
+                    self.plan.stages[index].name
+                );
+                self.fail(RunStatus::Failed, msg, out);
+                return;
+            }
+        };
+        self.moved.listing_from.insert(index, source.to_string());
+        let source = match &self.plan.stages[index].shards {
+            Some(ShardPlan::Lines { .. }) => ShardSource::Lines(source),
+            _ => ShardSource::Objects(source),
+        };
+        out.push(Action::ResolveShards {
+            stage: index,
+            source,
+        });
     }
 }

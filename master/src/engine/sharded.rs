@@ -26,6 +26,8 @@ struct Item {
 #[derive(Debug, Clone)]
 pub struct Sharded {
     items: Vec<Item>,
+    /// Items being looked up in the cache (not yet pending).
+    checking: BTreeSet<usize>,
     /// Pending items that never failed.
     fresh: BTreeSet<usize>,
     /// Pending items that failed before.
@@ -44,11 +46,25 @@ pub struct Sharded {
 }
 
 impl Sharded {
-    /// `n_items` items over `hosts`.
-    pub fn new(hosts: &[HostId], n_items: usize, n_tasks: usize, retries: u32) -> Sharded {
+    /// `n_items` items over `hosts`; with `cached`, every item is first looked up in
+    /// the cache ([`Sharded::cache_hit`], [`Sharded::cache_miss`]) before it is pending.
+    pub fn new(
+        hosts: &[HostId],
+        n_items: usize,
+        n_tasks: usize,
+        retries: u32,
+        cached: bool,
+    ) -> Sharded {
+        let all: BTreeSet<usize> = (0..n_items).collect();
+        let (checking, fresh) = if cached {
+            (all, BTreeSet::new())
+        } else {
+            (BTreeSet::new(), all)
+        };
         Sharded {
             items: vec![Item::default(); n_items],
-            fresh: (0..n_items).collect(),
+            checking,
+            fresh,
             retry: BTreeSet::new(),
             live: hosts.iter().copied().collect(),
             idle: hosts.iter().copied().collect(),
@@ -66,6 +82,24 @@ impl Sharded {
 
     pub fn total_units(&self) -> usize {
         self.items.len()
+    }
+
+    /// Item `i` was found in the cache: it is done without running.
+    /// False when item `i` was not waiting for its lookup.
+    pub fn cache_hit(&mut self, i: usize) -> bool {
+        if self.checking.remove(&i) {
+            self.items[i].unit.done = true;
+            self.done += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Item `i` is not in the cache: it is pending like any other.
+    pub fn cache_miss(&mut self, i: usize) {
+        if self.checking.remove(&i) {
+            self.fresh.insert(i);
+        }
     }
 
     /// Items are left and no live host can take them.

@@ -69,6 +69,8 @@ pub enum Verdict {
 pub enum Scheduler {
     Plain(Plain),
     Sharded(Sharded),
+    /// A sharded stage whose items are being listed.
+    Listing,
 }
 
 /// The stage that is running.
@@ -77,22 +79,25 @@ pub struct StageRun {
     pub index: usize,
     pub started_at_ms: u64,
     pub sched: Scheduler,
+    /// Its shard items (written in the playbook, or listed); empty for a plain stage.
+    pub items: std::sync::Arc<Vec<serde_json::Value>>,
 }
 
 impl StageRun {
     pub fn is_sharded(&self) -> bool {
-        matches!(self.sched, Scheduler::Sharded(_))
+        matches!(self.sched, Scheduler::Sharded(_) | Scheduler::Listing)
     }
 
-    /// Every unit is done.
+    /// Every unit is done (a stage still listing its items is not).
     pub fn is_done(&self) -> bool {
-        self.done_units() == self.total_units()
+        !matches!(self.sched, Scheduler::Listing) && self.done_units() == self.total_units()
     }
 
     pub fn done_units(&self) -> usize {
         match &self.sched {
             Scheduler::Plain(p) => p.done_units(),
             Scheduler::Sharded(s) => s.done_units(),
+            Scheduler::Listing => 0,
         }
     }
 
@@ -100,6 +105,7 @@ impl StageRun {
         match &self.sched {
             Scheduler::Plain(p) => p.total_units(),
             Scheduler::Sharded(s) => s.total_units(),
+            Scheduler::Listing => 0,
         }
     }
 
@@ -111,6 +117,7 @@ impl StageRun {
                 s.assign();
                 s.starts()
             }
+            Scheduler::Listing => Vec::new(),
         }
     }
 
@@ -119,6 +126,7 @@ impl StageRun {
         match &mut self.sched {
             Scheduler::Plain(p) => p.finished(unit, succeeded),
             Scheduler::Sharded(s) => s.finished(unit, host, succeeded),
+            Scheduler::Listing => Verdict::Continue,
         }
     }
 
@@ -130,14 +138,15 @@ impl StageRun {
                 s.host_lost(host);
                 false
             }
+            Scheduler::Listing => false,
         }
     }
 
     /// A sharded stage with items left and no live host to take them.
     pub fn stranded(&self) -> bool {
         match &self.sched {
-            Scheduler::Plain(_) => false,
             Scheduler::Sharded(s) => s.stranded(),
+            _ => false,
         }
     }
 }

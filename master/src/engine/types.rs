@@ -3,9 +3,10 @@
 //!
 //! Plain data. What each event does to the run is decided in [`super::Engine::handle`].
 
-use crate::record::{Heartbeat, Phase, RunRecord, TaskOutcome};
-use squall_worker::TaskSpec;
-use std::path::PathBuf;
+use crate::plan::url::{DataUrl, FetchDest};
+use crate::record::{CacheEntry, Heartbeat, ItemsFile, Phase, RunRecord, StoredFile, TaskOutcome};
+use serde_json::Value;
+use squall_worker::{GlobMatch, TaskSpec};
 
 /// A host's position in the engine's host table (in the order hosts were launched).
 pub type HostId = usize;
@@ -35,12 +36,93 @@ impl TaskKey {
 pub enum TaskCommand {
     /// Run through the agent.
     Exec(TaskSpec),
-    /// Put a file from the master on the host.
+    /// Put a file, or a folder's files, on the host (streamed by the master).
     Copy {
-        src: PathBuf,
+        src: DataUrl,
         dest: String,
         mode: u32,
+        /// A missing source is not an error.
+        optional: bool,
     },
+    /// List the host's files matching `pattern`; the engine then asks for them
+    /// ([`Action::StoreFiles`]) once it has checked where they go.
+    Fetch {
+        pattern: String,
+        dest: FetchDest,
+        optional: bool,
+    },
+}
+
+/// Where a shard stage's items are listed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardSource {
+    /// One item per object under a prefix (or file under a folder).
+    Objects(DataUrl),
+    /// One item per non-empty line.
+    Lines(DataUrl),
+}
+
+/// A fetched file's destination, decided by the engine.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dest {
+    /// A key of the run's own store (`runs/ID/files/...`).
+    Run(String),
+    /// An object in any bucket.
+    S3 { bucket: String, key: String },
+}
+
+impl Dest {
+    /// How the record names it: the store key, or an `s3://` URL.
+    pub fn label(&self) -> String {
+        match self {
+            Dest::Run(key) => key.clone(),
+            Dest::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
+        }
+    }
+}
+
+/// One host file to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// The file on the host.
+    pub from: String,
+    pub size: u64,
+    pub to: Dest,
+}
+
+/// Items listed for a sharded stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub items: Vec<Value>,
+    /// Where the items were also written (when there are more than the record keeps).
+    pub file: Option<ItemsFile>,
+}
+
+/// An item found in the cache, its files copied into this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheHit {
+    /// The run that computed it.
+    pub from_run: String,
+    pub files: Vec<StoredFile>,
+}
+
+/// An input of a cached item: how the key names it (the same in every run) and where
+/// its identity is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheInput {
+    pub label: String,
+    pub url: DataUrl,
+}
+
+/// What a cache lookup needs: the key's part the engine knows (the rendered tasks),
+/// and the inputs whose identities complete it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheQuery {
+    pub material: String,
+    pub inputs: Vec<CacheInput>,
+    /// Look the key up (false under `--no-cache`: the key is only computed, so the
+    /// item's fresh entry replaces the old one).
+    pub lookup: bool,
 }
 
 /// What the engine asks the runner to do.
@@ -69,6 +151,22 @@ pub enum Action {
     SnapshotLogs { host: HostId },
     /// Write the heartbeat (`status.json`). Heartbeats are written in order.
     Heartbeat(Box<Heartbeat>),
+    /// List a sharded stage's items from data.
+    ResolveShards { stage: usize, source: ShardSource },
+    /// Stream a fetch's files from the host into the store, then report the task.
+    StoreFiles {
+        key: TaskKey,
+        host: HostId,
+        files: Vec<Transfer>,
+    },
+    /// Look an item up in the cache; on a hit, reuse its files (copied into this run).
+    LookupCache {
+        stage: usize,
+        unit: usize,
+        query: CacheQuery,
+    },
+    /// Write a cache entry for an item that succeeded.
+    WriteCache { entry: Box<CacheEntry> },
     /// Terminate every instance of the run (by tag).
     Teardown,
     /// Write the final run record.
@@ -182,6 +280,30 @@ pub enum Event {
         result: Result<usize, Failure>,
     },
     RecordWritten,
+    /// A fetch's glob matched these files on its host.
+    FetchListed {
+        key: TaskKey,
+        host: HostId,
+        files: Vec<GlobMatch>,
+    },
+    /// A fetch's files were stored (reported before its `TaskFinished`).
+    FilesStored {
+        key: TaskKey,
+        host: HostId,
+        files: Vec<StoredFile>,
+    },
+    /// A sharded stage's items were listed, or not.
+    ShardsResolved {
+        stage: usize,
+        result: Result<Listed, Failure>,
+    },
+    /// A cache lookup's answer: the item's cache key, and (on a hit) the files reused.
+    CacheAnswered {
+        stage: usize,
+        unit: usize,
+        cache_key: String,
+        hit: Option<CacheHit>,
+    },
     /// Time passes (deadlines, timeouts, snapshots and heartbeats are checked).
     Tick,
     /// The user asked to stop (Ctrl-C).

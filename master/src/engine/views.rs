@@ -37,7 +37,7 @@ impl Engine {
             updated_at_ms: self.now_ms,
             started_at_ms: self.book.started_at_ms,
             playbook: self.plan.name.clone(),
-            stages: self.book.stages.clone(),
+            stages: self.book.stage_records(),
             hosts: self.hosts.beats(|h| self.flight.agent_ids_on(h)),
         }
     }
@@ -64,10 +64,11 @@ impl Engine {
             ended_at_ms: self.book.ended_at_ms,
             deadline_at_ms: self.deadline_at_ms,
             phases: self.book.phases.clone(),
-            stages: self.book.stages.clone(),
+            stages: self.book.stage_records(),
             hosts: self.hosts.records(),
             tasks: self.book.tasks.clone(),
             teardown: self.book.teardown.clone(),
+            files: self.book.files().to_vec(),
         }
     }
 

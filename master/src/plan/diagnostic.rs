@@ -56,6 +56,23 @@ impl fmt::Display for Invalid {
     }
 }
 
+impl Diagnostic {
+    /// A problem at `line:column` of `source` (read from `file`), found after
+    /// validation (e.g. a `copy` source that does not exist).
+    pub fn at(file: &Path, source: &str, line: u64, column: u64, message: String) -> Diagnostic {
+        let source_line = (line > 0)
+            .then(|| source.lines().nth(line as usize - 1).map(str::to_owned))
+            .flatten();
+        Diagnostic {
+            file: file.to_owned(),
+            line,
+            column,
+            message,
+            source_line,
+        }
+    }
+}
+
 impl Invalid {
     /// One problem with no position in `file` (e.g. it cannot be read).
     pub fn whole_file(file: &Path, message: impl Into<String>) -> Invalid {

@@ -6,9 +6,10 @@
 //! problems itself.
 
 use super::duration::Dur;
-use super::model::{ALL_HOSTS, FleetGroup, Playbook, Task};
+use super::model::{ALL_HOSTS, FleetGroup, Playbook, Shards, Task};
 use super::validate::file_mode;
 use serde_json::Value;
+use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +45,35 @@ pub struct Plan {
     pub stages: Vec<StagePlan>,
 }
 
+/// Where something is written in the playbook (1-based), for messages about it found
+/// after validation (a missing source, a failed listing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pos {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Pos {
+    pub fn of<T>(s: &Spanned<T>) -> Pos {
+        Pos {
+            line: s.referenced.line(),
+            column: s.referenced.column(),
+        }
+    }
+}
+
+/// Where a sharded stage's items come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShardPlan {
+    /// Written in the playbook.
+    Items(Vec<Value>),
+    /// One item `{url, key, name, size[, etag]}` per object under an S3 prefix or file
+    /// under a local folder; `url` is a template, resolved when the stage starts.
+    Objects { url: String, at: Pos },
+    /// One item per non-empty line of an S3 object or local file.
+    Lines { url: String, at: Pos },
+}
+
 /// One stage of a [`Plan`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct StagePlan {
@@ -55,13 +85,23 @@ pub struct StagePlan {
     pub timeout: Option<Dur>,
     /// Extra attempts of a failed task (plain) or item (sharded).
     pub retries: u32,
-    /// The shard items of a sharded stage; `None` for a plain stage.
-    pub shards: Option<Vec<Value>>,
+    /// Where a sharded stage's items come from; `None` for a plain stage.
+    pub shards: Option<ShardPlan>,
+    /// A sharded stage whose items are looked up in (and written to) the cache.
+    pub cache: bool,
 }
 
 impl StagePlan {
     pub fn is_sharded(&self) -> bool {
         self.shards.is_some()
+    }
+
+    /// The items written in the playbook, if they are.
+    pub fn written_items(&self) -> Option<&[Value]> {
+        match &self.shards {
+            Some(ShardPlan::Items(items)) => Some(items),
+            _ => None,
+        }
     }
 }
 
@@ -82,12 +122,31 @@ pub enum TaskAction {
     Shell(String),
     /// A program and its arguments.
     Command(Vec<String>),
-    /// A file from the playbook's folder put on the host.
-    Copy {
-        src: String,
-        dest: String,
-        mode: u32,
-    },
+    /// A file or folder put on the host.
+    Copy(CopyPlan),
+    /// Files matching a glob on the host, stored.
+    Fetch(FetchPlan),
+}
+
+/// A `copy` task, still templated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyPlan {
+    pub src: String,
+    pub dest: String,
+    pub mode: u32,
+    pub optional: bool,
+    /// Where `src` is written.
+    pub at: Pos,
+}
+
+/// A `fetch` task, still templated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPlan {
+    pub src: String,
+    pub dest: String,
+    pub optional: bool,
+    /// Where `src` is written.
+    pub at: Pos,
 }
 
 impl TaskPlan {
@@ -100,7 +159,8 @@ impl TaskPlan {
         let text = match &self.action {
             TaskAction::Shell(s) => s.clone(),
             TaskAction::Command(c) => c.join(" "),
-            TaskAction::Copy { src, dest, .. } => format!("copy {src} -> {dest}"),
+            TaskAction::Copy(c) => format!("copy {} -> {}", c.src, c.dest),
+            TaskAction::Fetch(f) => format!("fetch {} -> {}", f.src, f.dest),
         };
         short_name(String::new(), &text)
     }
@@ -144,14 +204,23 @@ impl Plan {
     /// Every `copy` task's source as written (possibly templated), relative to
     /// [`Plan::base_dir`].
     pub fn copy_sources(&self) -> Vec<&str> {
+        self.copies().map(|c| c.src.as_str()).collect()
+    }
+
+    /// A problem at `at` in the playbook, found after validation.
+    pub fn diagnostic(&self, at: Pos, message: String) -> super::Diagnostic {
+        super::Diagnostic::at(&self.file, &self.source, at.line, at.column, message)
+    }
+
+    /// Every `copy` task of the plan.
+    pub fn copies(&self) -> impl Iterator<Item = &CopyPlan> {
         self.stages
             .iter()
             .flat_map(|s| &s.tasks)
             .filter_map(|t| match &t.action {
-                TaskAction::Copy { src, .. } => Some(src.as_str()),
+                TaskAction::Copy(c) => Some(c),
                 _ => None,
             })
-            .collect()
     }
 }
 
@@ -191,7 +260,18 @@ pub fn lower(
                     .collect(),
                 timeout: s.timeout.map(|t| t.value),
                 retries: s.retries,
-                shards: s.shards.map(|s| s.value),
+                shards: s.shards.map(|s| match s.value {
+                    Shards::Items(items) => ShardPlan::Items(items),
+                    Shards::Objects(url) => ShardPlan::Objects {
+                        at: Pos::of(&url),
+                        url: url.value,
+                    },
+                    Shards::Lines(url) => ShardPlan::Lines {
+                        at: Pos::of(&url),
+                        url: url.value,
+                    },
+                }),
+                cache: s.cache.is_some_and(|c| c.value),
             }
         })
         .collect();
@@ -209,22 +289,33 @@ pub fn lower(
 }
 
 fn lower_task(t: Task) -> TaskPlan {
-    let action = match (t.shell, t.command, t.copy) {
-        (Some(sh), _, _) => TaskAction::Shell(sh.value),
-        (None, Some(cmd), _) => {
+    let action = match (t.shell, t.command, t.copy, t.fetch) {
+        (Some(sh), ..) => TaskAction::Shell(sh.value),
+        (None, Some(cmd), ..) => {
             TaskAction::Command(cmd.value.into_iter().map(|a| a.value).collect())
         }
-        (None, None, Some(copy)) => {
+        (None, None, Some(copy), _) => {
             let c = copy.value;
-            TaskAction::Copy {
+            TaskAction::Copy(CopyPlan {
+                at: Pos::of(&c.src),
                 src: c.src.value,
                 dest: c.dest.value,
                 // Validated: a mode that is present parses.
                 mode: c.mode.and_then(|m| file_mode(&m.value)).unwrap_or(0o644),
-            }
+                optional: c.optional,
+            })
+        }
+        (None, None, None, Some(fetch)) => {
+            let f = fetch.value;
+            TaskAction::Fetch(FetchPlan {
+                at: Pos::of(&f.src),
+                src: f.src.value,
+                dest: f.dest.value,
+                optional: f.optional,
+            })
         }
         // Validation requires exactly one action.
-        (None, None, None) => TaskAction::Command(Vec::new()),
+        (None, None, None, None) => TaskAction::Command(Vec::new()),
     };
     TaskPlan {
         name: t.name.map(|n| n.value),

@@ -1,7 +1,7 @@
 //! The playbook: its YAML model ([`model`]), parsing and validation with file, line
 //! and column ([`validate`], [`diagnostic`]), templates ([`template`]), durations
-//! ([`duration`]), and the plain [`Plan`] a valid playbook is lowered into once
-//! ([`lower`]).
+//! ([`duration`]), data URLs ([`url`]), and the plain [`Plan`] a valid playbook is
+//! lowered into once ([`lower`]), with the data it reads before it runs ([`sources`]).
 //!
 //! This layer knows nothing about running a plan: scheduling and rendering tasks for a
 //! host are the engine's, and it performs no IO beyond reading the playbook file in
@@ -11,13 +11,16 @@ pub mod diagnostic;
 pub mod duration;
 pub mod lower;
 pub mod model;
+pub mod sources;
 pub mod template;
+pub mod url;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, Invalid, LoadError};
 pub use duration::{BadDuration, Dur};
 pub use lower::{
-    COLLECT_GRACE_MS, Plan, STOP_GRACE_MS, StagePlan, TaskAction, TaskPlan, short_name,
+    COLLECT_GRACE_MS, CopyPlan, FetchPlan, Plan, Pos, STOP_GRACE_MS, ShardPlan, StagePlan,
+    TaskAction, TaskPlan, short_name,
 };
 pub use model::{ALL_HOSTS, FleetGroup, InstanceTypes, Market};
 
@@ -27,6 +30,15 @@ use std::path::{Path, PathBuf};
 
 /// Reads, parses and validates a playbook file, applying `--var` overrides.
 pub fn load(path: &Path, overrides: &BTreeMap<String, String>) -> Result<Plan, LoadError> {
+    load_for(path, overrides, None)
+}
+
+/// Like [`load`], for a known trigger (see [`parse_for`]).
+pub fn load_for(
+    path: &Path,
+    overrides: &BTreeMap<String, String>,
+    trigger: Option<&BTreeMap<String, serde_json::Value>>,
+) -> Result<Plan, LoadError> {
     let source = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
@@ -35,15 +47,28 @@ pub fn load(path: &Path, overrides: &BTreeMap<String, String>) -> Result<Plan, L
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    Ok(parse(path, &source, &base_dir, overrides)?)
+    Ok(parse_for(path, &source, &base_dir, overrides, trigger)?)
 }
 
-/// Parses and validates playbook text; `file` is used in messages only.
+/// Parses and validates playbook text; `file` is used in messages only. The trigger is
+/// not known yet: a template may use any `trigger.*` field.
 pub fn parse(
     file: &Path,
     source: &str,
     base_dir: &Path,
     overrides: &BTreeMap<String, String>,
+) -> Result<Plan, Invalid> {
+    parse_for(file, source, base_dir, overrides, None)
+}
+
+/// Like [`parse`], for a known trigger (its `trigger.*` fields): a template using a
+/// field the trigger lacks is an error.
+pub fn parse_for(
+    file: &Path,
+    source: &str,
+    base_dir: &Path,
+    overrides: &BTreeMap<String, String>,
+    trigger: Option<&BTreeMap<String, serde_json::Value>>,
 ) -> Result<Plan, Invalid> {
     let at = Locator { file, source };
     let playbook: model::Playbook =
@@ -57,6 +82,7 @@ pub fn parse(
         &validate::Input {
             playbook: &playbook,
             vars: &vars,
+            trigger,
         },
         &at,
         &mut problems,

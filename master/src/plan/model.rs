@@ -81,6 +81,11 @@ pub struct FleetGroup {
     /// Give the workers a public IP (off by default).
     #[serde(default)]
     pub public_ip: bool,
+    /// An instance profile (name or ARN) for this group's workers, for jobs that pull
+    /// many GB themselves. Off by default: workers then hold no AWS credentials, and the
+    /// master moves every byte (`copy`, `fetch`).
+    #[serde(default)]
+    pub instance_profile: Option<String>,
 }
 
 impl FleetGroup {
@@ -148,12 +153,88 @@ pub struct Stage {
     #[serde(default)]
     pub retries: u32,
     /// Items spread dynamically over the stage's hosts: a host that finishes takes the
-    /// next item. Each item runs the stage's tasks with `item` set.
+    /// next item. Each item runs the stage's tasks with `item` set. A list, or items
+    /// resolved from data when the stage starts (`objects: URL`, `lines: URL`).
     #[serde(default)]
-    pub shards: Option<Spanned<Vec<serde_json::Value>>>,
+    pub shards: Option<Spanned<Shards>>,
+    /// Sharded stages: an item whose cache key matches an earlier success is not run
+    /// again; its fetched files are reused.
+    #[serde(default)]
+    pub cache: Option<Spanned<bool>>,
 }
 
-/// One step on a host: exactly one of `shell`, `command` or `copy`.
+/// A sharded stage's items: written out, or one per object under a prefix (or file
+/// under a folder), or one per non-empty line of a manifest.
+#[derive(Debug, Clone)]
+pub enum Shards {
+    Items(Vec<serde_json::Value>),
+    /// `objects: URL`: an S3 prefix or a local folder, listed recursively.
+    Objects(Spanned<String>),
+    /// `lines: URL`: an S3 object or a local file, one item per non-empty line.
+    Lines(Spanned<String>),
+}
+
+impl<'de> Deserialize<'de> for Shards {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shards;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of items, or `objects: URL` or `lines: URL`")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = seq.next_element::<serde_json::Value>()? {
+                    out.push(v);
+                }
+                Ok(Shards::Items(out))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(de::Error::custom(
+                        "expected `objects: URL` or `lines: URL` in `shards`",
+                    ));
+                };
+                let url: Spanned<String> = map.next_value()?;
+                let shards = match key.as_str() {
+                    "objects" => Shards::Objects(url),
+                    "lines" => Shards::Lines(url),
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "unknown key `{other}` in `shards`, expected `objects` or `lines`"
+                        )));
+                    }
+                };
+                if let Some(more) = map.next_key::<String>()? {
+                    return Err(de::Error::custom(format!(
+                        "`shards` takes one of `objects` or `lines`, found `{more}` as well"
+                    )));
+                }
+                Ok(shards)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "expected a list, e.g. `[a, b]`, or `objects: URL` or `lines: URL`, found `{v}`"
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One step on a host: exactly one of `shell`, `command`, `copy` or `fetch`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Task {
@@ -165,9 +246,13 @@ pub struct Task {
     /// A program and its arguments, run without a shell.
     #[serde(default)]
     pub command: Option<Spanned<Vec<Spanned<String>>>>,
-    /// A file from the playbook's folder (src) put on the host (dest).
+    /// A file or folder (from the playbook's folder, S3, or the run's files) put on the
+    /// host.
     #[serde(default)]
     pub copy: Option<Spanned<CopySpec>>,
+    /// Files on the host matching a glob, stored in the run's files (or S3).
+    #[serde(default)]
+    pub fetch: Option<Spanned<FetchSpec>>,
     /// Extra environment variables for this task.
     #[serde(default)]
     pub environment: BTreeMap<String, Spanned<String>>,
@@ -180,11 +265,31 @@ pub struct Task {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CopySpec {
-    /// Relative to the playbook's folder.
+    /// A path relative to the playbook's folder (absolute: local and inventory runs
+    /// only), `s3://bucket/key`, or under `{{ run.files }}`; ending in `/`, a folder
+    /// copied recursively.
     pub src: Spanned<String>,
-    /// Relative to the login user's home on the host, or absolute.
+    /// Relative to the login user's home on the host, or absolute (a folder when `src`
+    /// is one).
     pub dest: Spanned<String>,
     /// File mode, e.g. `"0755"` (default `0644`).
     #[serde(default)]
     pub mode: Option<Spanned<String>>,
+    /// A missing source is not an error (nothing is copied).
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// The `fetch` task's arguments: host -> store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSpec {
+    /// A glob on the host (`*`, `?`, `**`), relative to the login home or absolute.
+    pub src: Spanned<String>,
+    /// A prefix in the run's files area (`runs/RUN_ID/files/PREFIX/...`), or an
+    /// absolute `s3://bucket/prefix/`.
+    pub dest: Spanned<String>,
+    /// No match is not an error.
+    #[serde(default)]
+    pub optional: bool,
 }

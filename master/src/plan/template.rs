@@ -1,9 +1,12 @@
 //! Jinja templating of task fields (minijinja), with strict undefined values.
 //!
-//! A template sees `vars`, `run.id`, `host.name`, `host.index`, `host.count`,
-//! `host.group`, `item` (in sharded stages) and `trigger.*`. This module renders one
-//! string against one context; deciding which contexts a playbook must be checked
-//! against is [`super::validate`]'s job, and when tasks are rendered is the engine's.
+//! A template sees `vars`, `run.id`, `run.files`, `host.name`, `host.index`,
+//! `host.count`, `host.group`, `item` (in sharded stages) and `trigger.*`, and the
+//! `quote` filter (POSIX shell quoting, for values an uploader controls in `shell:`) and
+//! the `basename` filter (a path's or URL's last part).
+//! This module renders one string against one context; deciding which contexts a
+//! playbook must be checked against is [`super::validate`]'s job, and when tasks are
+//! rendered is the engine's.
 
 use minijinja::value::{Object, Value};
 use minijinja::{Environment, UndefinedBehavior};
@@ -17,6 +20,9 @@ use std::sync::{Arc, OnceLock};
 pub struct TemplateContext<'a> {
     pub vars: &'a BTreeMap<String, serde_json::Value>,
     pub run_id: &'a str,
+    /// The run's own files area: `s3://BUCKET/runs/ID/files` on AWS, the local store's
+    /// path otherwise.
+    pub run_files: &'a str,
     pub host: HostVars,
     pub item: Option<&'a serde_json::Value>,
     pub trigger: Trigger<'a>,
@@ -55,6 +61,7 @@ impl<'a> TemplateContext<'a> {
         TemplateContext {
             vars,
             run_id: "validate",
+            run_files: VALIDATION_RUN_FILES,
             host: HostVars {
                 name: format!("{group}-{index}"),
                 index,
@@ -71,7 +78,10 @@ impl<'a> TemplateContext<'a> {
         m.insert("vars", Value::from_serialize(self.vars));
         m.insert(
             "run",
-            Value::from_serialize(BTreeMap::from([("id", &self.run_id)])),
+            Value::from_serialize(BTreeMap::from([
+                ("id", self.run_id),
+                ("files", self.run_files),
+            ])),
         );
         m.insert("host", Value::from_serialize(&self.host));
         if let Some(item) = self.item {
@@ -87,6 +97,9 @@ impl<'a> TemplateContext<'a> {
         Value::from(m)
     }
 }
+
+/// What `run.files` renders as while validating (no run exists yet).
+pub const VALIDATION_RUN_FILES: &str = "s3://validate/runs/validate/files";
 
 /// A trigger whose every field exists (validation does not know the real one).
 #[derive(Debug)]
@@ -118,7 +131,7 @@ impl fmt::Display for TemplateError {
         if let Some(line) = self.line.filter(|l| *l > 1) {
             write!(f, " (line {line} of the template)")?;
         }
-        f.write_str("; templates can use vars, run.id, host.name, host.index, host.count, host.group, item (sharded stages) and trigger")
+        f.write_str("; templates can use vars, run.id, run.files, host.name, host.index, host.count, host.group, item (sharded stages) and trigger")
     }
 }
 
@@ -128,8 +141,39 @@ fn env() -> &'static Environment<'static> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
+        env.add_filter("quote", quote);
+        env.add_filter("basename", basename);
         env
     })
+}
+
+/// The `quote` filter: a value quoted for a POSIX shell (shlex), so that a name an
+/// uploader chose stays one word in `shell:` text.
+fn quote(value: Value) -> Result<String, minijinja::Error> {
+    let text = match value.as_str() {
+        Some(s) => s.to_owned(),
+        None => value.to_string(),
+    };
+    shlex::try_quote(&text)
+        .map(|q| q.into_owned())
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
+}
+
+/// The `basename` filter: the last part of a path or URL (`s3://b/in/a.csv` -> `a.csv`),
+/// for naming a listed or manifest item's files.
+fn basename(value: String) -> String {
+    let trimmed = value.trim_end_matches('/');
+    trimmed.rsplit('/').next().unwrap_or(trimmed).to_owned()
+}
+
+/// The variables a template refers to, dotted (`run.files`, `item.name`, `host`), or
+/// `None` when it does not compile.
+pub fn references(text: &str) -> Option<std::collections::BTreeSet<String>> {
+    if !text.contains("{{") && !text.contains("{%") {
+        return Some(Default::default());
+    }
+    let t = env().template_from_str(text).ok()?;
+    Some(t.undeclared_variables(true).into_iter().collect())
 }
 
 /// Renders `text` against `ctx`. Text without `{{` or `{%` is returned as is.
@@ -170,6 +214,7 @@ mod tests {
         TemplateContext {
             vars,
             run_id: "r1",
+            run_files: "/store/runs/r1/files",
             host: HostVars {
                 name: "w-1".into(),
                 index: 1,
@@ -203,6 +248,54 @@ mod tests {
     fn syntax_errors_are_reported() {
         let e = render("echo {{ host.name ", &ctx(None)).unwrap_err();
         assert!(e.what.starts_with("syntax error"), "{e}");
+    }
+
+    #[test]
+    fn quote_makes_one_shell_word() {
+        // What a real shell makes of the quoted value: exactly the one original word.
+        for hostile in ["it's a $file; rm -rf /", "a\"b`c`\\d\n$(e)", "-rf *", ""] {
+            let item = serde_json::json!(hostile);
+            let out = render("printf '%s|' {{ item | quote }}", &ctx(Some(item))).expect("renders");
+            let got = std::process::Command::new("/bin/sh")
+                .args(["-c", &out])
+                .output()
+                .expect("sh runs");
+            assert_eq!(
+                String::from_utf8_lossy(&got.stdout),
+                format!("{hostile}|"),
+                "{out}"
+            );
+        }
+        assert_eq!(
+            render("{{ vars.model | quote }}", &ctx(None)).as_deref(),
+            Ok("resnet")
+        );
+    }
+
+    #[test]
+    fn basename_is_the_last_part() {
+        for (url, base) in [
+            ("s3://b/in/a.csv", "a.csv"),
+            ("files/x/", "x"),
+            ("plain", "plain"),
+        ] {
+            let item = serde_json::json!(url);
+            assert_eq!(
+                render("{{ item | basename }}", &ctx(Some(item))).as_deref(),
+                Ok(base)
+            );
+        }
+    }
+
+    #[test]
+    fn references_are_dotted_paths() {
+        let refs =
+            references("cp {{ run.files }}/x {{ item.name }} {{ host.name }}").expect("compiles");
+        assert!(
+            refs.contains("run.files") && refs.contains("item.name") && refs.contains("host.name"),
+            "{refs:?}"
+        );
+        assert_eq!(references("plain").map(|r| r.len()), Some(0));
     }
 
     #[test]

@@ -1,22 +1,29 @@
 //! Validation of a parsed playbook as a whole: names, counts, groups named by stages,
-//! task shapes, modes, environment names, and every template rendered against every
-//! context it will meet (each shard item, the first and last host of each group).
+//! task shapes, modes, environment names, data URLs and fetch destinations, caching,
+//! and every template rendered against every context it will meet (each shard item, a
+//! sample item of data shards, the first and last host of each group, the trigger when
+//! it is known).
 //!
 //! Every problem becomes a [`Diagnostic`] at its place in the file; all of them are
 //! reported at once. Parsing the YAML is [`super::parse`]'s job, and lowering a valid
 //! playbook into what the engine runs is [`super::lower`]'s.
 
 use super::diagnostic::{Diagnostic, Locator};
-use super::model::{ALL_HOSTS, Playbook, Stage, Task};
-use super::template::{self, TemplateContext};
+use super::model::{ALL_HOSTS, Playbook, Shards, Stage, Task};
+use super::template::{self, TemplateContext, Trigger};
+use super::url;
+use serde_json::{Value, json};
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 
-/// What validation sees: the playbook as written and its variables after `--var`.
+/// What validation sees: the playbook as written, its variables after `--var`, and the
+/// trigger's fields when the trigger is known (a template using a field the trigger
+/// lacks, e.g. `trigger.url` under a schedule, is then an error).
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
     pub playbook: &'a Playbook,
-    pub vars: &'a BTreeMap<String, serde_json::Value>,
+    pub vars: &'a BTreeMap<String, Value>,
+    pub trigger: Option<&'a BTreeMap<String, Value>>,
 }
 
 impl Input<'_> {
@@ -27,6 +34,19 @@ impl Input<'_> {
         } else {
             vec![stage.hosts.value.clone()]
         }
+    }
+}
+
+/// Whether `p` is an IAM instance profile name, or the ARN of one.
+fn valid_profile(p: &str) -> bool {
+    let name_char = |c: u8| c.is_ascii_alphanumeric() || b"+=,.@_-".contains(&c);
+    match p.strip_prefix("arn:") {
+        Some(rest) => {
+            rest.contains(":instance-profile/")
+                && p.len() <= 2048
+                && rest.bytes().all(|c| name_char(c) || c == b':' || c == b'/')
+        }
+        None => (1..=128).contains(&p.len()) && p.bytes().all(name_char),
     }
 }
 
@@ -92,6 +112,14 @@ pub fn validate(pb: &Input<'_>, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
                 format!("expected `user` in group `{name}` to be a login name (a lowercase letter or '_', then lowercase letters, digits, '_' or '-', at most 32), found `{user}`"),
             ));
         }
+        if let Some(profile) = &g.value.instance_profile
+            && !valid_profile(profile)
+        {
+            out.push(at.at(
+                g,
+                format!("expected `instance_profile` in group `{name}` to be an IAM instance profile name (1 to 128 letters, digits and `+=,.@_-`) or its ARN, found `{profile}`"),
+            ));
+        }
         if let Some(min) = g.value.min_count
             && (min == 0 || min > g.value.count)
         {
@@ -133,13 +161,23 @@ pub fn validate(pb: &Input<'_>, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
                 format!("expected at least one task in stage `{}`", s.name.value),
             ));
         }
-        if let Some(shards) = &s.shards
-            && shards.value.is_empty()
-        {
-            out.push(at.at(
-                shards,
+        match s.shards.as_ref().map(|s| (s, &s.value)) {
+            Some((spanned, Shards::Items(items))) if items.is_empty() => out.push(at.at(
+                spanned,
                 "expected at least one item in `shards` (or no `shards` key)",
-            ));
+            )),
+            Some((_, Shards::Objects(u) | Shards::Lines(u))) => {
+                if let Err(why) = url::check_source(&u.value) {
+                    out.push(at.at(u, why.to_string()));
+                }
+                validate_shard_url(pb, s, u, at, out);
+            }
+            _ => {}
+        }
+        if let Some(cache) = &s.cache
+            && cache.value
+        {
+            validate_cache(s, cache, at, out);
         }
         if s.retries > 100 {
             out.push(at.at(
@@ -162,17 +200,43 @@ fn validate_task(
     out: &mut Vec<Diagnostic>,
 ) {
     let t = &task.value;
-    let actions = [t.shell.is_some(), t.command.is_some(), t.copy.is_some()];
+    let actions = [
+        t.shell.is_some(),
+        t.command.is_some(),
+        t.copy.is_some(),
+        t.fetch.is_some(),
+    ];
     match actions.iter().filter(|a| **a).count() {
         0 => out.push(at.at(
             task,
-            "expected one of `shell`, `command` or `copy` in this task",
+            "expected one of `shell`, `command`, `copy` or `fetch` in this task",
         )),
         1 => {}
         _ => out.push(at.at(
             task,
-            "expected only one of `shell`, `command` or `copy` in this task, found several",
+            "expected only one of `shell`, `command`, `copy` or `fetch` in this task, found several",
         )),
+    }
+    if let Some(copy) = &t.copy {
+        if let Err(why) = url::check_source(&copy.value.src.value) {
+            out.push(at.at(&copy.value.src, why.to_string()));
+        }
+        let dest = &copy.value.dest.value;
+        if !dest.contains("{{")
+            && !dest.contains("{%")
+            && let Err(why) = url::check_copy_dest(dest, dest)
+        {
+            out.push(at.at(&copy.value.dest, why.to_string()));
+        }
+    }
+    if let Some(fetch) = &t.fetch {
+        let f = &fetch.value;
+        if f.src.value.trim().is_empty() {
+            out.push(at.at(&f.src, "expected a glob in `fetch.src`, e.g. `out/*.csv`"));
+        }
+        if let Err(why) = url::check_fetch_dest(&f.dest.value) {
+            out.push(at.at(&f.dest, why.to_string()));
+        }
     }
     if let Some(cmd) = &t.command
         && cmd.value.is_empty()
@@ -206,12 +270,22 @@ fn validate_task(
         return;
     }
     // Render every template against every context it will meet: each host index of the
-    // stage's groups (first and last suffice for index-dependent logic) and each item.
+    // stage's groups (first and last suffice for index-dependent logic) and each item
+    // (a sample item for items resolved from data).
     let templates = task_templates(t);
-    let items: Vec<Option<&serde_json::Value>> = match &stage.shards {
-        Some(s) => s.value.iter().map(Some).collect(),
-        None => vec![None],
+    let samples = sample_items(stage);
+    let items: Vec<Option<&Value>> = match (&stage.shards, &samples) {
+        (Some(s), _) if matches!(s.value, Shards::Items(_)) => match &s.value {
+            Shards::Items(items) => items.iter().map(Some).collect(),
+            _ => Vec::new(),
+        },
+        (Some(_), samples) => samples.iter().map(Some).collect(),
+        (None, _) => vec![None],
     };
+    if let Some(fetch) = &t.fetch {
+        check_fetch_varies(pb, stage, fetch, &items, at, out);
+    }
+    let trigger = pb.trigger.map_or(Trigger::Any, Trigger::Known);
     for (group, count) in pb
         .stage_groups(stage)
         .into_iter()
@@ -223,11 +297,17 @@ fn validate_task(
         }
         for index in indices {
             for item in &items {
-                let ctx = TemplateContext::for_validation(pb.vars, &group, index, count, *item);
+                let mut ctx = TemplateContext::for_validation(pb.vars, &group, index, count, *item);
+                ctx.trigger = trigger.clone();
                 for (spanned, text) in &templates {
                     if let Err(e) = template::render(text, &ctx) {
-                        let d = at.diag(spanned.0, spanned.1, template_message(&e, *item));
-                        if !out.contains(&d) {
+                        let d = at.diag(
+                            spanned.0,
+                            spanned.1,
+                            template_message(&e, *item, pb.trigger),
+                        );
+                        // One problem per place (the first host or item that shows it).
+                        if !out.iter().any(|o| o.line == d.line && o.column == d.column) {
                             out.push(d);
                         }
                     }
@@ -237,10 +317,172 @@ fn validate_task(
     }
 }
 
-fn template_message(e: &template::TemplateError, item: Option<&serde_json::Value>) -> String {
+fn template_message(
+    e: &template::TemplateError,
+    item: Option<&Value>,
+    trigger: Option<&BTreeMap<String, Value>>,
+) -> String {
+    if let (Some(t), Some(frag)) = (trigger, &e.fragment)
+        && let Some(field) = frag.strip_prefix("trigger.")
+        && !t.contains_key(field.split(['.', ' ', '|']).next().unwrap_or(field))
+    {
+        let kind = t.get("kind").and_then(Value::as_str).unwrap_or("this");
+        return format!(
+            "`{frag}` is not set for a {kind} trigger (`trigger.url` is set by S3 uploads and `squall run --trigger-url`); nothing was launched"
+        );
+    }
     match item {
         Some(item) => format!("{e} (with item = {item})"),
         None => e.to_string(),
+    }
+}
+
+/// A shard URL renders (it is resolved when the stage starts, with no host or item).
+fn validate_shard_url(
+    pb: &Input<'_>,
+    stage: &Stage,
+    u: &Spanned<String>,
+    at: &Locator<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let group = pb
+        .stage_groups(stage)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let mut ctx = TemplateContext::for_validation(pb.vars, &group, 0, 1, None);
+    ctx.trigger = pb.trigger.map_or(Trigger::Any, Trigger::Known);
+    if let Err(e) = template::render(&u.value, &ctx) {
+        out.push(at.at(u, template_message(&e, None, pb.trigger)));
+    }
+}
+
+/// Sample items for a stage whose items come from data, as the listing will make them.
+fn sample_items(stage: &Stage) -> Vec<Value> {
+    match stage.shards.as_ref().map(|s| &s.value) {
+        Some(Shards::Objects(u)) => {
+            let s3 = u.value.starts_with("s3://");
+            ["a.csv", "b/c.csv"]
+                .iter()
+                .map(|name| {
+                    let mut item = json!({
+                        "url": if s3 { format!("s3://bucket/prefix/{name}") } else { format!("inputs/{name}") },
+                        "key": format!("prefix/{name}"),
+                        "name": name,
+                        "size": 1,
+                    });
+                    if s3 {
+                        item["etag"] = json!("\"0\"");
+                    }
+                    item
+                })
+                .collect()
+        }
+        Some(Shards::Lines(_)) => vec![json!("first line"), json!("second line")],
+        _ => Vec::new(),
+    }
+}
+
+/// A fetch in a stage of more than one unit must be able to write different keys for
+/// different units: its `src` or `dest` must render differently for two of them.
+fn check_fetch_varies(
+    pb: &Input<'_>,
+    stage: &Stage,
+    fetch: &Spanned<super::model::FetchSpec>,
+    items: &[Option<&Value>],
+    at: &Locator<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let f = &fetch.value;
+    if url::check_fetch_dest(&f.dest.value).is_err() {
+        return; // already reported
+    }
+    let groups: Vec<(String, u32)> = pb
+        .stage_groups(stage)
+        .into_iter()
+        .filter_map(|g| pb.playbook.fleet.value.get(&g).map(|f| (g, f.value.count)))
+        .collect();
+    // Two different units: two items of a sharded stage, two hosts of a plain one.
+    let units: Vec<(String, u32, u32, Option<&Value>)> = if stage.shards.is_some() {
+        let Some((group, count)) = groups.first() else {
+            return;
+        };
+        items
+            .iter()
+            .take(2)
+            .map(|i| (group.clone(), 0, *count, *i))
+            .collect()
+    } else {
+        let mut hosts = Vec::new();
+        for (group, count) in &groups {
+            for index in 0..(*count).min(2) {
+                hosts.push((group.clone(), index, *count, None));
+            }
+        }
+        hosts.into_iter().take(2).collect()
+    };
+    if units.len() < 2 {
+        return;
+    }
+    let render = |(group, index, count, item): &(String, u32, u32, Option<&Value>)| {
+        let ctx = TemplateContext::for_validation(pb.vars, group, *index, *count, *item);
+        (
+            template::render(&f.src.value, &ctx).ok(),
+            template::render(&f.dest.value, &ctx).ok(),
+        )
+    };
+    let (a, b) = (render(&units[0]), render(&units[1]));
+    if a.0.is_some() && a == b {
+        let by = if stage.shards.is_some() {
+            "the item (e.g. `{{ item }}`)"
+        } else {
+            "`{{ host.name }}`"
+        };
+        out.push(at.at(
+            &f.dest,
+            format!(
+                "every unit of stage `{}` would fetch to the same keys: template `dest` (or `src`) with {by}",
+                stage.name.value
+            ),
+        ));
+    }
+}
+
+/// A cached stage is keyed by what its items do: it must be sharded, and its tasks must
+/// not depend on the run, the host or the trigger.
+fn validate_cache(
+    stage: &Stage,
+    cache: &Spanned<bool>,
+    at: &Locator<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    if stage.shards.is_none() {
+        out.push(at.at(
+            cache,
+            "`cache` applies to sharded stages (their items are what is cached)",
+        ));
+        return;
+    }
+    for task in &stage.tasks.value {
+        for (_, text) in task_templates(&task.value) {
+            let Some(refs) = template::references(text) else {
+                continue;
+            };
+            if let Some(r) = refs.iter().find(|r| {
+                ["run", "host", "trigger"]
+                    .iter()
+                    .any(|p| r.as_str() == *p || r.starts_with(&format!("{p}.")))
+            }) {
+                out.push(at.at(
+                    cache,
+                    format!(
+                        "stage `{}` cannot be keyed for the cache: a task uses `{r}` (cached items may depend only on vars and the item)",
+                        stage.name.value
+                    ),
+                ));
+                return;
+            }
+        }
     }
 }
 
@@ -259,6 +501,10 @@ fn task_templates(t: &Task) -> Vec<((u64, u64), &str)> {
     if let Some(c) = &t.copy {
         v.push((pos(&c.value.src), c.value.src.value.as_str()));
         v.push((pos(&c.value.dest), c.value.dest.value.as_str()));
+    }
+    if let Some(f) = &t.fetch {
+        v.push((pos(&f.value.src), f.value.src.value.as_str()));
+        v.push((pos(&f.value.dest), f.value.dest.value.as_str()));
     }
     v.extend(t.environment.values().map(|e| (pos(e), e.value.as_str())));
     if let Some(n) = &t.name {

@@ -8,7 +8,7 @@ use super::run::{Phase, StageRecord};
 use serde::{Deserialize, Serialize};
 
 /// `status.json`: a heartbeat written while the run goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub run_id: String,
     pub phase: Phase,

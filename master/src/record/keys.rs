@@ -67,3 +67,29 @@ pub fn launch(run_id: &str) -> String {
 pub fn sweep_note(run_id: &str, unix_secs: u64) -> String {
     format!("runs/{run_id}/sweeps/{unix_secs}.json")
 }
+
+/// The run's own files area (what `fetch` stores, what `run.files` names).
+pub fn files_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}/files/")
+}
+
+/// The items listed for a stage, beyond what the record keeps.
+pub fn shard_items(run_id: &str, stage: &str) -> String {
+    let safe: String = stage
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let safe = safe.trim_start_matches('.');
+    format!("runs/{run_id}/shards/{safe}.jsonl")
+}
+
+/// A cache entry, shared across runs.
+pub fn cache_entry(cache_key: &str) -> String {
+    format!("cache/{cache_key}.json")
+}

@@ -37,6 +37,13 @@ pub struct RunRequest {
     /// Unix seconds after which the master may be swept.
     pub master_deadline: u64,
     pub requested_at: u64,
+    /// Whether cached stages reuse earlier items.
+    #[serde(default = "yes")]
+    pub use_cache: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `runs/RUN_ID/launch.json`: the master started for the run.

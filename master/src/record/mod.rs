@@ -4,12 +4,16 @@
 //!
 //! Plain data: nothing here performs IO or decides anything about a run.
 
+pub mod data;
 pub mod heartbeat;
 pub mod keys;
 pub mod launch;
 pub mod run;
 pub mod runid;
 
+pub use data::{
+    CacheEntry, CachedFile, FileRecord, ITEMS_IN_RECORD, ItemsFile, ItemsRecord, StoredFile,
+};
 pub use heartbeat::{Heartbeat, HostBeat};
 pub use launch::{Claim, LaunchRecord, RunRequest};
 pub use run::{

@@ -71,6 +71,9 @@ pub struct RunRecord {
     pub hosts: Vec<HostRecord>,
     pub tasks: Vec<TaskRecord>,
     pub teardown: Option<TeardownRecord>,
+    /// Every file the run's fetches stored (or reused from the cache).
+    #[serde(default)]
+    pub files: Vec<super::FileRecord>,
 }
 
 impl RunRecord {
@@ -103,6 +106,7 @@ impl RunRecord {
             hosts: Vec::new(),
             tasks: Vec::new(),
             teardown: None,
+            files: Vec::new(),
         }
     }
 }
@@ -121,7 +125,7 @@ pub struct PhaseMark {
     pub at_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRecord {
     pub name: String,
     pub started_at_ms: u64,
@@ -130,6 +134,15 @@ pub struct StageRecord {
     /// Number of shard items (0 when the stage is not sharded).
     pub shards_total: usize,
     pub shards_done: usize,
+    /// Where its items came from, when they were listed from data.
+    #[serde(default)]
+    pub items: Option<super::ItemsRecord>,
+    /// Items served from the cache instead of run.
+    #[serde(default)]
+    pub cached: Vec<usize>,
+    /// Anything worth saying about how the stage went (e.g. an empty listing).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

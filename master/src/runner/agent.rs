@@ -1,6 +1,6 @@
 //! The agent client: installing `squall-worker` on a host, starting a task through it
 //! and long-polling it to its end (re-attaching by task id after a dropped connection),
-//! and cancelling a task.
+//! and cancelling a task. A `copy` or `fetch` task is [`super::data`]'s.
 //!
 //! Every agent command line is built by [`squall_worker::Request::argv`]. Whether a
 //! failed task is retried is the engine's decision; this module reports what happened.
@@ -19,7 +19,7 @@ const AGENT_ERRORS_TOLERATED: u32 = 3;
 /// How long a cancel keeps trying while the task is still being created.
 const CANCEL_RETRY_FOR: Duration = Duration::from_secs(10);
 
-fn agent_argv(ctx: &Ctx, inst: &Instance, req: &Request) -> Vec<String> {
+pub(super) fn agent_argv(ctx: &Ctx, inst: &Instance, req: &Request) -> Vec<String> {
     req.argv(AGENT_PATH, &agent_root(&ctx.opts.run_id, &inst.id))
 }
 
@@ -36,10 +36,14 @@ pub async fn bootstrap(ctx: &Ctx, host: HostId, inst: Instance) {
         tracing::info!(host = %inst.id, "agent already installed");
         Ok(())
     } else {
-        ctx.b
-            .transport
-            .put_file(&inst, &ctx.opts.agent_binary, AGENT_PATH, 0o755)
-            .await
+        crate::seam::transport::put_file(
+            ctx.b.transport.as_ref(),
+            &inst,
+            &ctx.opts.agent_binary,
+            AGENT_PATH,
+            0o755,
+        )
+        .await
     };
     ctx.send(match r {
         Ok(()) => Event::Bootstrapped { host },
@@ -54,27 +58,22 @@ pub async fn bootstrap(ctx: &Ctx, host: HostId, inst: Instance) {
 pub async fn run_task(ctx: &Ctx, key: TaskKey, host: HostId, inst: Instance, command: TaskCommand) {
     let started = now_ms();
     let event = match command {
-        TaskCommand::Copy { src, dest, mode } => {
-            match ctx.b.transport.put_file(&inst, &src, &dest, mode).await {
-                Err(e) if e.is_unreachable() => Event::HostLost {
-                    host,
-                    reason: chain(&e),
-                },
-                r => Event::TaskFinished {
-                    key,
-                    host,
-                    result: TaskResult::without_exit(
-                        if r.is_ok() {
-                            TaskOutcome::Succeeded
-                        } else {
-                            TaskOutcome::Failed
-                        },
-                        r.err().map(|e| chain(&e)),
-                        started,
-                        now_ms(),
-                    ),
-                },
-            }
+        TaskCommand::Copy {
+            src,
+            dest,
+            mode,
+            optional,
+        } => {
+            let order = super::data::CopyOrder {
+                src: &src,
+                dest: &dest,
+                mode,
+                optional,
+            };
+            super::data::copy_task(ctx, key, host, &inst, order).await
+        }
+        TaskCommand::Fetch { pattern, .. } => {
+            super::data::list_fetch(ctx, key, host, &inst, &pattern).await
         }
         TaskCommand::Exec(spec) => match exec_task(ctx, &inst, spec).await {
             Ok(status) => Event::TaskFinished {

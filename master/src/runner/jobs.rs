@@ -4,7 +4,7 @@
 //!
 //! What a job does is [`super::dispatch`]'s business.
 
-use crate::engine::Event;
+use crate::engine::{Event, TaskKey};
 use std::collections::HashMap;
 use std::future::Future;
 use tokio::task::JoinSet;
@@ -14,18 +14,44 @@ use tokio::task::JoinSet;
 pub struct Jobs {
     set: JoinSet<()>,
     fallbacks: HashMap<tokio::task::Id, Event>,
+    /// The jobs moving a task's data (copies, fetches), which cancelling aborts: no
+    /// agent runs them.
+    data: HashMap<TaskKey, tokio::task::AbortHandle>,
 }
 
 impl Jobs {
-    /// Runs `job`; `fallback` is reported in its stead if it panics.
+    /// Runs `job`; `fallback` is reported in its stead if it panics. The handle aborts
+    /// it (nothing is reported then).
     pub fn spawn(
         &mut self,
         fallback: Option<Event>,
         job: impl Future<Output = ()> + Send + 'static,
-    ) {
+    ) -> tokio::task::AbortHandle {
         let handle = self.set.spawn(job);
         if let Some(ev) = fallback {
             self.fallbacks.insert(handle.id(), ev);
+        }
+        handle
+    }
+
+    /// Notes that `handle` moves task `key`'s data.
+    pub fn track(&mut self, key: TaskKey, handle: tokio::task::AbortHandle) {
+        self.data.insert(key, handle);
+    }
+
+    /// Forgets task `key` (it ended).
+    pub fn untrack(&mut self, key: &TaskKey) {
+        self.data.remove(key);
+    }
+
+    /// Aborts the job moving task `key`'s data; false when there is none.
+    pub fn abort_data(&mut self, key: &TaskKey) -> bool {
+        match self.data.remove(key) {
+            Some(h) => {
+                h.abort();
+                true
+            }
+            None => false,
         }
     }
 

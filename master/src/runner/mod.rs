@@ -7,15 +7,21 @@
 //! instances torn down by tag and a record written. The decisions themselves (what to
 //! run where, when to retry, when to stop, which hosts to snapshot, when to write a
 //! heartbeat) are the engine's, not this module's. The agent client is [`agent`],
-//! moving logs into the store [`logs`], what people see while it runs [`progress`].
+//! moving data (copies, fetches, listings, the cache) [`data`], moving logs into the
+//! store [`logs`], what people see while it runs [`progress`]; what is checked before
+//! anything launches, [`preflight`].
 
 pub mod agent;
+pub mod cache;
+pub mod data;
 pub mod jobs;
 pub mod logs;
+pub mod preflight;
 pub mod progress;
 
 use crate::engine::{
-    Action, Engine, EngineOptions, Event, Failure, HostId, LaunchedInstance, TaskResult,
+    Action, DataOptions, Engine, EngineOptions, Event, Failure, HostId, LaunchedInstance,
+    TaskCommand, TaskResult,
 };
 use crate::error::chain;
 use crate::plan::{FleetGroup, Plan};
@@ -54,6 +60,11 @@ pub struct RunOptions {
     /// Store a snapshot of every live host's logs this often while the stages run, so
     /// a host lost later loses at most this much (plus one snapshot's duration).
     pub snapshot_every: Option<Duration>,
+    /// Whether `copy` may read absolute local paths (not on an EC2 master).
+    pub allow_absolute_sources: bool,
+    /// Whether cached stages reuse earlier items (`--no-cache` turns it off; entries
+    /// are still written).
+    pub use_cache: bool,
 }
 
 /// What a finished run left behind.
@@ -109,7 +120,16 @@ pub struct Ctx {
     tx: mpsc::UnboundedSender<Report>,
     /// Why the run record could not be written, if it could not.
     record_error: Mutex<Option<StoreError>>,
+    /// The playbook's folder, absolute (listed local files are named relative to it).
+    base_dir: PathBuf,
+    /// Bounds the cache's lookups and writes toward the store.
+    store_slots: Arc<tokio::sync::Semaphore>,
+    /// The identities of the cache's inputs, once per (stage, URL).
+    identities: Mutex<std::collections::HashMap<(usize, String), cache::Identity>>,
 }
+
+/// How many cache lookups or writes go to the store at once.
+const STORE_SLOTS: usize = 16;
 
 impl Ctx {
     /// Reports an event to the run loop (which only stops listening once it is done).
@@ -130,7 +150,16 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
             snapshot_every_ms: opts.snapshot_every.map(|d| d.as_millis() as u64),
             heartbeat_every_ms: Some(opts.heartbeat_every.as_millis() as u64),
         },
-    );
+    )
+    .with_data(DataOptions {
+        run_files: b
+            .store
+            .locate(&keys::files_prefix(&opts.run_id))
+            .trim_end_matches('/')
+            .to_owned(),
+        allow_absolute_sources: opts.allow_absolute_sources,
+        use_cache: opts.use_cache,
+    });
     // Instances may be swept once the run's deadline and its collect/teardown grace
     // have passed.
     let grace = (plan.stop_grace() + plan.collect_grace()).as_secs();
@@ -146,6 +175,9 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         deadline_tag,
         tx,
         record_error: Mutex::new(None),
+        base_dir: std::path::absolute(&plan.base_dir).unwrap_or_else(|_| plan.base_dir.clone()),
+        store_slots: Arc::new(tokio::sync::Semaphore::new(STORE_SLOTS)),
+        identities: Mutex::new(std::collections::HashMap::new()),
     });
     let mut hosts: Vec<Instance> = Vec::new();
     let mut jobs = Jobs::default();
@@ -188,6 +220,9 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
             Report::Event(e) => (e, Vec::new()),
         };
         log_event(&engine, &event);
+        if let Event::TaskFinished { key, .. } = &event {
+            jobs.untrack(key);
+        }
         let before = engine.host_count();
         let actions = engine.handle(now_ms(), event);
         // The engine numbers hosts in the order it takes them in; a launch it ignored
@@ -337,11 +372,25 @@ async fn dispatch(
                         now,
                     ),
                 };
-                jobs.spawn(Some(stand_in), async move {
+                let moves_data = !matches!(command, TaskCommand::Exec(_));
+                let handle = jobs.spawn(Some(stand_in), async move {
                     agent::run_task(&job, key, host, inst, command).await;
                 });
+                if moves_data {
+                    jobs.track(key, handle);
+                }
             }
             Action::CancelTask { key, host } => {
+                // A copy or fetch runs here, not in the agent: stop it here.
+                if jobs.abort_data(&key) {
+                    let now = now_ms();
+                    ctx.send(Event::TaskFinished {
+                        key,
+                        host,
+                        result: TaskResult::without_exit(TaskOutcome::Cancelled, None, now, now),
+                    });
+                    continue;
+                }
                 let Some(inst) = host_of(host) else { continue };
                 jobs.spawn(
                     None,
@@ -369,6 +418,57 @@ async fn dispatch(
                 if let Err(e) = store::put_json(ctx.b.store.as_ref(), &key, &beat).await {
                     tracing::warn!("heartbeat not written: {}", chain(&e));
                 }
+            }
+            Action::ResolveShards { stage, source } => {
+                let name = engine.plan().stages[stage].name.clone();
+                let stand_in = Event::ShardsResolved {
+                    stage,
+                    result: Err(Failure("internal error: the listing task panicked".into())),
+                };
+                jobs.spawn(Some(stand_in), async move {
+                    data::resolve_shards(&job, stage, &name, source).await;
+                });
+            }
+            Action::StoreFiles { key, host, files } => {
+                let Some(inst) = host_of(host) else { continue };
+                let now = now_ms();
+                let stand_in = Event::TaskFinished {
+                    key,
+                    host,
+                    result: TaskResult::without_exit(
+                        TaskOutcome::Failed,
+                        Some("internal error: storing the fetched files panicked".into()),
+                        now,
+                        now,
+                    ),
+                };
+                let handle = jobs.spawn(Some(stand_in), async move {
+                    data::store_files(&job, key, host, &inst, files).await;
+                });
+                jobs.track(key, handle);
+            }
+            Action::LookupCache { stage, unit, query } => {
+                // A panic answers "no key, no hit": the item runs and is not cached.
+                let stand_in = Event::CacheAnswered {
+                    stage,
+                    unit,
+                    cache_key: String::new(),
+                    hit: None,
+                };
+                jobs.spawn(Some(stand_in), async move {
+                    let Ok(_slot) = job.store_slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    cache::lookup_cache(&job, stage, unit, query).await;
+                });
+            }
+            Action::WriteCache { entry } => {
+                jobs.spawn(None, async move {
+                    let Ok(_slot) = job.store_slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    cache::write_cache(&job, &entry).await;
+                });
             }
             Action::Teardown => {
                 let stand_in = Event::TornDown {
@@ -427,7 +527,7 @@ async fn launch(ctx: &Ctx, group: String, spec: FleetGroup) {
             .cloned()
             .unwrap_or_default(),
         client_token: compute::client_token(run_id, &group),
-        instance_profile: None,
+        instance_profile: spec.instance_profile.clone(),
         spec: spec.clone(),
     };
     let report = match ctx.b.compute.launch(&req).await {

@@ -41,6 +41,17 @@ impl StoreError {
 /// A stream of an object's bytes.
 pub type ByteReader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// What a store says about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// S3's entity tag (quoted, as S3 gives it); `None` for a local file.
+    pub etag: Option<String>,
+    /// S3's version id, when the bucket is versioned.
+    pub version: Option<String>,
+}
+
 /// A place to keep run records and archives.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -59,6 +70,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn get_stream(&self, key: &str) -> Result<Option<ByteReader>, StoreError>;
     /// Every key under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Every object under `prefix`, in key order, handed to `each` as the listing goes
+    /// (page by page: a listing is never held whole by the store).
+    async fn list_each(
+        &self,
+        prefix: &str,
+        each: &mut (dyn FnMut(ObjectInfo) + Send),
+    ) -> Result<(), StoreError>;
+    /// Whether anything is under `prefix` (one object is enough; S3 asks for one).
+    async fn any_under(&self, prefix: &str) -> Result<bool, StoreError> {
+        let mut any = false;
+        self.list_each(prefix, &mut |_| any = true).await?;
+        Ok(any)
+    }
+    /// What the store says about `key`; `None` when absent.
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+    /// Copies `from` to `to` inside the store (server-side on S3; a hard link or a copy
+    /// locally), replacing what was at `to`.
+    async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError>;
     /// Writes `body` at `key` only if nothing is there; false when it already was.
     async fn create_if_absent(&self, key: &str, body: Vec<u8>) -> Result<bool, StoreError>;
     /// Where `key` lives, for people (a path or an `s3://` URL).

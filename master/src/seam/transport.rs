@@ -10,7 +10,7 @@ use super::compute::Instance;
 use crate::error::BoxError;
 use async_trait::async_trait;
 use std::path::Path;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The result of a finished remote command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,12 +93,14 @@ impl TransportError {
 pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Runs `argv` on `host` and collects its output.
     async fn run(&self, host: &Instance, argv: &[String]) -> Result<Output, TransportError>;
-    /// Puts the local file `src` at `dest` on `host` with `mode`, creating parent
-    /// folders.
-    async fn put_file(
+    /// Puts the `size` bytes `body` gives at `dest` on `host` with `mode`, creating
+    /// parent folders, in constant memory. `dest` is left untouched unless exactly
+    /// `size` bytes arrived.
+    async fn put_stream(
         &self,
         host: &Instance,
-        src: &Path,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        size: u64,
         dest: &str,
         mode: u32,
     ) -> Result<(), TransportError>;
@@ -109,4 +111,35 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
         argv: &[String],
         sink: &mut (dyn AsyncWrite + Send + Unpin),
     ) -> Result<Output, TransportError>;
+}
+
+/// A local file could not be read for an upload.
+#[derive(Debug, thiserror::Error)]
+#[error("reading {}", path.display())]
+pub struct ReadSource {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Puts the local file `src` at `dest` on `host` with `mode` (see
+/// [`Transport::put_stream`]); a missing source never reaches the host.
+pub async fn put_file(
+    t: &dyn Transport,
+    host: &Instance,
+    src: &Path,
+    dest: &str,
+    mode: u32,
+) -> Result<(), TransportError> {
+    let unreadable = |e: std::io::Error| TransportError::Command {
+        host: host.id.clone(),
+        argv: format!("put {} {dest}", src.display()),
+        source: Box::new(ReadSource {
+            path: src.to_owned(),
+            source: e,
+        }),
+    };
+    let mut file = tokio::fs::File::open(src).await.map_err(unreadable)?;
+    let size = file.metadata().await.map_err(unreadable)?.len();
+    t.put_stream(host, &mut file, size, dest, mode).await
 }

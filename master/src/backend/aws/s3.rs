@@ -2,16 +2,31 @@
 //! list, and create-if-absent (`If-None-Match: *`) for claiming runs exactly once.
 //!
 //! A streamed object is uploaded in parts of [`PART_SIZE`] read one after another from
-//! the source, so memory stays at about one part whatever the object's size; a stream
+//! the source into two reused buffers, so memory stays at two parts whatever the
+//! object's size (part N uploads while part N+1 is read); a stream
 //! that fails aborts the upload, so no partial object appears. Retry decisions are
 //! [`super::retry`]'s; key layout is [`crate::record::keys`]'s.
 
 use super::retry::{self as aws, AwsError};
-use crate::seam::store::{ByteReader, Store, StoreError};
+use crate::seam::store::{ByteReader, ObjectInfo, Store, StoreError};
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// What a CopySource header leaves unencoded besides alphanumerics.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `s` URL-encoded for a CopySource header (`/` kept).
+fn url_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, COPY_SOURCE).to_string()
+}
 
 /// Reading the stream being uploaded failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,14 +128,37 @@ impl S3Store {
         }
     }
 
-    /// Reads up to one part from `body`; fewer bytes only at the end.
+    /// Fills `buf` (emptied first) with up to one part from `body`; fewer bytes only at
+    /// the end. The buffer never grows past one part.
     async fn read_part(
         body: &mut (dyn AsyncRead + Send + Unpin),
-        buf: &mut Vec<u8>,
+        buf: &mut BytesMut,
     ) -> std::io::Result<()> {
         buf.clear();
-        let mut taken = (&mut *body).take(PART_SIZE as u64);
-        taken.read_to_end(buf).await?;
+        buf.reserve(PART_SIZE);
+        while buf.len() < PART_SIZE {
+            let room = PART_SIZE - buf.len();
+            if body.read_buf(&mut (&mut *buf).limit(room)).await? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One PutObject of `body` (shared, not copied, between attempts).
+    async fn put_bytes(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        let full = self.full(key)?;
+        aws::with_retries("PutObject", || {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .content_type(content_type(key))
+                .body(ByteStream::from(body.clone()))
+                .send()
+        })
+        .await
+        .map_err(|e| err("put", key, e))?;
         Ok(())
     }
 }
@@ -139,19 +177,7 @@ fn err<
 #[async_trait]
 impl Store for S3Store {
     async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
-        let full = self.full(key)?;
-        aws::with_retries("PutObject", || {
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .content_type(content_type(key))
-                .body(ByteStream::from(body.clone()))
-                .send()
-        })
-        .await
-        .map_err(|e| err("put", key, e))?;
-        Ok(())
+        self.put_bytes(key, Bytes::from(body)).await
     }
 
     async fn put_stream(
@@ -161,12 +187,12 @@ impl Store for S3Store {
     ) -> Result<u64, StoreError> {
         let full = self.full(key)?;
         let io_err = |e: std::io::Error| StoreError::failed("put", key, SourceRead(e));
-        let mut buf = Vec::with_capacity(PART_SIZE);
-        Self::read_part(body, &mut buf).await.map_err(io_err)?;
-        if buf.len() < PART_SIZE {
+        let mut cur = BytesMut::with_capacity(PART_SIZE);
+        Self::read_part(body, &mut cur).await.map_err(io_err)?;
+        if cur.len() < PART_SIZE {
             // Small: one PutObject.
-            let n = buf.len() as u64;
-            self.put(key, buf).await?;
+            let n = cur.len() as u64;
+            self.put_bytes(key, cur.freeze()).await?;
             return Ok(n);
         }
         let created = aws::with_retries("CreateMultipartUpload", || {
@@ -174,6 +200,7 @@ impl Store for S3Store {
                 .create_multipart_upload()
                 .bucket(&self.bucket)
                 .key(&full)
+                .content_type(content_type(key))
                 .send()
         })
         .await
@@ -181,12 +208,16 @@ impl Store for S3Store {
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
         let mut parts = Vec::new();
         let mut total = 0u64;
+        // Part N uploads while part N+1 is read: two part buffers, reused for the whole
+        // object (so memory stays flat however many parts). A part's bytes are shared,
+        // not copied, between the attempts of its upload.
         let result: Result<(), StoreError> = async {
+            let mut next = BytesMut::with_capacity(PART_SIZE);
             loop {
                 let number = parts.len() as i32 + 1;
-                let part = std::mem::take(&mut buf);
+                let part = std::mem::take(&mut cur).freeze();
                 let len = part.len();
-                let out = aws::with_retries("UploadPart", || {
+                let upload = aws::with_retries("UploadPart", || {
                     self.client
                         .upload_part()
                         .bucket(&self.bucket)
@@ -195,9 +226,10 @@ impl Store for S3Store {
                         .part_number(number)
                         .body(ByteStream::from(part.clone()))
                         .send()
-                })
-                .await
-                .map_err(|e| err("put", key, e))?;
+                });
+                let (uploaded, read) = tokio::join!(upload, Self::read_part(body, &mut next));
+                let out = uploaded.map_err(|e| err("put", key, e))?;
+                read.map_err(io_err)?;
                 total += len as u64;
                 parts.push(
                     CompletedPart::builder()
@@ -205,11 +237,15 @@ impl Store for S3Store {
                         .set_e_tag(out.e_tag().map(str::to_owned))
                         .build(),
                 );
-                buf = part;
-                Self::read_part(body, &mut buf).await.map_err(io_err)?;
-                if buf.is_empty() {
+                if next.is_empty() {
                     return Ok(());
                 }
+                // The uploaded part's buffer takes the next part after this one (the
+                // SDK has let go of it; if not, a fresh one).
+                cur = part
+                    .try_into_mut()
+                    .unwrap_or_else(|_| BytesMut::with_capacity(PART_SIZE));
+                std::mem::swap(&mut cur, &mut next);
             }
         }
         .await;
@@ -256,8 +292,18 @@ impl Store for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let full_prefix = format!("{}{prefix}", self.prefix);
         let mut keys = Vec::new();
+        self.list_each(prefix, &mut |o| keys.push(o.key)).await?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn list_each(
+        &self,
+        prefix: &str,
+        each: &mut (dyn FnMut(ObjectInfo) + Send),
+    ) -> Result<(), StoreError> {
+        let full_prefix = format!("{}{prefix}", self.prefix);
         let mut token: Option<String> = None;
         loop {
             let page = aws::with_retries("ListObjectsV2", || {
@@ -270,20 +316,79 @@ impl Store for S3Store {
             })
             .await
             .map_err(|e| err("list", prefix, e))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key())
-                    .filter_map(|k| k.strip_prefix(self.prefix.as_str()))
-                    .map(str::to_owned),
-            );
+            for o in page.contents() {
+                let Some(key) = o.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) else {
+                    continue;
+                };
+                each(ObjectInfo {
+                    key: key.to_owned(),
+                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    etag: o.e_tag().map(str::to_owned),
+                    version: None,
+                });
+            }
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
-                _ => break,
+                _ => return Ok(()),
             }
         }
-        keys.sort();
-        Ok(keys)
+    }
+
+    async fn any_under(&self, prefix: &str) -> Result<bool, StoreError> {
+        let full_prefix = format!("{}{prefix}", self.prefix);
+        let page = aws::with_retries("ListObjectsV2", || {
+            self.client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .max_keys(1)
+                .send()
+        })
+        .await
+        .map_err(|e| err("list", prefix, e))?;
+        Ok(!page.contents().is_empty())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let full = self.full(key)?;
+        let out = aws::with_retries("HeadObject", || {
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+        })
+        .await;
+        match out {
+            Ok(o) => Ok(Some(ObjectInfo {
+                key: key.to_owned(),
+                size: o
+                    .content_length()
+                    .and_then(|s| u64::try_from(s).ok())
+                    .unwrap_or(0),
+                etag: o.e_tag().map(str::to_owned),
+                version: o.version_id().map(str::to_owned),
+            })),
+            Err(e) if matches!(aws::code(&e), Some("NotFound" | "NoSuchKey" | "404")) => Ok(None),
+            Err(e) => Err(err("head", key, e)),
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let (src, dest) = (self.full(from)?, self.full(to)?);
+        // CopySource is `bucket/key`, URL-encoded.
+        let source = format!("{}/{}", self.bucket, url_encode(&src));
+        aws::with_retries("CopyObject", || {
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(&dest)
+                .copy_source(&source)
+                .send()
+        })
+        .await
+        .map_err(|e| err("copy", to, e))?;
+        Ok(())
     }
 
     async fn create_if_absent(&self, key: &str, body: Vec<u8>) -> Result<bool, StoreError> {

@@ -23,5 +23,6 @@ pub fn backends(home: &Path) -> Backends {
         transport: Arc::new(LocalTransport::new(compute.clone())),
         compute: Arc::new(compute),
         store: Arc::new(LocalStore::new(home.join("store"))),
+        data: Arc::new(super::data::Stores::new()),
     }
 }

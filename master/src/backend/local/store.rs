@@ -4,7 +4,7 @@
 //! all; create-if-absent uses a hard link, which fails atomically when the key exists.
 //! What the keys are is [`crate::record::keys`]'s business.
 
-use crate::seam::store::{ByteReader, Store, StoreError};
+use crate::seam::store::{ByteReader, ObjectInfo, Store, StoreError};
 use async_trait::async_trait;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +21,59 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalStore { root: root.into() }
+    }
+
+    /// Every file under `prefix` with its size, sorted by key: the walk starts at the
+    /// prefix's folder, so a store rooted at `/` lists only what is asked.
+    async fn walk(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        // The deepest folder the prefix names: `runs/a/lo` starts at `runs/a/`.
+        let start = match prefix.rfind('/') {
+            Some(i) => root.join(&prefix[..i]),
+            None => root.clone(),
+        };
+        let found = tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            let mut stack = vec![start];
+            while let Some(dir) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                        ) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let path = entry.path();
+                    let kind = entry.file_type()?;
+                    if kind.is_dir() {
+                        stack.push(path);
+                    } else if kind.is_file()
+                        && let Ok(rel) = path.strip_prefix(&root)
+                    {
+                        let key = rel.to_string_lossy().into_owned();
+                        let hidden = rel
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"));
+                        if !hidden && key.starts_with(&prefix) {
+                            keys.push((key, entry.metadata()?.len()));
+                        }
+                    }
+                }
+            }
+            keys.sort();
+            Ok(keys)
+        })
+        .await
+        .map_err(|e| err("list", "", e))?;
+        found.map_err(|e| err("list", "", e))
     }
 
     /// The file behind `key`.
@@ -109,39 +162,57 @@ impl Store for LocalStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let root = self.root.clone();
-        let prefix = prefix.to_owned();
-        let keys = tokio::task::spawn_blocking(move || {
-            let mut keys = Vec::new();
-            let mut stack = vec![root.clone()];
-            while let Some(dir) = stack.pop() {
-                let entries = match std::fs::read_dir(&dir) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                for entry in entries {
-                    let entry = entry?;
-                    let path = entry.path();
-                    if entry.file_type()?.is_dir() {
-                        stack.push(path);
-                    } else if let Ok(rel) = path.strip_prefix(&root) {
-                        let key = rel.to_string_lossy().into_owned();
-                        let hidden = rel
-                            .file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"));
-                        if !hidden && key.starts_with(&prefix) {
-                            keys.push(key);
-                        }
-                    }
-                }
-            }
-            keys.sort();
-            Ok(keys)
-        })
-        .await
-        .map_err(|e| err("list", "", e))?;
-        keys.map_err(|e| err("list", "", e))
+        Ok(self
+            .walk(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    async fn list_each(
+        &self,
+        prefix: &str,
+        each: &mut (dyn FnMut(ObjectInfo) + Send),
+    ) -> Result<(), StoreError> {
+        for (key, size) in self.walk(prefix).await? {
+            each(ObjectInfo {
+                key,
+                size,
+                etag: None,
+                version: None,
+            });
+        }
+        Ok(())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match tokio::fs::metadata(self.path(key)?).await {
+            Ok(m) if m.is_file() => Ok(Some(ObjectInfo {
+                key: key.to_owned(),
+                size: m.len(),
+                etag: None,
+                version: None,
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err("head", key, e)),
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let (src, dest) = (self.path(from)?, self.path(to)?);
+        let tmp = self.tmp_for(to, &dest).await?;
+        // A hard link when both are on one file system (objects are never modified in
+        // place: writes go to a temporary name first), else a copy.
+        if tokio::fs::hard_link(&src, &tmp).await.is_err() {
+            tokio::fs::copy(&src, &tmp)
+                .await
+                .map_err(|e| err("copy", from, e))?;
+        }
+        tokio::fs::rename(&tmp, &dest)
+            .await
+            .map_err(|e| err("copy", to, e))
     }
 
     async fn create_if_absent(&self, key: &str, body: Vec<u8>) -> Result<bool, StoreError> {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 
 /// Runs commands on [`LocalCompute`] instances.
@@ -105,25 +105,43 @@ impl Transport for LocalTransport {
         })
     }
 
-    async fn put_file(
+    async fn put_stream(
         &self,
         host: &Instance,
-        src: &Path,
+        body: &mut (dyn AsyncRead + Send + Unpin),
+        size: u64,
         dest: &str,
         mode: u32,
     ) -> Result<(), TransportError> {
         let home = self.check_up(host)?;
         let target = home.join(dest);
-        let what = [format!("copy {} {dest}", src.display())];
+        let what = [format!("put {dest}")];
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
                 .map_err(|e| cmd_err(host, &what, at(parent)(e)))?;
         }
-        let tmp = target.with_extension("squall-tmp");
-        tokio::fs::copy(src, &tmp)
-            .await
-            .map_err(|e| cmd_err(host, &what, at(src)(e)))?;
+        let tmp = PathBuf::from(format!("{}.squall-tmp", target.display()));
+        let written = async {
+            let mut file = tokio::fs::File::create(&tmp).await?;
+            let n = tokio::io::copy(body, &mut file).await?;
+            file.flush().await?;
+            Ok::<u64, std::io::Error>(n)
+        }
+        .await;
+        let outcome = match written {
+            Ok(n) if n == size => Ok(()),
+            Ok(n) => Err(cmd_err(
+                host,
+                &what,
+                Message(format!("received {n} of {size} bytes")),
+            )),
+            Err(e) => Err(cmd_err(host, &what, at(&tmp)(e))),
+        };
+        if let Err(e) = outcome {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
         tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
             .await
             .map_err(|e| cmd_err(host, &what, e))?;
@@ -150,10 +168,14 @@ impl Transport for LocalTransport {
             return Err(cmd_err(host, argv, Message::boxed("no pipes to the child")));
         };
         let mut err_buf = Vec::new();
-        let (copied, read_err) = tokio::join!(
-            tokio::io::copy(&mut stdout, sink),
-            stderr.read_to_end(&mut err_buf)
-        );
+        // A sink that fails ends the output at once (dropping it), so the command is not
+        // left blocked on a full pipe while its stderr is awaited.
+        let copy = async move {
+            let copied = tokio::io::copy(&mut stdout, sink).await;
+            drop(stdout);
+            copied
+        };
+        let (copied, read_err) = tokio::join!(copy, stderr.read_to_end(&mut err_buf));
         copied.map_err(|e| cmd_err(host, argv, CopyingOutput(e)))?;
         read_err.map_err(|e| cmd_err(host, argv, e))?;
         let status = child.wait().await.map_err(|e| cmd_err(host, argv, e))?;
