@@ -87,6 +87,8 @@ DEFAULTS = {
     "NightlyPlaybook": "playbooks/nightly.yml",
     "UploadPrefix": "inbox/",
     "UploadPlaybook": "playbooks/upload.yml",
+    "CacheDays": "30",
+    "WorkerDataPrefix": "",
 }
 ENV_KEYS = {
     "SQUALL_BUCKET", "SQUALL_SUBNET", "SQUALL_SECURITY_GROUPS",
@@ -464,16 +466,57 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
             "master role", master_role_name,
             {("s3:GetObject", f"{bucket_arn}/bin/*"), ("s3:GetObject", f"{bucket_arn}/playbooks/*"),
              ("s3:GetObject", f"{bucket_arn}/runs/*"), ("s3:PutObject", f"{bucket_arn}/runs/*"),
-             ("s3:AbortMultipartUpload", f"{bucket_arn}/runs/*"), ("s3:ListBucket", bucket_arn)},
+             ("s3:AbortMultipartUpload", f"{bucket_arn}/runs/*"), ("s3:ListBucket", bucket_arn),
+             ("s3:GetObject", f"{bucket_arn}/cache/*"), ("s3:PutObject", f"{bucket_arn}/cache/*"),
+             ("s3:AbortMultipartUpload", f"{bucket_arn}/cache/*"),
+             # The upload that started the run, and only the upload prefix.
+             ("s3:GetObject", f"{bucket_arn}/{p['UploadPrefix']}*")},
             {image_arn, subnet_arn, eni_arn, f"{ec2_arn}:security-group/{master_sg}",
              f"{ec2_arn}:security-group/{worker_sg}", f"{ec2_arn}:spot-instances-request/*"})
-        iam_actions = [a for st in stmts for a in as_list(st.get("Action")) if a.startswith("iam:")]
-        checks.equal(iam_actions, [], "master role has no IAM action (no PassRole: workers get no profile)")
+        passes = [st for st in stmts if any(a.startswith("iam:") for a in as_list(st.get("Action")))]
+        if p["WorkerDataPrefix"]:
+            worker_role_arn = None
+            worker_role_name = phys("WorkerRole")
+            if worker_role_name:
+                worker_role_arn = env.iam.get_role(RoleName=worker_role_name)["Role"]["Arn"]
+            checks.expect(
+                len(passes) == 1 and as_list(passes[0].get("Action")) == ["iam:PassRole"]
+                and as_list(passes[0].get("Resource")) == [worker_role_arn]
+                and ci_get(ci_get(passes[0].get("Condition"), "StringEquals"), "iam:PassedToService") == "ec2.amazonaws.com",
+                "master role: iam:PassRole of the worker role to EC2 only", json.dumps(passes))
+        else:
+            checks.equal(passes, [], "master role has no IAM action (no PassRole: workers get no profile)")
+
+    # ---- the workers' optional role (WorkerDataPrefix)
+    if p["WorkerDataPrefix"]:
+        worker_role_name, worker_profile_name = phys("WorkerRole"), phys("WorkerInstanceProfile")
+        if worker_role_name and worker_profile_name:
+            worker_role = env.iam.get_role(RoleName=worker_role_name)["Role"]
+            checks.equal(trusted(worker_role), ["ec2.amazonaws.com"], "worker role is assumed by EC2 only")
+            wprofile = env.iam.get_instance_profile(InstanceProfileName=worker_profile_name)["InstanceProfile"]
+            checks.equal([r["RoleName"] for r in wprofile.get("Roles", [])], [worker_role_name],
+                         "worker instance profile holds the worker role (only)")
+            wstmts = role_statements(worker_role_name)
+            prefix = p["WorkerDataPrefix"]
+            checks.equal(
+                sorted(allowed(wstmts, "s3:")),
+                sorted({("s3:GetObject", f"{bucket_arn}/{prefix}*"), ("s3:PutObject", f"{bucket_arn}/{prefix}*"),
+                        ("s3:AbortMultipartUpload", f"{bucket_arn}/{prefix}*"), ("s3:ListBucket", bucket_arn)}),
+                "worker role: S3 on WorkerDataPrefix only")
+            listing = allowed(wstmts, "s3:").get(("s3:ListBucket", bucket_arn), {})
+            checks.equal(ci_get(ci_get(listing, "StringLike"), "s3:prefix"), f"{prefix}*",
+                         "worker role: listing limited to WorkerDataPrefix")
+            others = [a for st in wstmts for a in as_list(st.get("Action")) if not a.startswith("s3:")]
+            checks.equal(others, [], "worker role: nothing but S3")
+    else:
+        checks.expect("WorkerRole" not in physical and "WorkerInstanceProfile" not in physical,
+                      "no worker role or profile without WorkerDataPrefix", json.dumps(sorted(physical)))
     if launcher_role_name:
         stmts = check_role(
             "launcher role", launcher_role_name,
             {("s3:GetObject", f"{bucket_arn}/playbooks/*"), ("s3:GetObject", f"{bucket_arn}/runs/*"),
-             ("s3:PutObject", f"{bucket_arn}/runs/*"), ("s3:ListBucket", bucket_arn)},
+             ("s3:PutObject", f"{bucket_arn}/runs/*"), ("s3:ListBucket", bucket_arn),
+             ("s3:GetObject", f"{bucket_arn}/{p['UploadPrefix']}*")},
             {image_arn, subnet_arn, eni_arn, f"{ec2_arn}:security-group/{master_sg}"})
         passes = [st for st in stmts if any(a.startswith("iam:") for a in as_list(st.get("Action")))]
         checks.expect(
@@ -710,6 +753,8 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
         "WorkerSecurityGroupId": worker_sg,
         "NightlyRuleName": rule_name,
     }
+    if p["WorkerDataPrefix"]:
+        expected_outputs["WorkerInstanceProfileName"] = physical.get("WorkerInstanceProfile")
     checks.equal(outputs, expected_outputs, "stack outputs match the deployed resources")
 
 
@@ -746,6 +791,8 @@ def main(argv):
             "UploadPrefix": "drop/",
             "UploadPlaybook": "playbooks/ingest.yml",
             "LauncherArchitecture": "x86_64",
+            "CacheDays": "10",
+            "WorkerDataPrefix": "models/",
         }),
         # The required parameters and an explicit bucket name; the rest defaults.
         (f"squall-named-{tag}", {**required, "BucketName": f"squall-named-bucket-{tag}"}),

@@ -13,6 +13,17 @@ Checks:
 - notification: the bucket sends `s3:ObjectCreated:*` under the `UploadPrefix` parameter
   to the launcher function (its ARN), the function may be invoked by S3 for this bucket
   only, and the launcher maps that same prefix to the upload playbook.
+- upload-read: the master and the launcher may read the upload prefix (so a run can
+  read the object that started it), that prefix only: no statement grants GetObject on
+  the whole bucket.
+- cache-lifecycle: entries under `cache/` expire after the `CacheDays` parameter (30 by
+  default), by a lifecycle rule moto's CloudFormation does not apply.
+- worker-role: the workers' role exists only when `WorkerDataPrefix` is set (off by
+  default), reaches S3 under that prefix only, and the master may pass that role (to EC2)
+  and no other.
+- prefix-patterns: `UploadPrefix` and `WorkerDataPrefix` refuse squall's own prefixes
+  (runs/, bin/, playbooks/, cache/) and `*` (an IAM wildcard in the statements built
+  from them), and accept ordinary prefixes; tried on sample values.
 """
 
 import json
@@ -105,8 +116,134 @@ def check_notification(t):
     return errors
 
 
+def statements_of(t, policy_resource):
+    props = t.get("Resources", {}).get(policy_resource, {}).get("Properties", {})
+    return props.get("PolicyDocument", {}).get("Statement", [])
+
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def check_upload_read(t):
+    errors = []
+    upload = {"Fn::Sub": "${DataBucket.Arn}/${UploadPrefix}*"}
+    whole = [{"Fn::Sub": "${DataBucket.Arn}/*"}, "*"]
+    for policy in ("MasterBucketAccess", "LauncherBucketAccess"):
+        reads = [
+            r
+            for st in statements_of(t, policy)
+            if st.get("Effect") == "Allow" and "s3:GetObject" in as_list(st.get("Action"))
+            for r in as_list(st.get("Resource"))
+        ]
+        if upload not in reads:
+            errors.append(f"{policy} does not read {show(upload)}: {show(reads)}")
+        for r in reads:
+            if r in whole:
+                errors.append(f"{policy} reads the whole bucket: {show(r)}")
+    return errors
+
+
+def check_cache_lifecycle(t):
+    errors = []
+    param = t.get("Parameters", {}).get("CacheDays")
+    if not param or str(param.get("Default")) != "30":
+        errors.append(f"CacheDays parameter with default 30 expected, found {show(param)}")
+    buckets = resources(t, "AWS::S3::Bucket")
+    rules = [
+        r
+        for b in buckets.values()
+        for r in b.get("Properties", {}).get("LifecycleConfiguration", {}).get("Rules", [])
+    ]
+    cache = [r for r in rules if r.get("Prefix") == "cache/"]
+    if len(cache) != 1:
+        return errors + [f"expected one lifecycle rule on cache/, found {show(rules)}"]
+    r = cache[0]
+    if r.get("Status") != "Enabled" or r.get("ExpirationInDays") != {"Ref": "CacheDays"}:
+        errors.append(f"the cache rule is {show(r)}, not enabled with ExpirationInDays CacheDays")
+    return errors
+
+
+def check_worker_role(t):
+    errors = []
+    res = t.get("Resources", {})
+    cond = t.get("Conditions", {}).get("HasWorkerData")
+    if cond != {"Fn::Not": [{"Fn::Equals": [{"Ref": "WorkerDataPrefix"}, ""]}]}:
+        errors.append(f"HasWorkerData is {show(cond)}, not WorkerDataPrefix != ''")
+    param = t.get("Parameters", {}).get("WorkerDataPrefix", {})
+    if param.get("Default") != "":
+        errors.append(f"WorkerDataPrefix defaults to {show(param.get('Default'))}, not off")
+    for name in ("WorkerRole", "WorkerInstanceProfile", "WorkerBucketAccess", "MasterPassesWorkerRole"):
+        if res.get(name, {}).get("Condition") != "HasWorkerData":
+            errors.append(f"{name} is not conditional on HasWorkerData")
+    scoped = {"Fn::Sub": "${DataBucket.Arn}/${WorkerDataPrefix}*"}
+    for st in statements_of(t, "WorkerBucketAccess"):
+        actions = as_list(st.get("Action"))
+        if not all(a.startswith("s3:") for a in actions):
+            errors.append(f"the worker role does more than S3: {show(st)}")
+        if actions == ["s3:ListBucket"]:
+            prefix = st.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+            if prefix != {"Fn::Sub": "${WorkerDataPrefix}*"}:
+                errors.append(f"the worker role lists beyond WorkerDataPrefix: {show(st)}")
+        elif as_list(st.get("Resource")) != [scoped]:
+            errors.append(f"the worker role reaches beyond WorkerDataPrefix: {show(st)}")
+    passes = [
+        (policy, st)
+        for policy, r in res.items()
+        if r.get("Type") == "AWS::IAM::Policy"
+        and {"Ref": "MasterRole"} in as_list(r.get("Properties", {}).get("Roles", []))
+        for st in statements_of(t, policy)
+        if any(a.startswith("iam:") for a in as_list(st.get("Action")))
+    ]
+    inline = [
+        st
+        for pol in res.get("MasterRole", {}).get("Properties", {}).get("Policies", [])
+        for st in pol.get("PolicyDocument", {}).get("Statement", [])
+        if any(a.startswith("iam:") for a in as_list(st.get("Action")))
+    ]
+    if inline:
+        errors.append(f"the master role's own policies have IAM actions: {show(inline)}")
+    if len(passes) != 1:
+        errors.append(f"expected one IAM statement for the master (passing the worker role), found {show(passes)}")
+    for policy, st in passes:
+        ok = (
+            policy == "MasterPassesWorkerRole"
+            and as_list(st.get("Action")) == ["iam:PassRole"]
+            and as_list(st.get("Resource")) == [{"Fn::GetAtt": ["WorkerRole", "Arn"]}]
+            and st.get("Condition", {}).get("StringEquals", {}).get("iam:PassedToService") == "ec2.amazonaws.com"
+        )
+        if not ok:
+            errors.append(f"the master may pass more than the worker role to EC2: {show(st)}")
+    return errors
+
+
+def check_prefix_patterns(t):
+    import re
+
+    errors = []
+    params = t.get("Parameters", {})
+    bad = ["runs/", "bin/", "playbooks/", "cache/", "b*/", "*/", "in*box/", "inbox"]
+    good = ["inbox/", "data/in/", "models/"]
+    for name, extra_good in (("UploadPrefix", []), ("WorkerDataPrefix", [""])):
+        pattern = params.get(name, {}).get("AllowedPattern")
+        if not pattern:
+            errors.append(f"{name} has no AllowedPattern")
+            continue
+        for v in bad:
+            if re.fullmatch(pattern, v):
+                errors.append(f"{name} accepts {v!r}")
+        for v in good + extra_good:
+            if not re.fullmatch(pattern, v):
+                errors.append(f"{name} refuses {v!r}")
+    return errors
+
+
 CHECKS = [
     ("notification", check_notification),
+    ("upload-read", check_upload_read),
+    ("cache-lifecycle", check_cache_lifecycle),
+    ("worker-role", check_worker_role),
+    ("prefix-patterns", check_prefix_patterns),
 ]
 
 if __name__ == "__main__":

@@ -118,10 +118,15 @@ pub fn parse_event(event: &Value) -> Result<Vec<Trigger>, LaunchError> {
             .get("request_id")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        let no_cache = event
+            .get("no_cache")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         return Ok(vec![Trigger::Direct {
             playbook: pb.to_owned(),
             vars,
             request: request.to_owned(),
+            no_cache,
         }]);
     }
     Err(LaunchError::permanent(
