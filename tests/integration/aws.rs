@@ -75,6 +75,7 @@ fn group(count: u32) -> FleetGroup {
         subnet: None,
         security_groups: None,
         public_ip: false,
+        instance_profile: None,
     }
 }
 

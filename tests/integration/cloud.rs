@@ -84,6 +84,7 @@ impl Cloud {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             request: "test".into(),
+            no_cache: false,
         };
         let out = launcher
             .handle_trigger(&trigger, squall::runner::now_ms() / 1000)
@@ -282,6 +283,7 @@ fn a_master_without_its_run_request_records_a_failure_and_terminates_itself() {
                     subnet: Some(c.net.subnet.clone()),
                     security_groups: None,
                     public_ip: false,
+                    instance_profile: None,
                 },
                 tags: BTreeMap::from([
                     (tags::RUN.to_owned(), "someone-else".to_owned()),
@@ -421,6 +423,7 @@ fn expired_group() -> FleetGroup {
         subnet: None,
         security_groups: None,
         public_ip: false,
+        instance_profile: None,
     }
 }
 

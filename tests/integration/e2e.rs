@@ -824,6 +824,7 @@ echo done >>/opt/proof
                     subnet: Some(net.subnet.clone()),
                     security_groups: None,
                     public_ip: false,
+                    instance_profile: None,
                 },
                 tags: BTreeMap::from([
                     (tags::RUN.to_owned(), "safety".to_owned()),
@@ -897,5 +898,103 @@ echo done >>/opt/proof
             "{:?}",
             sim.live_processes()
         );
+    });
+}
+
+/// The `inbox.yml` example as the simulator runs it: its workers log in as the
+/// simulator's user.
+fn inbox_playbook() -> String {
+    let text = std::fs::read_to_string(squall_tests::workspace().join("playbooks/inbox.yml"))
+        .expect("playbooks/inbox.yml");
+    let with_user = format!("    user: {LOGIN_USER}\n    instance_type: t3.micro\n");
+    text.replace("    count: 2\n", &format!("    count: 2\n{with_user}"))
+        .replace("    count: 1\n", &format!("    count: 1\n{with_user}"))
+}
+
+#[test]
+fn a_manifest_upload_moves_its_inputs_and_outputs_through_s3_and_a_second_reuses_the_cache() {
+    if !moto::available() || !ec2sim::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let e = setup(&inbox_playbook(), &[]).await;
+        let inputs = [
+            ("data/a.txt", "one two three\n"),
+            ("data/b b.txt", "four five\n"),
+            ("data/c.txt", "six\nseven eight nine ten\n"),
+        ];
+        for (key, body) in inputs {
+            e.store
+                .put(key, body.as_bytes().to_vec())
+                .await
+                .expect("put");
+        }
+        let line = |key: &str| format!("s3://{BUCKET}/{key}\n");
+        let manifest: String = inputs.iter().map(|(k, _)| line(k)).collect();
+        e.store
+            .put("inbox/m1.txt", manifest.clone().into_bytes())
+            .await
+            .expect("put");
+        let run = e.start("inbox/m1.txt").await;
+        let rec = e.record(&run, Duration::from_secs(240)).await;
+        e.assert_succeeded(&rec);
+        let count = rec
+            .stages
+            .iter()
+            .find(|s| s.name == "count")
+            .expect("count stage");
+        assert_eq!((count.shards_done, count.shards_total), (3, 3));
+        // Every output is in S3, byte for byte, and recorded with its digest.
+        for (key, body) in inputs {
+            let name = key.rsplit('/').next().expect("a name");
+            let out = e
+                .get(&format!("runs/{run}/files/counts/{name}/count.txt"))
+                .await;
+            let words = body.split_whitespace().count();
+            assert_eq!(out, Some(format!("{words}\n").into_bytes()), "{name}");
+        }
+        let total = e.get(&format!("runs/{run}/files/total/total.txt")).await;
+        assert_eq!(total, Some(b"10\n".to_vec()));
+        for f in &rec.files {
+            let body = e.get(&f.key).await.expect("a recorded file exists");
+            assert_eq!(f.sha256, squall::digest::sha256_hex(&body), "{}", f.key);
+        }
+        e.assert_all_ended(&run, Duration::from_secs(60)).await;
+
+        // One more line: only it runs; the total covers all four.
+        e.store
+            .put("data/d.txt", b"eleven twelve\n".to_vec())
+            .await
+            .expect("put");
+        let manifest = format!("{manifest}{}", line("data/d.txt"));
+        e.store
+            .put("inbox/m2.txt", manifest.into_bytes())
+            .await
+            .expect("put");
+        let run2 = e.start("inbox/m2.txt").await;
+        assert_ne!(run2, run);
+        let rec = e.record(&run2, Duration::from_secs(240)).await;
+        e.assert_succeeded(&rec);
+        let count = rec
+            .stages
+            .iter()
+            .find(|s| s.name == "count")
+            .expect("count stage");
+        assert_eq!((count.shards_done, count.shards_total), (4, 4));
+        assert_eq!(
+            count.cached,
+            [0, 1, 2],
+            "the three known lines came from the cache"
+        );
+        let ran: std::collections::BTreeSet<usize> = rec
+            .tasks
+            .iter()
+            .filter(|t| t.stage == "count")
+            .filter_map(|t| t.item)
+            .collect();
+        assert_eq!(ran, [3].into(), "only the new line ran");
+        let total = e.get(&format!("runs/{run2}/files/total/total.txt")).await;
+        assert_eq!(total, Some(b"12\n".to_vec()));
+        e.assert_all_ended(&run2, Duration::from_secs(60)).await;
     });
 }

@@ -14,7 +14,11 @@
 //! - What only a reading can tell is checked on the template itself
 //!   (infra/check-template.py): the notification targets the launcher function with the
 //!   `UploadPrefix` parameter, S3 may invoke the function for this bucket only, and the
-//!   launcher maps the same prefix to the upload playbook.
+//!   launcher maps the same prefix to the upload playbook; the master and the launcher
+//!   read the upload prefix and not the whole bucket; cache entries expire after
+//!   `CacheDays`; the optional worker role exists only with `WorkerDataPrefix`, reaches
+//!   that prefix only, and is the one role the master may pass; the prefix parameters
+//!   refuse squall's own prefixes and `*`.
 
 use squall_tests::moto::{self, Moto};
 use squall_tests::{output_within, text, workspace};
@@ -53,7 +57,8 @@ fn the_template_passes_cfn_lint() {
 }
 
 #[test]
-fn the_template_sends_uploads_under_the_prefix_to_the_launcher() {
+fn a_reading_of_the_template_proves_the_notification_upload_read_cache_expiry_worker_role_and_prefixes()
+ {
     let Some(lint) = cfn_lint() else { return };
     let python = lint.with_file_name("python");
     let out = output_within(
@@ -64,7 +69,14 @@ fn the_template_sends_uploads_under_the_prefix_to_the_launcher() {
     );
     let log = text(&out);
     assert!(out.status.success(), "{log}");
-    assert!(log.contains("ok notification"), "{log}");
+    for check in [
+        "notification",
+        "upload-read",
+        "cache-lifecycle",
+        "worker-role",
+    ] {
+        assert!(log.contains(&format!("ok {check}\n")), "{log}");
+    }
 }
 
 #[test]

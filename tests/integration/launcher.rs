@@ -452,7 +452,7 @@ fn a_missing_copy_source_is_rejected_before_anything_is_launched() {
         let reason = out[0].reason.clone().unwrap_or_default();
         assert!(
             reason.contains(&format!(
-                "copy source s3://{BUCKET}/playbooks/files/model.bin not found"
+                "playbooks/copying.yml:9:22: `copy` source `files/model.bin` (s3://{BUCKET}/playbooks/files/model.bin) does not exist"
             )),
             "{reason}"
         );
@@ -468,5 +468,59 @@ fn a_missing_copy_source_is_rejected_before_anything_is_launched() {
             .await
             .expect("handled");
         assert_eq!(out[0].status, "launched", "{out:?}");
+    });
+}
+
+const READS_UPLOAD: &str = "name: inbox\nfleet: { workers: { count: 1 } }\nstages:\n  - name: s\n    hosts: workers\n    shards: { lines: \"{{ trigger.url }}\" }\n    tasks:\n      - shell: echo {{ item | quote }}\n";
+
+#[test]
+fn a_playbook_reading_the_upload_runs_on_uploads_and_is_refused_without_one() {
+    if !moto::available() {
+        return;
+    }
+    let moto = Moto::start();
+    runtime().block_on(async {
+        let s = setup(&moto).await;
+        for key in ["playbooks/nightly.yml", "playbooks/inbox.yml"] {
+            s.store.put(key, READS_UPLOAD.as_bytes().to_vec()).await.expect("put");
+        }
+        // A schedule and a direct invocation have no upload: refused, nothing launched.
+        for (event, kind) in [
+            (scheduled_event("2026-11-25T02:00:00Z"), "schedule"),
+            (json!({"playbook": "playbooks/inbox.yml"}), "direct"),
+        ] {
+            let out = handle(&s.launcher, &event, 1_795_400_000).await.expect("handled");
+            assert_eq!(out[0].status, "rejected", "{out:?}");
+            let reason = out[0].reason.clone().unwrap_or_default();
+            assert!(
+                reason.contains("playbooks/") && reason.contains(&format!("`trigger.url` is not set for a {kind} trigger")),
+                "{reason}"
+            );
+            let run = out[0].run_id.clone().expect("run id");
+            assert!(masters(&s.compute, &run).await.is_empty());
+        }
+        // An upload whose object is gone by the time the launcher looks: refused, at
+        // the listing's line and column.
+        let gone = s3_put_event("inbox/gone.txt", "cc");
+        let out = handle(&s.launcher, &gone, 1_795_400_000).await.expect("handled");
+        assert_eq!(out[0].status, "rejected", "{out:?}");
+        let reason = out[0].reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains(&format!("playbooks/nightly.yml:6:22: `lines` manifest `{{{{ trigger.url }}}}` (s3://{BUCKET}/inbox/gone.txt) does not exist")),
+            "{reason}"
+        );
+        // The upload itself: launched, with `trigger.url` in the request.
+        s.store.put("inbox/list.txt", b"one\ntwo\n".to_vec()).await.expect("put");
+        let out = handle(&s.launcher, &s3_put_event("inbox/list.txt", "dd"), 1_795_400_000)
+            .await
+            .expect("handled");
+        assert_eq!(out[0].status, "launched", "{out:?}");
+        let run = out[0].run_id.clone().expect("run id");
+        assert_eq!(masters(&s.compute, &run).await.len(), 1);
+        let request: Value = serde_json::from_slice(
+            &s.store.get(&format!("runs/{run}/request.json")).await.expect("get").expect("the request"),
+        )
+        .expect("json");
+        assert_eq!(request["trigger"]["url"], format!("s3://{BUCKET}/inbox/list.txt"));
     });
 }

@@ -118,7 +118,14 @@ fn the_sharded_example_spreads_its_items_and_aggregates() {
         .iter()
         .find(|s| s.name == "score")
         .expect("score stage");
+    // One item per shipped input, listed from the folder.
     assert_eq!((score.shards_done, score.shards_total), (12, 12));
+    let items = score
+        .items
+        .clone()
+        .and_then(|i| i.listed)
+        .expect("listed items");
+    assert_eq!(items[0]["url"], "files/inputs/batch-01.csv", "{items:?}");
     let workers: std::collections::BTreeSet<&str> = rec
         .tasks
         .iter()
@@ -126,10 +133,17 @@ fn the_sharded_example_spreads_its_items_and_aggregates() {
         .map(|t| t.host.as_str())
         .collect();
     assert_eq!(workers.len(), 4, "every worker took items: {workers:?}");
+    // Exactly the expected outputs, byte for byte, and each recorded with its digest.
+    let inputs = workspace().join("playbooks/files/inputs");
+    let expected = crate::data::expected_outputs(&inputs, "resnet50");
+    assert_eq!(crate::data::run_files(&home.path, "inf-1"), expected);
+    assert_eq!(rec.files.len(), 13);
+    crate::data::assert_files_recorded(&home.path, &rec);
+    // The aggregator saw every score (gathered from the run's files).
     let agg = rec
         .tasks
         .iter()
-        .find(|t| t.stage == "aggregate")
+        .find(|t| t.stage == "aggregate" && t.task == "summarize")
         .expect("aggregate ran");
     let said = gnu_tar_cat(
         &archive(&home.path, "inf-1", "aggregator-0"),
@@ -137,19 +151,25 @@ fn the_sharded_example_spreads_its_items_and_aggregates() {
     );
     assert_eq!(
         said,
-        "aggregating resnet50 scores for run inf-1 on aggregator-0\n"
+        format!(
+            "resnet50 over 12 inputs:\n{}",
+            expected["summary/summary.txt"]
+        )
     );
     // The copied script ran on each worker: its output is in their archives.
     let scored = rec
         .tasks
         .iter()
-        .find(|t| t.task.starts_with("score shard 3"))
-        .expect("shard 3 was scored");
+        .find(|t| t.task == "score batch-03.csv")
+        .expect("batch-03 was scored");
     let out = gnu_tar_cat(
         &archive(&home.path, "inf-1", &scored.host),
         &format!("tasks/{}/stdout.log", scored.id),
     );
-    assert!(out.contains("scored 200 rows of out/input-3.csv"), "{out}");
+    assert!(
+        out.contains("scored 13 rows of in/batch-03.csv into out/batch-03.csv.scores"),
+        "{out}"
+    );
     assert_nothing_left(&home.path, "inf-1");
 }
 

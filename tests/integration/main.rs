@@ -9,6 +9,8 @@
 //! - `infra`: the CloudFormation template under cfn-lint and deployed to moto.
 //! - `inspect`: `squall runs`/`status`/`logs`/`report` on every shape of run, local
 //!   and S3; the report in headless chromium.
+//! - `data`: jobs that move data (copy, fetch, listings, the cache) locally and
+//!   against moto S3, with memory measured.
 //! - `e2e`: whole AWS runs on the EC2 simulator, with faults.
 //! - `playbooks`: every example parses; broken playbooks give the expected error at the
 //!   expected line and column.
@@ -20,6 +22,7 @@
 mod architecture;
 mod aws;
 mod cloud;
+mod data;
 mod e2e;
 mod engine;
 mod infra;

@@ -823,7 +823,7 @@ stages:
 "#,
         9,
         9,
-        "expected one of `shell`, `command` or `copy` in this task",
+        "expected one of `shell`, `command`, `copy` or `fetch` in this task",
     ),
     (
         "task_with_shell_and_command",
@@ -840,7 +840,7 @@ stages:
 "#,
         9,
         9,
-        "expected only one of `shell`, `command` or `copy` in this task, found several",
+        "expected only one of `shell`, `command`, `copy` or `fetch` in this task, found several",
     ),
     (
         "bad_copy_mode",
@@ -945,7 +945,7 @@ stages:
 "#,
         12,
         51,
-        r#"undefined value in `item.rows`; templates can use vars, run.id, host.name, host.index, host.count, host.group, item (sharded stages) and trigger (with item = {"input":"b.csv"})"#,
+        r#"undefined value in `item.rows`; templates can use vars, run.id, run.files, host.name, host.index, host.count, host.group, item (sharded stages) and trigger (with item = {"input":"b.csv"})"#,
     ),
     (
         "template_in_environment",
@@ -1002,6 +1002,290 @@ stages:
         11,
         16,
         "template error: undefined value",
+    ),
+    // --- data: copy, fetch, shards from data, cache ---
+    (
+        "copy_from_a_malformed_s3_url",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - copy: { src: "s3://Bad_Bucket/model.bin", dest: model.bin }
+"#,
+        9,
+        22,
+        "bucket name of 3 to 63 lowercase letters",
+    ),
+    (
+        "copy_from_outside_the_playbook_folder",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - copy: { src: ../secrets/key, dest: key }
+"#,
+        9,
+        22,
+        "must stay inside the playbook's folder (no `..`)",
+    ),
+    (
+        "copy_from_an_http_url",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - copy: { src: "https://example.com/x", dest: x }
+"#,
+        9,
+        22,
+        "found a `https://` URL",
+    ),
+    (
+        "fetch_dest_that_escapes",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - fetch: { src: "out/*.csv", dest: "../../elsewhere/" }
+"#,
+        9,
+        42,
+        "expected `fetch.dest` to be a prefix inside the run's files",
+    ),
+    (
+        "fetch_dest_absolute_path",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - fetch: { src: "out/*.csv", dest: /tmp/out/ }
+"#,
+        9,
+        42,
+        "expected `fetch.dest` to be a prefix inside the run's files",
+    ),
+    (
+        "fetch_without_src",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - fetch: { src: "", dest: out/ }
+"#,
+        9,
+        23,
+        "expected a glob in `fetch.src`",
+    ),
+    (
+        "fetch_that_every_host_writes_alike",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - fetch: { src: out/result.csv, dest: results/ }
+"#,
+        9,
+        45,
+        "every unit of stage `run` would fetch to the same keys: template `dest` (or `src`) with `{{ host.name }}`",
+    ),
+    (
+        "fetch_that_every_item_writes_alike",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    shards: [a, b, c]
+    tasks:
+      - fetch: { src: out/result.csv, dest: results/ }
+"#,
+        10,
+        45,
+        "template `dest` (or `src`) with the item",
+    ),
+    (
+        "objects_of_a_non_url",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    shards: { objects: "ftp://host/inbox/" }
+    tasks:
+      - shell: echo {{ item.name | quote }}
+"#,
+        8,
+        24,
+        "found a `ftp://` URL",
+    ),
+    (
+        "lines_of_a_malformed_s3_url",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    shards: { lines: "s3://x/manifest.txt" }
+    tasks:
+      - shell: echo {{ item | quote }}
+"#,
+        8,
+        22,
+        "bucket name of 3 to 63",
+    ),
+    (
+        "shards_with_an_unknown_source",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    shards: { rows: data.csv }
+    tasks:
+      - shell: echo hi
+"#,
+        8,
+        13,
+        "objects",
+    ),
+    (
+        "item_field_a_listing_does_not_have",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    shards: { objects: "s3://my-bucket/inbox/" }
+    tasks:
+      - shell: echo {{ item.path }}
+"#,
+        10,
+        16,
+        "undefined value in `item.path`",
+    ),
+    (
+        "cache_on_a_plain_stage",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    cache: true
+    tasks:
+      - shell: echo hi
+"#,
+        8,
+        12,
+        "`cache` applies to sharded stages",
+    ),
+    (
+        "cache_on_a_stage_that_uses_the_host",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    shards: [a, b]
+    cache: true
+    tasks:
+      - shell: echo {{ item }} on {{ host.name }}
+"#,
+        9,
+        12,
+        "cannot be keyed for the cache: a task uses `host.name`",
+    ),
+    (
+        "cache_on_a_stage_that_uses_the_run",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    shards: [a, b]
+    cache: true
+    tasks:
+      - fetch: { src: "out/{{ item }}.csv", dest: "{{ run.id }}/" }
+"#,
+        9,
+        12,
+        "cannot be keyed for the cache: a task uses `run.id`",
+    ),
+    (
+        "optional_that_is_not_a_boolean",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - copy: { src: model.bin, dest: model.bin, optional: maybe }
+"#,
+        9,
+        60,
+        "invalid boolean",
+    ),
+    (
+        "instance_profile_that_is_empty",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+    instance_profile: ""
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        4,
+        5,
+        "expected `instance_profile` in group `workers` to be an IAM instance profile name",
     ),
 ];
 
@@ -1116,7 +1400,7 @@ stages:
     let expected = [
         "unknown group `worker`",
         "undefined value in `vars.nope`",
-        "expected one of `shell`, `command` or `copy`",
+        "expected one of `shell`, `command`, `copy` or `fetch`",
     ];
     for (d, want) in diags.iter().zip(expected) {
         assert!(d.message.contains(want), "{d}\nshould contain {want:?}");
@@ -1219,5 +1503,71 @@ stages:
         loaded.written_vars.get("model"),
         Some(&serde_json::json!("resnet50")),
         "the playbook as written is kept"
+    );
+}
+
+#[test]
+fn a_missing_or_misshapen_local_source_is_found_by_validate_and_run_launches_nothing() {
+    let scratch = squall_tests::Scratch::new("sources");
+    std::fs::create_dir_all(scratch.path.join("files/models")).expect("mkdir");
+    std::fs::write(scratch.path.join("files/manifest.txt"), "a\n").expect("write");
+    let pb = scratch.file(
+        "pb.yml",
+        r#"name: demo
+vars: { input: files/missing/ }
+fleet:
+  workers:
+    count: 1
+stages:
+  - name: setup
+    hosts: workers
+    tasks:
+      - copy: { src: files/model.bin, dest: model.bin }
+      - copy: { src: files/models, dest: models }
+      - copy: { src: files/manifest.txt/, dest: m/ }
+      - copy: { src: files/absent.bin, dest: x, optional: true }
+  - name: each
+    hosts: workers
+    shards: { objects: "{{ vars.input }}" }
+    tasks:
+      - copy: { src: "{{ item.url }}", dest: in/ }
+"#,
+    );
+    let path = pb.to_str().expect("utf-8");
+    let expected = [
+        format!("{path}:10:22: `copy` source `files/model.bin` does not exist"),
+        format!("{path}:11:22: `copy` source `files/models` is a folder"),
+        format!("{path}:12:22: `copy` source `files/manifest.txt/` is a file, not a folder"),
+        format!(
+            "{path}:16:24: `objects` listing `files/missing/` (from `{{{{ vars.input }}}}`) does not exist"
+        ),
+    ];
+    for cmd in ["validate", "run"] {
+        let out = squall_tests::squall(&scratch.path, &[cmd, path]);
+        let all = squall_tests::text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(squall::exit::USAGE)),
+            "{cmd}: {all}"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for want in &expected {
+            assert!(
+                stderr.contains(want.as_str()),
+                "{cmd}: expected {want:?} in\n{all}"
+            );
+        }
+        assert!(
+            !stderr.contains("absent.bin"),
+            "an optional source may be missing: {all}"
+        );
+        assert!(
+            !stderr.contains("item.url"),
+            "checked when the item is known: {all}"
+        );
+    }
+    assert!(
+        !scratch.path.join("instances").exists(),
+        "squall run launched nothing"
     );
 }

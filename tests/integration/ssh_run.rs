@@ -66,6 +66,13 @@ fn a_sharded_multi_stage_playbook_runs_over_ssh_on_five_hosts() {
         .find(|s| s.name == "score")
         .expect("score stage");
     assert_eq!((score.shards_done, score.shards_total), (12, 12));
+    // Inputs went in and scores came back over SSH, byte for byte.
+    let inputs = squall_tests::workspace().join("playbooks/files/inputs");
+    assert_eq!(
+        crate::data::run_files(&home.path, &run),
+        crate::data::expected_outputs(&inputs, "resnet50")
+    );
+    crate::data::assert_files_recorded(&home.path, &rec);
     for (i, host) in rec.hosts.iter().enumerate() {
         assert_eq!(
             host.address,
@@ -74,17 +81,27 @@ fn a_sharded_multi_stage_playbook_runs_over_ssh_on_five_hosts() {
         );
         // Each archive holds exactly its host's tasks, readable by GNU tar.
         let path = archive(&home.path, &run, &host.name);
-        // (`copy` tasks do not run through the agent, so they have no output files.)
-        for t in rec
-            .tasks
-            .iter()
-            .filter(|t| t.host == host.name && !t.task.starts_with("install"))
-        {
+        // (`copy` and `fetch` tasks do not run through the agent, so they have no
+        // output files.)
+        for t in rec.tasks.iter().filter(|t| {
+            t.host == host.name
+                && !["install", "copy", "keep", "gather"]
+                    .iter()
+                    .any(|p| t.task.starts_with(p))
+        }) {
             let out = gnu_tar_cat(&path, &format!("tasks/{}/stdout.log", t.id));
-            if t.task.starts_with("score shard") {
-                let item = t.item.expect("a shard item");
+            if let Some(name) = t.task.strip_prefix("score ") {
+                let input = std::fs::read_to_string(
+                    squall_tests::workspace()
+                        .join("playbooks/files/inputs")
+                        .join(name),
+                )
+                .expect("a shipped input");
+                let rows = input.lines().count();
                 assert!(
-                    out.contains(&format!("scored 200 rows of out/input-{item}.csv")),
+                    out.contains(&format!(
+                        "scored {rows} rows of in/{name} into out/{name}.scores"
+                    )),
                     "{out}"
                 );
             }
