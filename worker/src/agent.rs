@@ -69,6 +69,7 @@ pub fn start(root: &Path, spec: &TaskSpec) -> Result<TaskStatus> {
                 exit_code: None,
                 signal: None,
                 error: Some(chain(&e)),
+                interruption: None,
             };
             match task.write_status(&status) {
                 Ok(()) => Ok(status),
@@ -239,7 +240,24 @@ pub fn status(root: &Path, id: &str) -> Result<TaskStatus> {
     check_id(id)?;
     let task = TaskDir::existing(root, id)?;
     let status = task.read_status()?.ok_or_else(|| no_status(id))?;
-    task.settle_vanished(status, TaskState::Exited)
+    Ok(with_notice(
+        root,
+        task.settle_vanished(status, TaskState::Exited)?,
+    ))
+}
+
+/// `status` with what the instance's metadata announced, if anything.
+pub fn with_notice(root: &Path, mut status: TaskStatus) -> TaskStatus {
+    status.interruption = crate::imds::read(root);
+    status
+}
+
+/// `interrupt`: creates the task's `$SQUALL_INTERRUPT_FILE` (before it is cancelled).
+pub fn mark_interrupted(root: &Path, id: &str) -> Result<()> {
+    check_id(id)?;
+    let task = TaskDir::existing(root, id)?;
+    let path = task.path(crate::store::INTERRUPT_FILE);
+    fs::write(&path, b"").map_err(|e| AgentError::io("creating", path, e))
 }
 
 fn no_status(id: &str) -> AgentError {
@@ -249,12 +267,15 @@ fn no_status(id: &str) -> AgentError {
     }
 }
 
-/// `wait`: the task's status once final, or its last status after `timeout_secs`.
-/// `None` when the task has not written any status within that time.
+/// `wait`: the task's status once final, or its last status after `timeout_secs`, or
+/// as soon as the instance's metadata announces something new (so the master learns
+/// of a spot notice at once). `None` when the task has not written any status within
+/// that time.
 pub fn wait(root: &Path, id: &str, timeout_secs: u64) -> Result<Option<TaskStatus>> {
     check_id(id)?;
     let task = TaskDir::existing(root, id)?;
     let deadline = deadline_after(timeout_secs);
+    let notice = crate::imds::read(root);
     // Short tasks end within milliseconds: poll from 1 ms, doubling up to 50 ms (a
     // status file read 20 times a second costs nothing, and the end is seen at most
     // 50 ms late).
@@ -264,8 +285,9 @@ pub fn wait(root: &Path, id: &str, timeout_secs: u64) -> Result<Option<TaskStatu
             Some(s) => Some(task.settle_vanished(s, TaskState::Exited)?),
             None => None,
         };
-        if status.as_ref().is_some_and(|s| s.state.is_final()) || passed(deadline) {
-            return Ok(status);
+        let news = crate::imds::read(root) != notice;
+        if status.as_ref().is_some_and(|s| s.state.is_final()) || passed(deadline) || news {
+            return Ok(status.map(|s| with_notice(root, s)));
         }
         sleep_until_at_most(step, deadline);
         step = (step * 2).min(Duration::from_millis(50));
@@ -339,7 +361,7 @@ fn cancel(tasks: Vec<TaskDir>, grace_secs: u64) -> Result<Cancelled> {
         let last = task.read_status()?;
         // An already-final task is only reported, not marked.
         if !last.as_ref().is_some_and(|s| s.state.is_final()) {
-            task.request_cancel()?;
+            task.request_cancel(grace_secs)?;
         }
         pending.push(Pending {
             task,

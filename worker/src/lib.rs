@@ -134,7 +134,26 @@ pub struct TaskStatus {
     pub signal: Option<i32>,
     /// Why the task could not start, or another supervisor-side failure.
     pub error: Option<String>,
+    /// What the instance's metadata announced (a spot interruption notice or a
+    /// rebalance recommendation), as of this answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interruption: Option<Interruption>,
 }
+
+/// A notice read from the instance metadata service (IMDSv2) by the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interruption {
+    /// `termination` (`spot/instance-action`) or `rebalance`
+    /// (`events/recommendations/rebalance`).
+    pub kind: String,
+    /// The time the notice gives, as IMDS wrote it.
+    #[serde(default)]
+    pub time: Option<String>,
+}
+
+/// The environment variable naming the file the agent creates when the task is
+/// interrupted (a spot notice): checkpoint and exit when it appears.
+pub const INTERRUPT_FILE_ENV: &str = "SQUALL_INTERRUPT_FILE";
 
 impl TaskStatus {
     /// Whether the task ended successfully (exited with code 0).
@@ -175,6 +194,9 @@ pub enum Request {
     Cancel { id: String, grace_secs: u64 },
     /// Cancel every running task under the root.
     CancelAll { grace_secs: u64 },
+    /// Stop a task for a spot interruption: create its `$SQUALL_INTERRUPT_FILE`, then
+    /// cancel it (TERM, then KILL after `grace_secs`).
+    Interrupt { id: String, grace_secs: u64 },
     /// Stream a tar.gz of the root's task folders to stdout.
     Pack,
     /// Print the files matching a glob (relative to the working directory, or
@@ -315,6 +337,13 @@ impl Request {
             Request::CancelAll { grace_secs } => argv.extend([
                 "cancel".into(),
                 "--all".into(),
+                "--grace-secs".into(),
+                grace_secs.to_string(),
+            ]),
+            Request::Interrupt { id, grace_secs } => argv.extend([
+                "interrupt".into(),
+                "--id".into(),
+                id.clone(),
                 "--grace-secs".into(),
                 grace_secs.to_string(),
             ]),

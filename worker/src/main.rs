@@ -8,6 +8,7 @@
 mod agent;
 mod error;
 mod glob;
+mod imds;
 mod pack;
 mod store;
 mod supervisor;
@@ -26,6 +27,7 @@ commands:
   status --id ID
   wait --id ID --timeout-secs N
   cancel (--id ID | --all) --grace-secs N
+  interrupt --id ID --grace-secs N
   pack
   glob -- PATTERN
 The root defaults to $HOME/.squall.";
@@ -60,6 +62,10 @@ enum Cmd {
     },
     Cancel {
         id: Option<String>,
+        grace_secs: u64,
+    },
+    Interrupt {
+        id: String,
         grace_secs: u64,
     },
     Pack,
@@ -111,6 +117,7 @@ fn run(cli: Cli) -> Result<i32> {
             if wait_secs > 0 && !status.state.is_final() {
                 status = agent::wait(&root, &spec.id, wait_secs)?.unwrap_or(status);
             }
+            let status = agent::with_notice(&root, status);
             print_statuses(std::slice::from_ref(&status))?;
             Ok(if wait_secs > 0 && !status.state.is_final() {
                 exit::STILL_RUNNING
@@ -151,17 +158,11 @@ fn run(cli: Cli) -> Result<i32> {
                 Some(id) => agent::cancel_one(&root, id, grace_secs)?,
                 None => agent::cancel_all(&root, grace_secs)?,
             };
-            print_statuses(&cancelled.statuses)?;
-            if cancelled.unfinished.is_empty() {
-                Ok(exit::OK)
-            } else {
-                Err(AgentError::Task {
-                    id: cancelled.unfinished.join("`, `"),
-                    problem: format!(
-                        "did not end within {grace_secs} s of SIGTERM and 5 s of SIGKILL"
-                    ),
-                })
-            }
+            cancel_answer(&cancelled, grace_secs)
+        }
+        Cmd::Interrupt { id, grace_secs } => {
+            agent::mark_interrupted(&root, &id)?;
+            cancel_answer(&agent::cancel_one(&root, &id, grace_secs)?, grace_secs)
         }
         Cmd::Pack => {
             pack::pack(&root, BufWriter::new(io::stdout().lock()))?;
@@ -186,6 +187,19 @@ fn run(cli: Cli) -> Result<i32> {
             })?;
             Ok(exit::OK)
         }
+    }
+}
+
+/// Prints what a cancel ended; an error names the tasks that would not end.
+fn cancel_answer(cancelled: &agent::Cancelled, grace_secs: u64) -> Result<i32> {
+    print_statuses(&cancelled.statuses)?;
+    if cancelled.unfinished.is_empty() {
+        Ok(exit::OK)
+    } else {
+        Err(AgentError::Task {
+            id: cancelled.unfinished.join("`, `"),
+            problem: format!("did not end within {grace_secs} s of SIGTERM and 5 s of SIGKILL"),
+        })
     }
 }
 
@@ -333,6 +347,15 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
                 _ => return Err(usage("cancel needs exactly one of --id ID and --all")),
             }
         }
+        "interrupt" => {
+            flags.allow(&command, &["--id", "--grace-secs"])?;
+            Cmd::Interrupt {
+                grace_secs: flags
+                    .grace_secs
+                    .ok_or_else(|| usage("interrupt needs --grace-secs N"))?,
+                id: flags.id(&command)?,
+            }
+        }
         "pack" => {
             flags.allow(&command, &[])?;
             Cmd::Pack
@@ -460,6 +483,16 @@ mod tests {
                 Cmd::Cancel {
                     id: None,
                     grace_secs: 3,
+                },
+            ),
+            (
+                Request::Interrupt {
+                    id: "a".into(),
+                    grace_secs: 90,
+                },
+                Cmd::Interrupt {
+                    id: "a".into(),
+                    grace_secs: 90,
                 },
             ),
             (Request::Pack, Cmd::Pack),

@@ -20,6 +20,9 @@ pub const STATUS_FILE: &str = "status.json";
 pub const STDOUT_FILE: &str = "stdout.log";
 pub const STDERR_FILE: &str = "stderr.log";
 pub const CANCEL_FILE: &str = "cancel";
+/// Created when the task is interrupted (a spot notice); the task reads its path from
+/// `$SQUALL_INTERRUPT_FILE`.
+pub const INTERRUPT_FILE: &str = "interrupt";
 pub const SUPERVISOR_LOG: &str = "supervisor.log";
 /// The kernel boot id at the time the supervisor started the task (Linux only); a
 /// different boot id now means the host rebooted and every recorded pid is stale.
@@ -130,15 +133,19 @@ impl TaskDir {
         self.path(CANCEL_FILE).exists()
     }
 
-    /// Creates the `cancel` marker (idempotent).
-    pub fn request_cancel(&self) -> Result<()> {
+    /// Creates the `cancel` marker, holding the grace the task's processes have between
+    /// SIGTERM and SIGKILL.
+    pub fn request_cancel(&self, grace_secs: u64) -> Result<()> {
         let path = self.path(CANCEL_FILE);
-        fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map(drop)
-            .map_err(|e| AgentError::io("creating", path, e))
+        fs::write(&path, grace_secs.to_string()).map_err(|e| AgentError::io("creating", path, e))
+    }
+
+    /// The grace of a requested cancel (`None` when none was requested; a marker
+    /// without a number gives the default of 5 s).
+    pub fn cancel_grace(&self) -> Option<Duration> {
+        let text = fs::read_to_string(self.path(CANCEL_FILE)).ok()?;
+        let secs = text.trim().parse::<u64>().unwrap_or(5).min(600);
+        Some(Duration::from_secs(secs))
     }
 
     /// Records the current boot id next to the status (best effort).

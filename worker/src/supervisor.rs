@@ -41,6 +41,7 @@ pub fn supervise(root: &Path, id: &str) -> Result<()> {
         exit_code: None,
         signal: None,
         error: None,
+        interruption: None,
     };
 
     let spec = match task.read_spec() {
@@ -55,6 +56,7 @@ pub fn supervise(root: &Path, id: &str) -> Result<()> {
         };
         return task.write_status(&status);
     }
+    crate::imds::spawn_watch(root);
     let mut child = match spawn(root, &task, &spec) {
         Ok(child) => child,
         Err(e) => return fail_to_start(&task, base, e.to_string()),
@@ -77,7 +79,16 @@ pub fn supervise(root: &Path, id: &str) -> Result<()> {
     }
 
     let waited = wait(&mut child, pgid, spec.timeout_secs);
-    // Whatever the task left behind in its group (background jobs) ends with it.
+    // A cancelled (or interrupted) task's top process may end at SIGTERM before the
+    // processes it started have done with theirs (a checkpoint being written): they get
+    // the rest of the cancel's grace. Then whatever the task left behind in its group
+    // (background jobs) ends with it.
+    if let Some(grace) = task.cancel_grace() {
+        let until = Instant::now() + grace;
+        while group_alive(pgid) && Instant::now() < until {
+            std::thread::sleep(POLL);
+        }
+    }
     let _ = signal_group(pgid, Signal::KILL);
     let ended_at_ms = Some(now_ms());
     let status = match waited {
@@ -102,6 +113,11 @@ pub fn supervise(root: &Path, id: &str) -> Result<()> {
         },
     };
     task.write_status(&status)
+}
+
+/// Whether a process of the group is left.
+fn group_alive(pgid: Pid) -> bool {
+    rustix::process::test_kill_process_group(pgid).is_ok()
 }
 
 /// Records `FailedToStart` with `error` as the reason.
@@ -151,6 +167,10 @@ fn spawn(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<Child, SpawnErr
     Command::new(program)
         .args(args)
         .envs(&spec.env)
+        .env(
+            squall_worker::INTERRUPT_FILE_ENV,
+            task.path(crate::store::INTERRUPT_FILE),
+        )
         .current_dir(&cwd)
         .process_group(0)
         .stdin(Stdio::null())

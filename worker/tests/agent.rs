@@ -577,3 +577,30 @@ fn pack_of_an_empty_root_is_an_empty_archive() {
     assert!(gnu_tar_list(&pack(&missing)).is_empty());
     assert!(!missing.path.exists());
 }
+
+#[test]
+fn an_interrupted_task_sees_its_interrupt_file_and_its_children_finish_their_checkpoint() {
+    let root = Root::new();
+    // The top shell ends at SIGTERM at once; the job it runs traps it, finds the
+    // interrupt file, and takes a second to save its checkpoint: the rest of the grace
+    // is its, not cut short by the group's SIGKILL.
+    fs::write(
+        root.path.join("job.sh"),
+        "trap '[ -f \"$SQUALL_INTERRUPT_FILE\" ] && { sleep 1; echo saved > ckpt; }; exit 143' TERM\n\
+         echo ready > ready\nsleep 30 &\nwait $!\n",
+    )
+    .expect("job.sh");
+    root.start("spot", &[], &["sh", "-c", "sh ./job.sh; echo never"]);
+    eventually("the job to be ready", 5, || {
+        root.path.join("ready").exists().then_some(())
+    });
+    let out = root.run(&["interrupt", "--id", "spot", "--grace-secs", "5"]);
+    assert_eq!(out.code, exit::OK, "{out:?}");
+    assert_eq!(out.status().state, TaskState::Cancelled);
+    assert!(root.file("spot", "interrupt").exists());
+    assert_eq!(
+        fs::read_to_string(root.path.join("ckpt")).ok().as_deref(),
+        Some("saved\n"),
+        "the checkpoint was written before the group was killed"
+    );
+}
