@@ -91,6 +91,21 @@ impl Inventory {
     pub fn apply(&self, pb: &mut crate::plan::Plan, inventory_file: &Path) -> Result<(), Invalid> {
         let mut problems = Vec::new();
         for (group, spec) in pb.fleet.iter_mut() {
+            if spec.replace.is_some_and(|r| r > 0) {
+                let at = pb.fleet_at.get(group).copied().unwrap_or_default();
+                problems.push(Diagnostic {
+                    file: pb.file.clone(),
+                    line: at.line,
+                    column: at.column,
+                    message: format!(
+                        "group `{group}` asks for `replace: {}`, but an inventory run cannot launch hosts: use `replace: 0` or leave it out",
+                        spec.replace.unwrap_or(0)
+                    ),
+                    source_line: pb.source.lines().nth(at.line.saturating_sub(1) as usize).map(str::to_owned),
+                });
+            }
+            // Lost inventory hosts are never replaced.
+            spec.replace = Some(0);
             match self.groups.get(group) {
                 Some(hosts) if !hosts.is_empty() => {
                     spec.count = hosts.len() as u32;

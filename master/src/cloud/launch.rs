@@ -504,6 +504,7 @@ impl Launcher {
                 security_groups: Some(self.settings.security_groups.clone()),
                 public_ip: false,
                 instance_profile: None,
+                replace: Some(0),
             },
             tags: BTreeMap::from([
                 (tags::RUN.to_owned(), run.to_owned()),

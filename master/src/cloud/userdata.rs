@@ -72,6 +72,11 @@ printf '%s\n' '{login_public}' >>"$home/.ssh/authorized_keys"
 chown -R '{user}':"$(id -gn '{user}')" "$home/.ssh"
 chmod 0700 "$home/.ssh"
 chmod 0600 "$home/.ssh/authorized_keys"
+# The metadata endpoint the agent watches for spot notices (the SDK's override, if
+# this instance has one).
+mkdir -p /var/lib/squall
+printf '%s\n' "${{AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254}}" >/var/lib/squall/imds
+chmod 0755 /var/lib/squall && chmod 0644 /var/lib/squall/imds
 # sshd reads host keys when it (re)starts.
 systemctl reload sshd 2>/dev/null || systemctl reload ssh 2>/dev/null || pkill -HUP -x sshd 2>/dev/null || true
 "#,

@@ -99,6 +99,16 @@ impl Book {
     }
 
     /// The stage the run stopped in, if it stopped in one.
+    /// Adds `note` to stage `index`'s record (notes accumulate, one per line).
+    pub fn note_stage(&mut self, index: usize, note: String) {
+        if let Some(s) = self.stages.get_mut(index) {
+            s.note = Some(match s.note.take() {
+                Some(old) => format!("{old}\n{note}"),
+                None => note,
+            });
+        }
+    }
+
     pub fn unfinished_stage(&self) -> Option<(usize, &StageRecord)> {
         let (i, s) = self.stages.iter().enumerate().next_back()?;
         (s.succeeded != Some(true)).then_some((i, s))

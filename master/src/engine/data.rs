@@ -211,9 +211,9 @@ impl Engine {
         if !matches!(run.sched, Scheduler::Listing) {
             return;
         }
-        run.sched = Scheduler::Sharded(super::sharded::Sharded::new(
+        run.sched = Scheduler::Sharded(Box::new(super::sharded::Sharded::new(
             &hosts, n, n_tasks, retries, cached,
-        ));
+        )));
         let inline = (n <= ITEMS_IN_RECORD).then(|| listed.items.clone());
         run.items = Arc::new(listed.items);
         if let Some(rec) = self.book.stages.get_mut(stage) {

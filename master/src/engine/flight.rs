@@ -19,6 +19,22 @@ pub struct Attempt {
     pub completes_item: bool,
     /// For a fetch: where its files go, whether no match is fine, and the glob.
     pub fetch: Option<FetchInfo>,
+    /// What the attempt is part of: the running stage, or a replacement replaying an
+    /// earlier one, or an interrupted item's checkpoint fetch.
+    pub kind: AttemptKind,
+    /// It was asked to stop for a spot interruption notice.
+    pub interrupted: bool,
+}
+
+/// What an attempt is part of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// The running stage's work.
+    Stage,
+    /// A replacement replaying a stage that completed before it came.
+    Replay,
+    /// An `on_interrupt` fetch of an item taken back from an interrupted host.
+    Salvage,
 }
 
 /// What the engine needs to place a fetch's files.
@@ -56,6 +72,23 @@ impl Flight {
 
     pub fn get(&self, key: &TaskKey) -> Option<&Attempt> {
         self.by_key.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &TaskKey) -> Option<&mut Attempt> {
+        self.by_key.get_mut(key)
+    }
+
+    /// The keys of the attempts on `host`, in key order.
+    pub fn keys_on(&self, host: HostId) -> Vec<TaskKey> {
+        self.by_host
+            .get(&host)
+            .map(|keys| keys.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether an attempt runs on `host`.
+    pub fn busy(&self, host: HostId) -> bool {
+        self.by_host.contains_key(&host)
     }
 
     /// Takes out every attempt on `host`, in key order.

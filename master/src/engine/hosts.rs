@@ -7,7 +7,7 @@
 //! host's work is the schedulers' business.
 
 use super::types::{HostId, LaunchedInstance};
-use crate::record::{HostBeat, HostLoss, HostRecord, LogSnapshot};
+use crate::record::{HostBeat, HostLoss, HostRecord, LogSnapshot, Replaced};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One host of the run.
@@ -23,12 +23,31 @@ pub struct Host {
     pub bootstrapping: bool,
     /// A snapshot of its logs is being stored.
     pub snapshotting: bool,
+    /// Released early (its logs collected, its instance terminated) or being released.
+    pub released: bool,
+    /// Takes no new work: a spot notice or rebalance recommendation came, or it is
+    /// replaying earlier stages as a replacement.
+    pub draining: bool,
+    /// A replacement was asked for it (it is not replaced twice).
+    pub replaced: bool,
+    /// How many replacements its slot (group and index) has had (`-rK`).
+    pub generation: u32,
 }
 
 impl Host {
+    /// Not lost and not released: it can do work.
     pub fn live(&self) -> bool {
-        self.rec.lost.is_none()
+        self.rec.lost.is_none() && !self.released
     }
+}
+
+/// A place in a group a replacement takes: the group, the lost host's index, and
+/// how many replacements the place has had with this one (`-rK`).
+#[derive(Debug, Clone, Copy)]
+pub struct Slot<'a> {
+    pub group: &'a str,
+    pub index: u32,
+    pub generation: u32,
 }
 
 /// Every host of the run. See the module docs.
@@ -64,16 +83,61 @@ impl HostTable {
                 archive: None,
                 archive_error: None,
                 snapshot: None,
+                replaces: None,
+                interruption: None,
+                released_at_ms: None,
             },
             index,
             ready: false,
             bootstrapping,
             snapshotting: false,
+            released: false,
+            draining: false,
+            replaced: false,
+            generation: 0,
         });
         *self.group_counts.entry(group.to_owned()).or_default() += 1;
         self.bootstrapping += usize::from(bootstrapping);
         self.live += 1;
         id
+    }
+
+    /// Adds a replacement in `group`'s slot `index` (its `generation`-th), named
+    /// `GROUP-INDEX-rK`; it does not change `host.count`. Returns its id.
+    pub fn add_replacement(
+        &mut self,
+        slot: Slot<'_>,
+        inst: LaunchedInstance,
+        now_ms: u64,
+        replaces: Replaced,
+        bootstrapping: bool,
+    ) -> HostId {
+        let Slot {
+            group,
+            index,
+            generation,
+        } = slot;
+        let id = self.add(group, index, inst, now_ms, bootstrapping);
+        *self.group_counts.entry(group.to_owned()).or_default() -= 1;
+        let h = &mut self.hosts[id];
+        h.rec.name = format!("{group}-{index}-r{generation}");
+        h.rec.replaces = Some(replaces);
+        h.generation = generation;
+        id
+    }
+
+    /// The host is being released early: it takes no more work and is not collected
+    /// with the others. False when it was released or lost already.
+    pub fn release(&mut self, id: HostId) -> bool {
+        let Some(h) = self.hosts.get_mut(id) else {
+            return false;
+        };
+        if !h.live() {
+            return false;
+        }
+        h.released = true;
+        self.live -= 1;
+        true
     }
 
     pub fn get(&self, id: HostId) -> Option<&Host> {
@@ -147,7 +211,7 @@ impl HostTable {
         let Some(h) = self.hosts.get_mut(id) else {
             return false;
         };
-        if h.rec.lost.is_some() {
+        if h.rec.lost.is_some() || h.released {
             return false;
         }
         h.rec.lost = Some(HostLoss {
@@ -159,20 +223,28 @@ impl HostTable {
         true
     }
 
-    /// Hosts that were ever bootstrapped (lost ones included), in id order.
+    /// Hosts that were ever bootstrapped (lost ones included) and not released early
+    /// (those were collected then), in id order.
     pub fn ever_ready(&self) -> BTreeSet<HostId> {
         (0..self.hosts.len())
-            .filter(|h| self.hosts[*h].ready)
+            .filter(|h| self.hosts[*h].ready && !self.hosts[*h].released)
             .collect()
     }
 
-    /// Live, bootstrapped hosts of `groups`, in id order.
+    /// Live, bootstrapped hosts of `groups` that take work, in id order.
     pub fn live_ready_in(&self, groups: &[String]) -> Vec<HostId> {
         (0..self.hosts.len())
             .filter(|h| {
                 let h = &self.hosts[*h];
-                h.live() && h.ready && groups.contains(&h.rec.group)
+                h.live() && h.ready && !h.draining && groups.contains(&h.rec.group)
             })
+            .collect()
+    }
+
+    /// Live hosts of `group`, ready or not, in id order.
+    pub fn live_in(&self, group: &str) -> Vec<HostId> {
+        (0..self.hosts.len())
+            .filter(|h| self.hosts[*h].live() && self.hosts[*h].rec.group == group)
             .collect()
     }
 
@@ -217,6 +289,8 @@ impl HostTable {
                 instance_id: h.rec.instance_id.clone(),
                 state: if h.rec.lost.is_some() {
                     "lost"
+                } else if h.released {
+                    "released"
                 } else if h.ready {
                     "ready"
                 } else {

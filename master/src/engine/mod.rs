@@ -38,8 +38,11 @@ mod cache;
 pub mod data;
 pub mod flight;
 pub mod hosts;
+mod interrupt;
 pub mod plain;
+mod release;
 pub mod render;
+mod replace;
 mod schedule;
 pub mod sharded;
 pub mod stage;
@@ -51,16 +54,16 @@ mod views;
 pub use data::DataOptions;
 pub use types::{
     Action, CacheHit, CacheInput, CacheQuery, Dest, Event, Failure, HostId, LaunchedInstance,
-    Listed, Progress, ShardSource, TaskCommand, TaskKey, TaskResult, Transfer,
+    Listed, Notice, Progress, ShardSource, TaskCommand, TaskKey, TaskResult, Transfer,
 };
 
 use crate::plan::Plan;
 use crate::record::{Phase, RunStatus, TaskOutcome, TeardownRecord};
 use book::{Book, Timers};
-use flight::Flight;
+use flight::{AttemptKind, Flight};
 use hosts::HostTable;
 use serde_json::Value;
-use stage::{StageRun, Verdict};
+use stage::{Loss, StageRun, Verdict};
 use state::{Fate, State};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -89,6 +92,11 @@ pub struct Engine {
     data: DataOptions,
     moved: data::Moved,
     cache: cache::CacheBook,
+    replace: replace::Replacements,
+    /// Interrupted items whose checkpoints are being fetched, by item.
+    salvage: BTreeMap<usize, interrupt::Salvage>,
+    /// Hosts being released early (their logs collected, then terminated).
+    releasing: BTreeSet<HostId>,
 }
 
 impl Engine {
@@ -125,6 +133,9 @@ impl Engine {
             data,
             moved: data::Moved::default(),
             cache: cache::CacheBook::default(),
+            replace: replace::Replacements::default(),
+            salvage: BTreeMap::new(),
+            releasing: BTreeSet::new(),
             run_id,
             trigger,
             deadline_at_ms,
@@ -224,7 +235,22 @@ impl Engine {
                     &mut out,
                 );
             }
-            Event::Bootstrapped { host } => self.hosts.bootstrapped(host, self.now_ms),
+            Event::Replaced { replaces, instance } => {
+                self.on_replaced(replaces, instance, &mut out)
+            }
+            Event::ReplacementFailed { replaces, error } => {
+                self.on_replacement_failed(replaces, error, &mut out)
+            }
+            Event::Interrupted { host, notice } => self.on_interrupted(host, notice, &mut out),
+            Event::Released {
+                host,
+                archive,
+                terminated,
+            } => self.on_released(host, archive, terminated),
+            Event::Bootstrapped { host } => {
+                self.hosts.bootstrapped(host, self.now_ms);
+                self.start_replay(host, &mut out);
+            }
             Event::BootstrapFailed { host, error } => {
                 self.hosts.bootstrap_failed(host);
                 self.lose_host(host, format!("bootstrap failed: {error}"), &mut out);
@@ -317,8 +343,24 @@ impl Engine {
         let Some(attempt) = self.flight.remove(&key) else {
             return; // already accounted for (e.g. its host was lost first)
         };
+        let mut result = result;
+        let interrupted = attempt.interrupted && result.outcome != TaskOutcome::Succeeded;
+        if interrupted {
+            result.outcome = TaskOutcome::Interrupted;
+        }
         self.book
             .task(key, &attempt, self.hosts.name(host), &result);
+        match attempt.kind {
+            AttemptKind::Replay => return self.replay_finished(key, host, &result, out),
+            AttemptKind::Salvage => return self.salvage_finished(key, &result, out),
+            AttemptKind::Stage if interrupted => {
+                if !self.state.decided() {
+                    self.interrupted_finished(key, host, out);
+                }
+                return;
+            }
+            AttemptKind::Stage => {}
+        }
         let Some(stage) = self.stage_mut().filter(|s| s.index == key.stage) else {
             return; // stopping: nothing more is scheduled
         };
@@ -425,17 +467,29 @@ impl Engine {
             self.book
                 .task(key, &attempt, self.hosts.name(host), &result);
         }
-        let Some(stage) = self.stage_mut() else {
-            return;
-        };
-        let index = stage.index;
-        if stage.host_lost(host) {
-            let msg = format!(
-                "host {} was lost during stage `{}`: {reason}",
-                self.hosts.name(host),
-                self.plan.stages[index].name
-            );
-            self.fail(RunStatus::Failed, msg, out);
+        self.forget_replay(host);
+        self.salvage_lost(host, out);
+        let loss = self.stage_mut().map(|s| (s.index, s.host_lost(host)));
+        let asked = self.maybe_replace(host, &reason, out);
+        let coming = asked || self.replace.launching_for(host);
+        let name = self.hosts.name(host).to_owned();
+        match loss {
+            Some((index, Loss::Owed)) if !coming => {
+                let msg = format!(
+                    "host {name} was lost during stage `{}`: {reason}",
+                    self.plan.stages[index].name
+                );
+                self.fail(RunStatus::Failed, msg, out);
+            }
+            Some((index, Loss::GiveUp { attempts, item })) => {
+                let item = item.map(|i| format!("item {i}")).unwrap_or_default();
+                let msg = format!(
+                    "{item} of stage `{}` lost its host {attempts} time(s) beyond the first, the last {name}: {reason}",
+                    self.plan.stages[index].name
+                );
+                self.fail(RunStatus::Failed, msg, out);
+            }
+            _ => {}
         }
     }
 
@@ -463,6 +517,7 @@ impl Engine {
                 State::Stopping { fate, pending, .. } => {
                     let quiet = self.flight.is_empty()
                         && pending.is_empty()
+                        && self.replace.none_launching()
                         && self.hosts.none_bootstrapping();
                     if quiet {
                         let fate = fate.clone();
@@ -490,11 +545,15 @@ impl Engine {
 
     fn check_groups_alive(&mut self, out: &mut Vec<Action>) {
         for (group, spec) in &self.plan.fleet {
+            let coming = self
+                .replace
+                .slots_coming(&self.hosts, std::slice::from_ref(group));
             let live = self
                 .hosts
                 .in_group(group)
                 .filter(|h| h.live() && h.ready)
-                .count() as u32;
+                .count() as u32
+                + coming.len() as u32;
             if live < spec.min() {
                 let losses: Vec<String> = self
                     .hosts
@@ -520,8 +579,10 @@ impl Engine {
     }
 
     fn start_collect(&mut self, fate: Fate, out: &mut Vec<Action>) {
-        // A lost host may still hold logs (it may only be cut off): try anyway.
-        let collecting = self.hosts.ever_ready();
+        // A lost host may still hold logs (it may only be cut off): try anyway. Hosts
+        // being released are collected by their release.
+        let mut collecting = self.hosts.ever_ready();
+        collecting.extend(self.releasing.iter().copied());
         for host in &collecting {
             out.push(Action::CollectLogs { host: *host });
         }

@@ -4,7 +4,9 @@
 //!
 //! Units to start are kept in a queue, so a decision costs O(log n) whatever the
 //! number of hosts. A host lost with its unit unfinished is reported to the engine,
-//! which fails the run: nobody else can do that host's share.
+//! which fails the run unless a replacement takes the unit over ([`Plain::rehome`]): it
+//! then waits, and starts again from its first task once the replacement is ready
+//! ([`Plain::resume`]).
 
 use super::stage::{Start, Unit, Verdict};
 use super::types::HostId;
@@ -30,8 +32,10 @@ pub struct Plain {
 }
 
 impl Plain {
-    /// A unit per host, in the order given.
-    pub fn new(hosts: &[HostId], n_tasks: usize, retries: u32) -> Plain {
+    /// A unit per host, in the order given: the `ready` hosts' units start now, the
+    /// `waiting` ones' (replacements not ready yet) when [`Plain::resume`]d.
+    pub fn new(ready: &[HostId], waiting: &[HostId], n_tasks: usize, retries: u32) -> Plain {
+        let hosts: Vec<HostId> = ready.iter().chain(waiting).copied().collect();
         Plain {
             units: hosts
                 .iter()
@@ -41,10 +45,61 @@ impl Plain {
                 })
                 .collect(),
             by_host: hosts.iter().enumerate().map(|(u, h)| (*h, u)).collect(),
-            ready: (0..hosts.len()).collect(),
+            ready: (0..ready.len()).collect(),
             done: 0,
             n_tasks,
             retries,
+        }
+    }
+
+    /// The host of each unit, in unit order.
+    pub fn owners(&self) -> Vec<HostId> {
+        self.units.iter().map(|u| u.host).collect()
+    }
+
+    /// Whether `host` has a unit here that is not done.
+    pub fn owes(&self, host: HostId) -> bool {
+        self.by_host
+            .get(&host)
+            .is_some_and(|u| !self.units[*u].unit.done)
+    }
+
+    /// `new` takes over `old`'s unit (a replacement): it waits for [`Plain::resume`],
+    /// then starts again from its first task (the new host has none of the old one's
+    /// work). Nothing happens when `old` has no unit or its unit is done.
+    pub fn rehome(&mut self, old: HostId, new: HostId) {
+        let Some(&u) = self.by_host.get(&old) else {
+            return;
+        };
+        if self.units[u].unit.done {
+            return;
+        }
+        self.by_host.remove(&old);
+        self.by_host.insert(new, u);
+        self.ready.remove(&u);
+        let hu = &mut self.units[u];
+        hu.host = new;
+        hu.unit.running = false;
+        hu.unit.next_task = 0;
+        hu.unit.failures = 0;
+        hu.unit.try_no += 1;
+    }
+
+    /// `host`'s unit (taken over, or interrupted) may start its next task.
+    pub fn resume(&mut self, host: HostId) {
+        if let Some(&u) = self.by_host.get(&host)
+            && !self.units[u].unit.done
+            && !self.units[u].unit.running
+        {
+            self.ready.insert(u);
+        }
+    }
+
+    /// `host`'s running task was stopped (an interruption): its unit waits.
+    pub fn suspend(&mut self, host: HostId) {
+        if let Some(&u) = self.by_host.get(&host) {
+            self.units[u].unit.running = false;
+            self.ready.remove(&u);
         }
     }
 

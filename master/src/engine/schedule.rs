@@ -5,11 +5,11 @@
 //! what a finished task means is decided in `mod.rs`, what data events mean in
 //! `data.rs`, which unit goes where in [`super::plain`] and [`super::sharded`].
 
-use super::flight::{Attempt, FetchInfo};
+use super::flight::{Attempt, AttemptKind, FetchInfo};
 use super::render;
 use super::stage::{Scheduler, StageRun};
 use super::state::{Fate, State};
-use super::types::{Action, ShardSource, TaskCommand, TaskKey, TaskResult};
+use super::types::{Action, HostId, ShardSource, TaskCommand, TaskKey, TaskResult};
 use super::{Engine, plain, sharded};
 use crate::plan::ShardPlan;
 use crate::plan::template::{self, HostVars, TemplateContext, Trigger};
@@ -46,19 +46,24 @@ impl Engine {
             return true;
         }
         let index = run.index;
-        if run.stranded() {
+        let stranded = run
+            .stranded()
+            .then(|| (run.done_units(), run.total_units()));
+        if let Some((done, total)) = stranded
+            && !self.replacement_coming(&self.plan.stages[index].groups.clone())
+        {
             let msg = format!(
-                "no live hosts left for stage `{}` ({} of {} items done)",
+                "no live hosts left for stage `{}` ({done} of {total} items done)",
                 self.plan.stages[index].name,
-                run.done_units(),
-                run.total_units()
             );
             self.fail(RunStatus::Failed, msg, out);
             return true;
         }
+        let Some(run) = self.stage_mut() else {
+            return false;
+        };
         let sharded = run.is_sharded();
         let starts = run.starts();
-        let items = run.items.clone();
         let n_tasks = self.plan.stages[index].tasks.len();
         for s in starts {
             let key = TaskKey {
@@ -67,87 +72,121 @@ impl Engine {
                 task: s.task,
                 try_no: s.try_no,
             };
-            let Some(h) = self.hosts.get(s.host) else {
-                continue;
-            };
-            let rendered = render::render(
-                &self.plan,
-                key,
-                render::For {
-                    run_id: &self.run_id,
-                    run_files: &self.data.run_files,
-                    allow_absolute: self.data.allow_absolute_sources,
-                    trigger: &self.trigger,
-                    host_name: &h.rec.name,
-                    host_index: h.index,
-                    host_count: self.hosts.group_count(&h.rec.group),
-                    group: &h.rec.group,
-                    item: s.item.and_then(|i| items.get(i)),
-                },
-            );
-            match rendered {
-                Ok((name, command)) => {
-                    if s.task == 0 {
-                        // A fresh attempt of the unit: what earlier attempts stored is
-                        // not this attempt's.
-                        self.moved.unit_files.remove(&(index, s.unit));
-                    }
-                    let fetch = match &command {
-                        TaskCommand::Fetch {
-                            pattern,
-                            dest,
-                            optional,
-                        } => Some(FetchInfo {
-                            dest: dest.clone(),
-                            optional: *optional,
-                            pattern: pattern.clone(),
-                        }),
-                        _ => None,
-                    };
-                    self.flight.insert(
-                        key,
-                        Attempt {
-                            host: s.host,
-                            name: name.clone(),
-                            item: s.item,
-                            completes_item: sharded && s.task + 1 == n_tasks,
-                            fetch,
-                        },
-                    );
-                    out.push(Action::StartTask {
-                        key,
-                        host: s.host,
-                        name,
-                        command,
-                    });
-                }
-                Err(e) => {
-                    let task_name = self.plan.stages[index].tasks[s.task].written_name();
-                    let attempt = Attempt {
-                        host: s.host,
-                        name: task_name.clone(),
-                        item: s.item,
-                        completes_item: false,
-                        fetch: None,
-                    };
-                    let result = TaskResult::without_exit(
-                        TaskOutcome::Failed,
-                        Some(e.to_string()),
-                        self.now_ms,
-                        self.now_ms,
-                    );
-                    let host_name = self.hosts.name(s.host).to_owned();
-                    self.book.task(key, &attempt, &host_name, &result);
-                    let msg = format!(
-                        "task `{task_name}` of stage `{}` could not be rendered for {host_name}: {e}",
-                        self.plan.stages[index].name,
-                    );
-                    self.fail(RunStatus::Failed, msg, out);
-                    return true;
-                }
+            let kind = AttemptKind::Stage;
+            let completes_item = sharded && s.task + 1 == n_tasks;
+            if !self.start_task(key, s.host, s.item, kind, completes_item, out) {
+                return true;
             }
         }
+        self.release_idle(out);
         false
+    }
+
+    /// Renders task `key` for `host` and asks for it to start; false when it could not
+    /// be rendered (the run then fails).
+    pub(super) fn start_task(
+        &mut self,
+        key: TaskKey,
+        host: HostId,
+        item: Option<usize>,
+        kind: AttemptKind,
+        completes_item: bool,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let index = key.stage;
+        let Some(h) = self.hosts.get(host) else {
+            return true;
+        };
+        let items = match (&self.state, item) {
+            (
+                State::Stages {
+                    stage: Some(run), ..
+                },
+                Some(_),
+            ) if run.index == index => run.items.clone(),
+            _ => Arc::default(),
+        };
+        let rendered = render::render(
+            &self.plan,
+            key,
+            render::For {
+                run_id: &self.run_id,
+                run_files: &self.data.run_files,
+                allow_absolute: self.data.allow_absolute_sources,
+                trigger: &self.trigger,
+                host_name: &h.rec.name,
+                host_index: h.index,
+                host_count: self.hosts.group_count(&h.rec.group),
+                group: &h.rec.group,
+                item: item.and_then(|i| items.get(i)),
+            },
+        );
+        match rendered {
+            Ok((name, command)) => {
+                if key.task == 0 && kind == AttemptKind::Stage {
+                    // A fresh attempt of the unit: what earlier attempts stored is
+                    // not this attempt's.
+                    self.moved.unit_files.remove(&(index, key.unit));
+                }
+                let fetch = match &command {
+                    TaskCommand::Fetch {
+                        pattern,
+                        dest,
+                        optional,
+                    } => Some(FetchInfo {
+                        dest: dest.clone(),
+                        optional: *optional,
+                        pattern: pattern.clone(),
+                    }),
+                    _ => None,
+                };
+                self.flight.insert(
+                    key,
+                    Attempt {
+                        host,
+                        name: name.clone(),
+                        item,
+                        completes_item,
+                        fetch,
+                        kind,
+                        interrupted: false,
+                    },
+                );
+                out.push(Action::StartTask {
+                    key,
+                    host,
+                    name,
+                    command,
+                });
+                true
+            }
+            Err(e) => {
+                let task_name = self.plan.stages[index].tasks[key.task].written_name();
+                let attempt = Attempt {
+                    host,
+                    name: task_name.clone(),
+                    item,
+                    completes_item: false,
+                    fetch: None,
+                    kind,
+                    interrupted: false,
+                };
+                let result = TaskResult::without_exit(
+                    TaskOutcome::Failed,
+                    Some(e.to_string()),
+                    self.now_ms,
+                    self.now_ms,
+                );
+                let host_name = self.hosts.name(host).to_owned();
+                self.book.task(key, &attempt, &host_name, &result);
+                let msg = format!(
+                    "task `{task_name}` of stage `{}` could not be rendered for {host_name}: {e}",
+                    self.plan.stages[index].name,
+                );
+                self.fail(RunStatus::Failed, msg, out);
+                false
+            }
+        }
     }
 
     fn open_stage(&mut self, index: usize, out: &mut Vec<Action>) {
@@ -157,27 +196,30 @@ impl Engine {
         let mut listing = None;
         let (sched, items) = match &st.shards {
             Some(ShardPlan::Items(items)) => (
-                Scheduler::Sharded(sharded::Sharded::new(
+                Scheduler::Sharded(Box::new(sharded::Sharded::new(
                     &hosts,
                     items.len(),
                     n_tasks,
                     st.retries,
                     st.cache,
-                )),
+                ))),
                 Arc::new(items.clone()),
             ),
             Some(ShardPlan::Objects { url, .. } | ShardPlan::Lines { url, .. }) => {
                 listing = Some(url.clone());
                 (Scheduler::Listing, Arc::new(Vec::new()))
             }
-            None => (
-                Scheduler::Plain(plain::Plain::new(&hosts, n_tasks, st.retries)),
-                Arc::new(Vec::new()),
-            ),
+            None => {
+                // Replacements still on their way take their slot's unit when ready.
+                let waiting = self.replace.slots_coming(&self.hosts, &st.groups);
+                let plain = plain::Plain::new(&hosts, &waiting, n_tasks, st.retries);
+                self.replace.owners.insert(index, plain.owners());
+                (Scheduler::Plain(plain), Arc::new(Vec::new()))
+            }
         };
         let written = st.written_items().map_or(0, <[_]>::len);
         self.book.open_stage(&st.name, self.now_ms, written);
-        let empty = hosts.is_empty();
+        let empty = hosts.is_empty() && !self.replacement_coming(&st.groups.clone());
         let message = format!(
             "no live hosts in group(s) {} for stage `{}`",
             st.groups.join(", "),

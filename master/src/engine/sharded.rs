@@ -20,6 +20,9 @@ struct Item {
     host: Option<HostId>,
     /// Hosts it failed on.
     failed_on: BTreeSet<HostId>,
+    /// How many times its host was lost while it ran (from the second, each counts
+    /// as a failed attempt: a poison item cannot loop over replacements).
+    losses: u32,
 }
 
 /// See the module docs.
@@ -36,6 +39,11 @@ pub struct Sharded {
     live: BTreeSet<HostId>,
     /// Live hosts with no item.
     idle: BTreeSet<HostId>,
+    /// Live hosts that take no new item (a spot notice or rebalance recommendation).
+    draining: BTreeSet<HostId>,
+    /// Items taken back from an interrupted host, not yet back in the queue (their
+    /// checkpoint is being fetched).
+    held: BTreeSet<usize>,
     /// Each busy host's item.
     assigned: BTreeMap<HostId, usize>,
     /// Items whose next task should start.
@@ -68,6 +76,8 @@ impl Sharded {
             retry: BTreeSet::new(),
             live: hosts.iter().copied().collect(),
             idle: hosts.iter().copied().collect(),
+            draining: BTreeSet::new(),
+            held: BTreeSet::new(),
             assigned: BTreeMap::new(),
             ready: BTreeSet::new(),
             done: 0,
@@ -104,7 +114,71 @@ impl Sharded {
 
     /// Items are left and no live host can take them.
     pub fn stranded(&self) -> bool {
-        self.live.is_empty() && self.done < self.items.len()
+        self.live.len() == self.draining.len() && self.done < self.items.len() && {
+            // A draining host still finishing its item is not stranded yet.
+            self.assigned.is_empty()
+        }
+    }
+
+    /// Whether an item is waiting for a host (or for its cache lookup, or its
+    /// checkpoint): a host with nothing to do may still get one.
+    pub fn has_pending(&self) -> bool {
+        !(self.fresh.is_empty()
+            && self.retry.is_empty()
+            && self.checking.is_empty()
+            && self.held.is_empty())
+    }
+
+    /// Live hosts with no item, in id order.
+    pub fn idle_hosts(&self) -> Vec<HostId> {
+        self.idle.iter().copied().collect()
+    }
+
+    /// The item `host` runs.
+    pub fn item_on(&self, host: HostId) -> Option<usize> {
+        self.assigned.get(&host).copied()
+    }
+
+    /// A host joins the stage (a replacement): it takes items like the others.
+    pub fn add_host(&mut self, host: HostId) {
+        if self.live.insert(host) && !self.assigned.contains_key(&host) {
+            self.idle.insert(host);
+        }
+    }
+
+    /// `host` takes no new item; the one it runs goes on.
+    pub fn drain(&mut self, host: HostId) {
+        if self.live.contains(&host) {
+            self.draining.insert(host);
+            self.idle.remove(&host);
+        }
+    }
+
+    /// `host` leaves the stage with no item (released early).
+    pub fn remove_host(&mut self, host: HostId) {
+        self.live.remove(&host);
+        self.idle.remove(&host);
+        self.draining.remove(&host);
+    }
+
+    /// The item on `host` is taken back for an interruption: it runs no further task
+    /// until [`Sharded::requeue_held`] puts it back in the queue.
+    pub fn hold(&mut self, host: HostId) -> Option<usize> {
+        let i = self.assigned.remove(&host)?;
+        self.ready.remove(&i);
+        let item = &mut self.items[i];
+        item.unit.running = false;
+        item.host = None;
+        self.held.insert(i);
+        Some(i)
+    }
+
+    /// A held item goes back to the queue without counting as a failure.
+    pub fn requeue_held(&mut self, i: usize) {
+        if self.held.remove(&i) {
+            self.items[i].unit.try_no += 1;
+            self.requeue(i);
+        }
     }
 
     /// The lowest pending item `host` may take.
@@ -170,7 +244,7 @@ impl Sharded {
     /// Frees `host` for the next item.
     fn release(&mut self, host: HostId) {
         self.assigned.remove(&host);
-        if self.live.contains(&host) {
+        if self.live.contains(&host) && !self.draining.contains(&host) {
             self.idle.insert(host);
         }
     }
@@ -216,16 +290,32 @@ impl Sharded {
         }
     }
 
-    /// `host` was lost: its item goes back to the queue, not counted as a failure.
-    pub fn host_lost(&mut self, host: HostId) {
+    /// `host` was lost: its item goes back to the queue, not counted as a failure the
+    /// first time; from its second lost host on, each loss counts as a failed attempt.
+    pub fn host_lost(&mut self, host: HostId) -> Verdict {
         self.live.remove(&host);
         self.idle.remove(&host);
-        if let Some(i) = self.assigned.remove(&host) {
-            self.ready.remove(&i);
-            let item = &mut self.items[i];
-            item.unit.running = false;
+        self.draining.remove(&host);
+        let Some(i) = self.assigned.remove(&host) else {
+            return Verdict::Continue;
+        };
+        self.ready.remove(&i);
+        let item = &mut self.items[i];
+        item.unit.running = false;
+        item.losses += 1;
+        if item.losses < 2 {
             item.unit.try_no += 1;
             self.requeue(i);
+            return Verdict::Continue;
+        }
+        if item.unit.failed(self.retries) {
+            item.failed_on.insert(host);
+            self.requeue(i);
+            return Verdict::Continue;
+        }
+        Verdict::GiveUp {
+            attempts: item.unit.failures,
+            item: Some(i),
         }
     }
 }

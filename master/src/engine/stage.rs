@@ -64,11 +64,23 @@ pub enum Verdict {
     GiveUp { attempts: u32, item: Option<usize> },
 }
 
+/// What losing a host means for its stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// Nothing the others cannot do (its item, if any, is back in the queue).
+    Nothing,
+    /// It owed a plain stage its unit: only a replacement can do it.
+    Owed,
+    /// Its item lost a host once too often and has no retry left.
+    GiveUp { attempts: u32, item: Option<usize> },
+}
+
 /// A stage's scheduler.
 #[derive(Debug, Clone)]
 pub enum Scheduler {
     Plain(Plain),
-    Sharded(Sharded),
+    /// Boxed: its queues make it much larger than the others.
+    Sharded(Box<Sharded>),
     /// A sharded stage whose items are being listed.
     Listing,
 }
@@ -130,15 +142,21 @@ impl StageRun {
         }
     }
 
-    /// `host` was lost; true when it owed work that nobody else can do.
-    pub fn host_lost(&mut self, host: HostId) -> bool {
+    /// `host` was lost: what that means for the stage.
+    pub fn host_lost(&mut self, host: HostId) -> Loss {
         match &mut self.sched {
-            Scheduler::Plain(p) => p.host_lost(host),
-            Scheduler::Sharded(s) => {
-                s.host_lost(host);
-                false
+            Scheduler::Plain(p) => {
+                if p.host_lost(host) {
+                    Loss::Owed
+                } else {
+                    Loss::Nothing
+                }
             }
-            Scheduler::Listing => false,
+            Scheduler::Sharded(s) => match s.host_lost(host) {
+                Verdict::GiveUp { attempts, item } => Loss::GiveUp { attempts, item },
+                Verdict::Continue => Loss::Nothing,
+            },
+            Scheduler::Listing => Loss::Nothing,
         }
     }
 

@@ -45,6 +45,7 @@ impl Engine {
                 since_ms, pending, ..
             } if now >= *since_ms + self.plan.stop_grace().as_millis() as u64 => {
                 pending.clear();
+                self.replace.forget_launches();
                 // Tasks that never reported back are recorded as cancelled.
                 for (key, attempt) in self.flight.drain() {
                     let result = TaskResult::without_exit(

@@ -133,6 +133,13 @@ pub enum Action {
         group: String,
         spec: crate::plan::FleetGroup,
     },
+    /// Launch one instance of `group` to replace host `replaces`, named `name`.
+    LaunchReplacement {
+        group: String,
+        spec: crate::plan::FleetGroup,
+        replaces: HostId,
+        name: String,
+    },
     /// Install the agent on a host.
     Bootstrap { host: HostId },
     /// Start a task on a host and report when it ends.
@@ -144,6 +151,16 @@ pub enum Action {
     },
     /// Cancel a running task.
     CancelTask { key: TaskKey, host: HostId },
+    /// Stop a task for a spot interruption: create its `$SQUALL_INTERRUPT_FILE`, SIGTERM
+    /// its process group, SIGKILL after `grace_ms`; then report it ended.
+    InterruptTask {
+        key: TaskKey,
+        host: HostId,
+        grace_ms: u64,
+    },
+    /// Collect a host's logs (its final archive), then terminate its instance: no
+    /// later stage needs it.
+    Release { host: HostId },
     /// Pack the host's logs into the store (its final archive).
     CollectLogs { host: HostId },
     /// Store a snapshot of a live host's logs while the stages run (so a host lost later
@@ -248,6 +265,29 @@ pub enum Event {
         group: String,
         error: String,
     },
+    /// A replacement of host `replaces` was launched.
+    Replaced {
+        replaces: HostId,
+        instance: LaunchedInstance,
+    },
+    /// A replacement of host `replaces` could not be launched.
+    ReplacementFailed {
+        replaces: HostId,
+        error: String,
+    },
+    /// A host's agent read a spot interruption notice (or a rebalance recommendation)
+    /// from its instance's metadata.
+    Interrupted {
+        host: HostId,
+        notice: Notice,
+    },
+    /// A released host's logs were collected (the archive's key, or why not) and its
+    /// instance terminated (or why not).
+    Released {
+        host: HostId,
+        archive: Result<String, Failure>,
+        terminated: Result<(), Failure>,
+    },
     Bootstrapped {
         host: HostId,
     },
@@ -310,6 +350,24 @@ pub enum Event {
     Cancel {
         reason: String,
     },
+}
+
+/// What the instance's metadata said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// The spot interruption notice: the instance goes in about two minutes.
+    Termination,
+    /// A rebalance recommendation: the instance is at elevated risk of interruption.
+    Rebalance,
+}
+
+impl Notice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Notice::Termination => "termination",
+            Notice::Rebalance => "rebalance",
+        }
+    }
 }
 
 /// Where a run is, for people.

@@ -69,6 +69,8 @@ impl Engine {
             tasks: self.book.tasks.clone(),
             teardown: self.book.teardown.clone(),
             files: self.book.files().to_vec(),
+            replacements: self.replace.records().to_vec(),
+            instance_hours_saved: self.hours_saved(),
         }
     }
 

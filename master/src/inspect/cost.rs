@@ -37,6 +37,8 @@ pub fn usage(rec: &RunRecord, now_ms: u64) -> (f64, Option<f64>) {
     let mut cost = Some(0.0);
     for h in &rec.hosts {
         let until = h.lost.as_ref().map_or(end, |l| l.at_ms.min(end));
+        // A worker released early stopped costing then.
+        let until = h.released_at_ms.map_or(until, |r| r.min(until));
         let hrs = until.saturating_sub(h.launched_at_ms) as f64 / 3_600_000.0;
         hours += hrs;
         cost = match (cost, h.instance_type.as_deref().and_then(price)) {

@@ -29,6 +29,7 @@ fn outcome_class(o: TaskOutcome) -> &'static str {
         TaskOutcome::TimedOut => "timeout",
         TaskOutcome::Cancelled => "cancelled",
         TaskOutcome::HostLost => "lost",
+        TaskOutcome::Interrupted => "interrupted",
     }
 }
 
@@ -160,6 +161,26 @@ pub fn render(rec: &RunRecord, tails: &BTreeMap<String, String>) -> String {
     }
     archives.push_str("<li><a href=\"logs/master.tar.gz\">logs/master.tar.gz</a> (master)</li>");
     let (hours, cost) = crate::inspect::usage(rec, end);
+    let saved = rec.instance_hours_saved;
+    let replacements = if rec.replacements.is_empty() {
+        "none".to_owned()
+    } else {
+        rec.replacements
+            .iter()
+            .map(|r| {
+                let how = match (&r.instance_id, &r.error) {
+                    (_, Some(e)) => format!("not launched: {e}"),
+                    (Some(_), None) => String::new(),
+                    (None, None) => "launching".to_owned(),
+                };
+                esc(&format!(
+                    "{} for {} ({}) {how}",
+                    r.name, r.replaces, r.reason
+                ))
+            })
+            .collect::<Vec<_>>()
+            .join("<br>")
+    };
     let status = rec.status.as_str();
     format!(
         r##"<!doctype html>
@@ -187,6 +208,8 @@ pre {{ background: #f5f5f5; padding: 8px; overflow-x: auto; }}
 <tr><td>hosts</td><td>{hosts}</td></tr>
 <tr><td>tasks</td><td id="task-count">{tasks}</td></tr>
 <tr><td>instance-hours</td><td>{hours:.3}{cost}</td></tr>
+<tr><td>saved by early release</td><td id="hours-saved">{saved:.3} instance-hours</td></tr>
+<tr><td>replacements</td><td id="replacements">{replacements}</td></tr>
 {reason}</table>
 <h2>Timeline</h2>
 <div class="legend">outcome:<span style="background:#43a047"></span>succeeded<span style="background:#e53935"></span>failed<span style="background:#fb8c00"></span>timed out<span style="background:#9e9e9e"></span>cancelled

@@ -20,6 +20,10 @@ pub const STOP_GRACE_MS: u64 = 60_000;
 /// How long log collection may take in all before the run moves on to teardown (at
 /// most; see [`Plan::collect_grace`]).
 pub const COLLECT_GRACE_MS: u64 = 300_000;
+/// A spot-interrupted task's default grace between SIGTERM and SIGKILL.
+pub const DEFAULT_INTERRUPT_GRACE: Duration = Duration::from_secs(90);
+/// The longest `interrupt_grace`: the notice comes two minutes before the instance goes.
+pub const MAX_INTERRUPT_GRACE: Duration = Duration::from_secs(110);
 /// The deadline of a playbook that sets none.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3600);
 
@@ -42,6 +46,8 @@ pub struct Plan {
     pub deadline: Duration,
     /// The fleet groups by name.
     pub fleet: BTreeMap<String, FleetGroup>,
+    /// Where each fleet group is written (for messages about it after lowering).
+    pub fleet_at: BTreeMap<String, Pos>,
     pub stages: Vec<StagePlan>,
 }
 
@@ -89,6 +95,8 @@ pub struct StagePlan {
     pub shards: Option<ShardPlan>,
     /// A sharded stage whose items are looked up in (and written to) the cache.
     pub cache: bool,
+    /// Between SIGTERM and SIGKILL for a task interrupted by a spot notice.
+    pub interrupt_grace: Duration,
 }
 
 impl StagePlan {
@@ -113,6 +121,8 @@ pub struct TaskPlan {
     pub environment: BTreeMap<String, String>,
     /// The task is killed after this long.
     pub timeout: Option<Dur>,
+    /// A fetch that also runs for an interrupted item (its checkpoint).
+    pub on_interrupt: bool,
 }
 
 /// What a task does.
@@ -232,6 +242,12 @@ pub fn lower(
     base_dir: PathBuf,
     source: String,
 ) -> Plan {
+    let fleet_at: BTreeMap<String, Pos> = playbook
+        .fleet
+        .value
+        .iter()
+        .map(|(name, g)| (name.clone(), Pos::of(g)))
+        .collect();
     let fleet: BTreeMap<String, FleetGroup> = playbook
         .fleet
         .value
@@ -272,6 +288,9 @@ pub fn lower(
                     },
                 }),
                 cache: s.cache.is_some_and(|c| c.value),
+                interrupt_grace: s
+                    .interrupt_grace
+                    .map_or(DEFAULT_INTERRUPT_GRACE, |g| g.value.0),
             }
         })
         .collect();
@@ -284,6 +303,7 @@ pub fn lower(
         written_vars: playbook.vars,
         deadline: playbook.deadline.map_or(DEFAULT_DEADLINE, |d| d.value.0),
         fleet,
+        fleet_at,
         stages,
     }
 }
@@ -326,5 +346,6 @@ fn lower_task(t: Task) -> TaskPlan {
             .map(|(k, v)| (k, v.value))
             .collect(),
         timeout: t.timeout.map(|t| t.value),
+        on_interrupt: t.on_interrupt.is_some_and(|f| f.value),
     }
 }

@@ -86,12 +86,21 @@ pub struct FleetGroup {
     /// master moves every byte (`copy`, `fetch`).
     #[serde(default)]
     pub instance_profile: Option<String>,
+    /// How many lost workers may be replaced over the run (default: `count`; `0` never
+    /// replaces). The group can have at most `count + replace` hosts in all.
+    #[serde(default)]
+    pub replace: Option<u32>,
 }
 
 impl FleetGroup {
     /// The minimum number of workers the run starts with.
     pub fn min(&self) -> u32 {
         self.min_count.unwrap_or(self.count)
+    }
+
+    /// How many replacements the group may launch over the run.
+    pub fn replacements(&self) -> u32 {
+        self.replace.unwrap_or(self.count)
     }
 }
 
@@ -161,6 +170,11 @@ pub struct Stage {
     /// again; its fetched files are reused.
     #[serde(default)]
     pub cache: Option<Spanned<bool>>,
+    /// On a spot interruption notice, how long a running task has between SIGTERM (and
+    /// `$SQUALL_INTERRUPT_FILE`) and SIGKILL: default 90s, at most 110s (the notice
+    /// comes two minutes ahead).
+    #[serde(default)]
+    pub interrupt_grace: Option<Spanned<Dur>>,
 }
 
 /// A sharded stage's items: written out, or one per object under a prefix (or file
@@ -253,6 +267,10 @@ pub struct Task {
     /// Files on the host matching a glob, stored in the run's files (or S3).
     #[serde(default)]
     pub fetch: Option<Spanned<FetchSpec>>,
+    /// A `fetch` of a sharded stage that also runs when the item is interrupted by a
+    /// spot notice (for checkpoints), before the item goes back to the queue.
+    #[serde(default)]
+    pub on_interrupt: Option<Spanned<bool>>,
     /// Extra environment variables for this task.
     #[serde(default)]
     pub environment: BTreeMap<String, Spanned<String>>,

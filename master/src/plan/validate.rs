@@ -9,6 +9,7 @@
 //! playbook into what the engine runs is [`super::lower`]'s.
 
 use super::diagnostic::{Diagnostic, Locator};
+use super::lower::MAX_INTERRUPT_GRACE;
 use super::model::{ALL_HOSTS, Playbook, Shards, Stage, Task};
 use super::template::{self, TemplateContext, Trigger};
 use super::url;
@@ -120,6 +121,14 @@ pub fn validate(pb: &Input<'_>, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
                 format!("expected `instance_profile` in group `{name}` to be an IAM instance profile name (1 to 128 letters, digits and `+=,.@_-`) or its ARN, found `{profile}`"),
             ));
         }
+        if let Some(replace) = g.value.replace
+            && replace > 1000
+        {
+            out.push(at.at(
+                g,
+                format!("expected `replace` of at most 1000 in group `{name}`, found {replace}"),
+            ));
+        }
         if let Some(min) = g.value.min_count
             && (min == 0 || min > g.value.count)
         {
@@ -179,6 +188,14 @@ pub fn validate(pb: &Input<'_>, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
         {
             validate_cache(s, cache, at, out);
         }
+        if let Some(grace) = &s.interrupt_grace
+            && (grace.value.0.is_zero() || grace.value.0 > MAX_INTERRUPT_GRACE)
+        {
+            out.push(at.at(
+                grace,
+                "expected `interrupt_grace` between 1s and 110s (a spot notice comes 2 minutes ahead)",
+            ));
+        }
         if s.retries > 100 {
             out.push(at.at(
                 stage,
@@ -228,6 +245,15 @@ fn validate_task(
         {
             out.push(at.at(&copy.value.dest, why.to_string()));
         }
+    }
+    if let Some(flag) = &t.on_interrupt
+        && flag.value
+        && (t.fetch.is_none() || stage.shards.is_none())
+    {
+        out.push(at.at(
+            flag,
+            "`on_interrupt: true` is for `fetch` tasks of sharded stages (it saves an interrupted item's checkpoint)",
+        ));
     }
     if let Some(fetch) = &t.fetch {
         let f = &fetch.value;

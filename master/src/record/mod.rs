@@ -17,6 +17,7 @@ pub use data::{
 pub use heartbeat::{Heartbeat, HostBeat};
 pub use launch::{Claim, LaunchRecord, RunRequest};
 pub use run::{
-    HostLoss, HostRecord, LogSnapshot, Phase, PhaseMark, PlaybookInfo, RECORD_VERSION, RunRecord,
-    RunStatus, StageRecord, TaskOutcome, TaskRecord, TeardownRecord,
+    HostLoss, HostRecord, InterruptionRecord, LogSnapshot, Phase, PhaseMark, PlaybookInfo,
+    RECORD_VERSION, Replaced, ReplacementRecord, RunRecord, RunStatus, StageRecord, TaskOutcome,
+    TaskRecord, TeardownRecord,
 };

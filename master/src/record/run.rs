@@ -74,6 +74,13 @@ pub struct RunRecord {
     /// Every file the run's fetches stored (or reused from the cache).
     #[serde(default)]
     pub files: Vec<super::FileRecord>,
+    /// Every replacement asked for a lost (or interrupted) worker, launched or not.
+    #[serde(default)]
+    pub replacements: Vec<ReplacementRecord>,
+    /// Instance-hours not paid for because workers no later stage needed were released
+    /// before the run ended.
+    #[serde(default)]
+    pub instance_hours_saved: f64,
 }
 
 impl RunRecord {
@@ -107,6 +114,8 @@ impl RunRecord {
             tasks: Vec::new(),
             teardown: None,
             files: Vec::new(),
+            replacements: Vec::new(),
+            instance_hours_saved: 0.0,
         }
     }
 }
@@ -165,6 +174,46 @@ pub struct HostRecord {
     /// of a host lost before the final collection).
     #[serde(default)]
     pub snapshot: Option<LogSnapshot>,
+    /// The host this one replaced, and why (`GROUP-INDEX-rK` hosts).
+    #[serde(default)]
+    pub replaces: Option<Replaced>,
+    /// A spot interruption notice or rebalance recommendation its agent reported.
+    #[serde(default)]
+    pub interruption: Option<InterruptionRecord>,
+    /// When it was released early (logs collected, instance terminated) because no
+    /// later stage needed it.
+    #[serde(default)]
+    pub released_at_ms: Option<u64>,
+}
+
+/// Which host a replacement took the place of, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replaced {
+    pub host: String,
+    pub reason: String,
+}
+
+/// What a worker's agent read from its instance's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterruptionRecord {
+    /// `termination` (the two-minute spot notice) or `rebalance` (a recommendation).
+    pub kind: String,
+    pub at_ms: u64,
+}
+
+/// One replacement asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacementRecord {
+    /// The host it replaces.
+    pub replaces: String,
+    /// The name it was given (`GROUP-INDEX-rK`).
+    pub name: String,
+    pub reason: String,
+    pub asked_at_ms: u64,
+    /// The instance, once launched.
+    pub instance_id: Option<String>,
+    /// Why it could not be launched.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +238,9 @@ pub enum TaskOutcome {
     Cancelled,
     /// Its host was lost while it ran.
     HostLost,
+    /// Stopped for a spot interruption notice (its item went back to the queue,
+    /// without counting as a failure).
+    Interrupted,
 }
 
 /// One attempt of one task on one host.

@@ -6,7 +6,7 @@
 //! failed task is retried is the engine's decision; this module reports what happened.
 
 use super::{Ctx, now_ms};
-use crate::engine::{Event, HostId, TaskCommand, TaskKey, TaskResult};
+use crate::engine::{Event, HostId, Notice, TaskCommand, TaskKey, TaskResult};
 use crate::error::chain;
 use crate::record::TaskOutcome;
 use crate::seam::host::{AGENT_PATH, agent_root};
@@ -75,7 +75,7 @@ pub async fn run_task(ctx: &Ctx, key: TaskKey, host: HostId, inst: Instance, com
         TaskCommand::Fetch { pattern, .. } => {
             super::data::list_fetch(ctx, key, host, &inst, &pattern).await
         }
-        TaskCommand::Exec(spec) => match exec_task(ctx, &inst, spec).await {
+        TaskCommand::Exec(spec) => match exec_task(ctx, host, &inst, spec).await {
             Ok(status) => Event::TaskFinished {
                 key,
                 host,
@@ -116,6 +116,7 @@ fn parse_status(stdout: &[u8]) -> Option<TaskStatus> {
 /// id after a failed call (`start` is idempotent), so a dropped connection costs nothing.
 async fn exec_task(
     ctx: &Ctx,
+    host: HostId,
     inst: &Instance,
     spec: squall_worker::TaskSpec,
 ) -> Result<TaskStatus, TaskError> {
@@ -145,7 +146,10 @@ async fn exec_task(
         let failure = match result {
             Err(e) if e.is_unreachable() => return Err(TaskError::HostLost(chain(&e))),
             Err(e) => chain(&e),
-            Ok(out) => match (out.code, parse_status(&out.stdout)) {
+            Ok(out) => match (
+                out.code,
+                parse_status(&out.stdout).inspect(|s| notice(ctx, host, inst, s)),
+            ) {
                 (Some(agent_exit::OK), Some(status)) if status.state.is_final() => {
                     if status.error.as_deref() == Some(squall_worker::SUPERVISOR_VANISHED)
                         && host_down(ctx, inst).await
@@ -191,6 +195,49 @@ async fn exec_task(
         }
         tracing::warn!(host = %inst.id, task = %id, "retrying after: {failure}");
         tokio::time::sleep(Duration::from_millis(250 << errors)).await;
+    }
+}
+
+/// Passes on what the host's metadata announced, once per host and kind of notice.
+fn notice(ctx: &Ctx, host: HostId, inst: &Instance, status: &TaskStatus) {
+    let Some(i) = &status.interruption else {
+        return;
+    };
+    let notice = match i.kind.as_str() {
+        "termination" => Notice::Termination,
+        "rebalance" => Notice::Rebalance,
+        _ => return,
+    };
+    let new = ctx
+        .notices
+        .lock()
+        .is_ok_and(|mut seen| seen.insert((host, notice.as_str())));
+    if new {
+        tracing::warn!(host = %inst.id, time = i.time.as_deref().unwrap_or(""), "the instance's metadata announces a spot {}", notice.as_str());
+        ctx.send(Event::Interrupted { host, notice });
+    }
+}
+
+/// Stops a task for a spot interruption (the agent creates its interrupt file, then
+/// TERMs its group and KILLs it after the grace); its end is reported by the task's
+/// own long poll.
+pub async fn interrupt_task(ctx: &Ctx, key: TaskKey, inst: Instance, grace_ms: u64) {
+    let argv = agent_argv(
+        ctx,
+        &inst,
+        &Request::Interrupt {
+            id: key.agent_id(),
+            grace_secs: grace_ms.div_ceil(1000),
+        },
+    );
+    match ctx.b.transport.run(&inst, &argv).await {
+        Ok(out) if out.code == Some(agent_exit::OK) => {}
+        Ok(out) => {
+            tracing::warn!(host = %inst.id, task = %key.agent_id(), "interrupt answered {:?}: {}", out.code, out.stderr_tail());
+        }
+        Err(e) => {
+            tracing::warn!(host = %inst.id, task = %key.agent_id(), "interrupt failed: {}", chain(&e));
+        }
     }
 }
 

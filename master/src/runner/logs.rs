@@ -66,6 +66,15 @@ pub async fn pack(ctx: &Ctx, archive: Archive, host: HostId, name: String, inst:
     ctx.send(archive.event(host, r.map(|_| key).map_err(|e| Failure(pipe_text(&e)))));
 }
 
+/// Packs and stores a host's final archive; returns its key or why not.
+pub async fn collect(ctx: &Ctx, name: &str, inst: &Instance) -> Result<String, Failure> {
+    let key = Archive::Final.key(&ctx.opts.run_id, name);
+    pipe_with_timeout(ctx, inst, &key)
+        .await
+        .map(|_| key)
+        .map_err(|e| Failure(pipe_text(&e)))
+}
+
 /// The text a failed collection leaves in the record: the cause itself (what failed
 /// is clear from where it is recorded).
 fn pipe_text(e: &PipeError) -> String {

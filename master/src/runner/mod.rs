@@ -14,7 +14,9 @@
 pub mod agent;
 pub mod cache;
 pub mod data;
+pub mod fleet;
 pub mod jobs;
+pub mod listing;
 pub mod logs;
 pub mod preflight;
 pub mod progress;
@@ -24,10 +26,10 @@ use crate::engine::{
     TaskCommand, TaskResult,
 };
 use crate::error::chain;
-use crate::plan::{FleetGroup, Plan};
+use crate::plan::Plan;
 use crate::record::{RunRecord, TaskOutcome, keys};
 use crate::seam::Backends;
-use crate::seam::compute::{self, Instance, LaunchRequest, tags};
+use crate::seam::compute::{self, Instance};
 use crate::seam::store::{self as store, StoreError};
 use jobs::{Jobs, Signals};
 use progress::ProgressView;
@@ -101,10 +103,12 @@ pub fn now_ms() -> u64 {
 /// What a job reports on the runner's channel.
 #[derive(Debug)]
 enum Report {
-    /// A group was launched: the runner keeps the instances, the engine learns of them.
+    /// A group (or one replacement of host `replaces`) was launched: the runner keeps
+    /// the instances, the engine learns of them.
     Launched {
         group: String,
         instances: Vec<Instance>,
+        replaces: Option<HostId>,
     },
     Event(Event),
 }
@@ -126,6 +130,8 @@ pub struct Ctx {
     store_slots: Arc<tokio::sync::Semaphore>,
     /// The identities of the cache's inputs, once per (stage, URL).
     identities: Mutex<std::collections::HashMap<(usize, String), cache::Identity>>,
+    /// The spot notices already passed on to the engine, per host and kind.
+    notices: Mutex<std::collections::BTreeSet<(HostId, &'static str)>>,
 }
 
 /// How many cache lookups or writes go to the store at once.
@@ -178,6 +184,7 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         base_dir: std::path::absolute(&plan.base_dir).unwrap_or_else(|_| plan.base_dir.clone()),
         store_slots: Arc::new(tokio::sync::Semaphore::new(STORE_SLOTS)),
         identities: Mutex::new(std::collections::HashMap::new()),
+        notices: Mutex::new(std::collections::BTreeSet::new()),
     });
     let mut hosts: Vec<Instance> = Vec::new();
     let mut jobs = Jobs::default();
@@ -203,17 +210,28 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
             },
         };
         let (event, launched) = match report {
-            Report::Launched { group, instances } => {
-                let event = Event::Launched {
-                    group,
-                    instances: instances
-                        .iter()
-                        .map(|i| LaunchedInstance {
-                            id: i.id.clone(),
-                            address: i.address.clone(),
-                            instance_type: i.instance_type.clone(),
-                        })
-                        .collect(),
+            Report::Launched {
+                group,
+                instances,
+                replaces,
+            } => {
+                let mut launched: Vec<LaunchedInstance> = instances
+                    .iter()
+                    .map(|i| LaunchedInstance {
+                        id: i.id.clone(),
+                        address: i.address.clone(),
+                        instance_type: i.instance_type.clone(),
+                    })
+                    .collect();
+                let event = match replaces {
+                    Some(replaces) if !launched.is_empty() => Event::Replaced {
+                        replaces,
+                        instance: launched.swap_remove(0),
+                    },
+                    _ => Event::Launched {
+                        group,
+                        instances: launched,
+                    },
                 };
                 (event, instances)
             }
@@ -338,10 +356,45 @@ async fn dispatch(
                     group: group.clone(),
                     error: "internal error: the launch task panicked".into(),
                 };
-                jobs.spawn(
-                    Some(stand_in),
-                    async move { launch(&job, group, spec).await },
-                );
+                jobs.spawn(Some(stand_in), async move {
+                    fleet::launch(&job, group, spec).await
+                });
+            }
+            Action::LaunchReplacement {
+                group,
+                spec,
+                replaces,
+                name,
+            } => {
+                let stand_in = Event::ReplacementFailed {
+                    replaces,
+                    error: "internal error: the launch task panicked".into(),
+                };
+                jobs.spawn(Some(stand_in), async move {
+                    fleet::launch_replacement(&job, group, spec, replaces, name).await
+                });
+            }
+            Action::Release { host } => {
+                let Some(inst) = host_of(host) else { continue };
+                let name = engine.host_name(host).to_owned();
+                let stand_in = Event::Released {
+                    host,
+                    archive: Err(Failure("internal error: the release task panicked".into())),
+                    terminated: Err(Failure("not terminated early".into())),
+                };
+                jobs.spawn(Some(stand_in), async move {
+                    fleet::release(&job, host, name, inst).await
+                });
+            }
+            Action::InterruptTask {
+                key,
+                host,
+                grace_ms,
+            } => {
+                let Some(inst) = host_of(host) else { continue };
+                jobs.spawn(None, async move {
+                    agent::interrupt_task(&job, key, inst, grace_ms).await
+                });
             }
             Action::Bootstrap { host } => {
                 let Some(inst) = host_of(host) else { continue };
@@ -426,7 +479,7 @@ async fn dispatch(
                     result: Err(Failure("internal error: the listing task panicked".into())),
                 };
                 jobs.spawn(Some(stand_in), async move {
-                    data::resolve_shards(&job, stage, &name, source).await;
+                    listing::resolve_shards(&job, stage, &name, source).await;
                 });
             }
             Action::StoreFiles { key, host, files } => {
@@ -507,45 +560,4 @@ async fn teardown(ctx: &Ctx) {
         ))),
     };
     ctx.send(Event::TornDown { result: r });
-}
-
-async fn launch(ctx: &Ctx, group: String, spec: FleetGroup) {
-    let run_id = &ctx.opts.run_id;
-    let req = LaunchRequest {
-        run_id: run_id.clone(),
-        group: group.clone(),
-        tags: BTreeMap::from([
-            (tags::RUN.to_owned(), run_id.clone()),
-            (tags::ROLE.to_owned(), "worker".to_owned()),
-            (tags::GROUP.to_owned(), group.clone()),
-            (tags::DEADLINE.to_owned(), ctx.deadline_tag.clone()),
-        ]),
-        user_data: ctx
-            .opts
-            .worker_user_data
-            .get(&group)
-            .cloned()
-            .unwrap_or_default(),
-        client_token: compute::client_token(run_id, &group),
-        instance_profile: spec.instance_profile.clone(),
-        spec: spec.clone(),
-    };
-    let report = match ctx.b.compute.launch(&req).await {
-        Ok(instances) if instances.len() as u32 >= spec.min() => {
-            Report::Launched { group, instances }
-        }
-        Ok(instances) => Report::Event(Event::LaunchFailed {
-            error: format!(
-                "only {} of the {} required instances started",
-                instances.len(),
-                spec.min()
-            ),
-            group,
-        }),
-        Err(e) => Report::Event(Event::LaunchFailed {
-            group,
-            error: chain(&e),
-        }),
-    };
-    let _ = ctx.tx.send(report);
 }

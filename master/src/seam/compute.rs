@@ -132,8 +132,9 @@ pub trait Compute: Send + Sync + std::fmt::Debug {
     async fn terminate(&self, ids: &[String]) -> Result<(), ComputeError>;
 }
 
-/// Terminates every non-terminated instance tagged with `run_id`, from tags alone, and
-/// verifies none is left. Safe to run twice and from a fresh process.
+/// Terminates every instance tagged with `run_id` that is not gone already (terminated,
+/// or shutting down: a worker released early), from tags alone, and verifies none is
+/// left. Safe to run twice and from a fresh process.
 pub async fn teardown_run(compute: &dyn Compute, run_id: &str) -> Result<usize, ComputeError> {
     teardown_matching(compute, run_id, |_| true).await
 }
@@ -153,7 +154,7 @@ async fn teardown_matching(
         .list_by_tag(tags::RUN, run_id)
         .await?
         .into_iter()
-        .filter(|i| i.state != InstanceState::Terminated && matches(i))
+        .filter(|i| !i.state.is_gone() && matches(i))
         .map(|i| i.id)
         .collect();
     if !live.is_empty() {

@@ -133,7 +133,8 @@ impl LocalCompute {
         let home = dir.join("home");
         std::fs::create_dir_all(&home).map_err(|e| failed("launch", &home, e))?;
         let mut tags = req.tags.clone();
-        tags.insert(tags::NAME.into(), format!("{}-{}", req.group, index));
+        tags.entry(tags::NAME.into())
+            .or_insert_with(|| format!("{}-{}", req.group, index));
         let now = now_secs();
         let lifetime = tags
             .get(tags::DEADLINE)

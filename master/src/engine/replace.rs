@@ -1,0 +1,379 @@
+//! Replacing lost workers. When a worker is lost (or gets a spot notice) while the run
+//! still has time, its group may launch a replacement (`replace: N` per group, default
+//! its `count`): it keeps the lost host's slot (`host.index`, `host.count`), is named
+//! `GROUP-INDEX-rK`, replays every completed plain stage its slot ran (fetches
+//! included: the same unit writing its own keys again), taking no work meanwhile, and
+//! then joins the running stage: it takes items in a sharded stage, or the lost host's
+//! unit in a plain one. Part of [`super::Engine`].
+
+use super::Engine;
+use super::flight::AttemptKind;
+use super::hosts::{HostTable, Slot};
+use super::stage::Scheduler;
+use super::state::State;
+use super::types::{Action, HostId, LaunchedInstance, TaskKey, TaskResult};
+use crate::record::{Replaced, ReplacementRecord, RunStatus, TaskOutcome};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// What the engine keeps about replacements. See the module docs.
+#[derive(Debug, Default)]
+pub(super) struct Replacements {
+    /// Per group, replacements asked for so far (the cap is `replace`).
+    used: BTreeMap<String, u32>,
+    /// Launches out, by the host each replaces.
+    launching: BTreeSet<HostId>,
+    /// Replacements replaying earlier stages, with what is left to replay.
+    replaying: BTreeMap<HostId, Replay>,
+    /// Each plain stage's unit owners (unit -> host), kept current as replacements take
+    /// slots over: who replays what.
+    pub owners: BTreeMap<usize, Vec<HostId>>,
+    records: Vec<ReplacementRecord>,
+    /// The record of the replacement asked for each host.
+    record_of: BTreeMap<HostId, usize>,
+}
+
+/// A replacement's way through the stages it replays.
+#[derive(Debug, Clone)]
+struct Replay {
+    /// (stage, unit) still to replay, in stage order; the first is running.
+    left: VecDeque<(usize, usize)>,
+    task: usize,
+    try_no: u32,
+    failures: u32,
+}
+
+impl Replacements {
+    pub fn records(&self) -> &[ReplacementRecord] {
+        &self.records
+    }
+
+    /// No replacement launch is out.
+    pub fn none_launching(&self) -> bool {
+        self.launching.is_empty()
+    }
+
+    /// Whether a replacement of `host` is being launched.
+    pub fn launching_for(&self, host: HostId) -> bool {
+        self.launching.contains(&host)
+    }
+
+    /// Stop waiting for the launches still out (after the stop grace).
+    pub fn forget_launches(&mut self) {
+        self.launching.clear();
+    }
+
+    /// The hosts whose slot is coming back in `groups`: lost hosts with a launch out,
+    /// and replacements not ready to work yet (booting or replaying).
+    pub fn slots_coming(&self, hosts: &HostTable, groups: &[String]) -> Vec<HostId> {
+        let in_groups = |h: &HostId| hosts.get(*h).is_some_and(|h| groups.contains(&h.rec.group));
+        let booting = (0..hosts.len()).filter(|h| {
+            hosts.get(*h).is_some_and(|x| {
+                x.live() && x.rec.replaces.is_some() && (!x.ready || x.draining) && !x.replaced
+            })
+        });
+        let mut out: Vec<HostId> = self
+            .launching
+            .iter()
+            .copied()
+            .chain(booting)
+            .filter(in_groups)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+impl Engine {
+    /// Whether a replacement is on its way for one of `groups` (launching, booting or
+    /// replaying): a stage with no live host then waits for it.
+    pub(super) fn replacement_coming(&self, groups: &[String]) -> bool {
+        !self.replace.slots_coming(&self.hosts, groups).is_empty()
+    }
+
+    /// Asks for a replacement of `host` when its group allows one and the run can use
+    /// it; true when one was asked for.
+    pub(super) fn maybe_replace(
+        &mut self,
+        host: HostId,
+        reason: &str,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let from_stage = match &self.state {
+            State::Bootstrap => 0,
+            State::Stages { stage, next } => stage.as_ref().map_or(*next, |s| s.index),
+            _ => return false,
+        };
+        if self.now_ms >= self.deadline_at_ms {
+            return false;
+        }
+        let Some(h) = self.hosts.get(host) else {
+            return false;
+        };
+        if h.replaced || h.released {
+            return false;
+        }
+        let group = h.rec.group.clone();
+        let (index, generation) = (h.index, h.generation + 1);
+        let lost_name = h.rec.name.clone();
+        let Some(spec) = self.plan.fleet.get(&group) else {
+            return false;
+        };
+        let needed = self.plan.stages[from_stage.min(self.plan.stages.len())..]
+            .iter()
+            .any(|s| s.groups.contains(&group));
+        let used = self.replace.used.get(&group).copied().unwrap_or(0);
+        if !needed || used >= spec.replacements() {
+            return false;
+        }
+        let mut one = spec.clone();
+        one.count = 1;
+        one.min_count = None;
+        self.replace.used.insert(group.clone(), used + 1);
+        self.replace.launching.insert(host);
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.replaced = true;
+        }
+        let name = format!("{group}-{index}-r{generation}");
+        self.replace
+            .record_of
+            .insert(host, self.replace.records.len());
+        self.replace.records.push(ReplacementRecord {
+            replaces: lost_name,
+            name: name.clone(),
+            reason: reason.to_owned(),
+            asked_at_ms: self.now_ms,
+            instance_id: None,
+            error: None,
+        });
+        out.push(Action::LaunchReplacement {
+            group,
+            spec: one,
+            replaces: host,
+            name,
+        });
+        true
+    }
+
+    /// A replacement of `old` was launched: it takes `old`'s slot and boots.
+    pub(super) fn on_replaced(
+        &mut self,
+        old: HostId,
+        inst: LaunchedInstance,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.replace.launching.remove(&old) {
+            return;
+        }
+        if let Some(&r) = self.replace.record_of.get(&old) {
+            self.replace.records[r].instance_id = Some(inst.id.clone());
+        }
+        let Some(h) = self.hosts.get(old) else { return };
+        let (group, index, generation) = (h.rec.group.clone(), h.index, h.generation + 1);
+        let replaces = Replaced {
+            host: h.rec.name.clone(),
+            reason: self
+                .replace
+                .record_of
+                .get(&old)
+                .map(|r| self.replace.records[*r].reason.clone())
+                .unwrap_or_default(),
+        };
+        let working = !self.state.decided();
+        let slot = Slot {
+            group: &group,
+            index,
+            generation,
+        };
+        let new = self
+            .hosts
+            .add_replacement(slot, inst, self.now_ms, replaces, working);
+        if !working {
+            return; // recorded; torn down with the rest
+        }
+        if let Some(h) = self.hosts.get_mut(new) {
+            h.draining = true; // no work until it has replayed
+        }
+        for owners in self.replace.owners.values_mut() {
+            for o in owners.iter_mut().filter(|o| **o == old) {
+                *o = new;
+            }
+        }
+        if let Some(run) = self.stage_mut()
+            && let Scheduler::Plain(p) = &mut run.sched
+        {
+            p.rehome(old, new);
+        }
+        out.push(Action::Bootstrap { host: new });
+    }
+
+    /// A replacement of `old` could not be launched: the run goes on without it, and
+    /// fails only when the slot owes work nobody else can do.
+    pub(super) fn on_replacement_failed(
+        &mut self,
+        old: HostId,
+        error: String,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.replace.launching.remove(&old) {
+            return;
+        }
+        if let Some(&r) = self.replace.record_of.get(&old) {
+            self.replace.records[r].error = Some(error.clone());
+        }
+        if self.state.decided() {
+            return;
+        }
+        let name = self.hosts.name(old).to_owned();
+        // Another try, while the group's replacements last.
+        if let Some(h) = self.hosts.get_mut(old) {
+            h.replaced = false;
+        }
+        let why = format!("the replacement of {name} could not be launched: {error}");
+        if self.maybe_replace(old, &why, out) {
+            return;
+        }
+        let owed = match &self.state {
+            State::Stages {
+                stage: Some(run), ..
+            } => match &run.sched {
+                Scheduler::Plain(p) => p.owes(old).then_some(run.index),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(index) = owed {
+            let msg = format!(
+                "host {name} was lost during stage `{}` and {why}",
+                self.plan.stages[index].name
+            );
+            self.fail(RunStatus::Failed, msg, out);
+        } else if let State::Stages {
+            stage: Some(run), ..
+        } = &self.state
+        {
+            let note = format!("{why}; the stage goes on with the hosts it has");
+            self.book.note_stage(run.index, note);
+        }
+    }
+
+    /// A replacement's agent is installed: it replays the completed plain stages of its
+    /// slot, then joins.
+    pub(super) fn start_replay(&mut self, host: HostId, out: &mut Vec<Action>) {
+        let Some(h) = self.hosts.get(host) else {
+            return;
+        };
+        if h.rec.replaces.is_none() || !h.live() || self.state.decided() {
+            return;
+        }
+        let upto = match &self.state {
+            State::Stages { stage, next } => stage.as_ref().map_or(*next, |s| s.index),
+            _ => 0,
+        };
+        let left: VecDeque<(usize, usize)> = self
+            .replace
+            .owners
+            .range(..upto)
+            .filter_map(|(stage, owners)| {
+                owners.iter().position(|o| *o == host).map(|u| (*stage, u))
+            })
+            .collect();
+        self.replace.replaying.insert(
+            host,
+            Replay {
+                left,
+                task: 0,
+                try_no: 0,
+                failures: 0,
+            },
+        );
+        self.replay_next(host, out);
+    }
+
+    /// Starts the replacement's next replayed task, or lets it join once none is left.
+    fn replay_next(&mut self, host: HostId, out: &mut Vec<Action>) {
+        let Some(r) = self.replace.replaying.get(&host) else {
+            return;
+        };
+        let Some(&(stage, unit)) = r.left.front() else {
+            self.replace.replaying.remove(&host);
+            self.join(host);
+            return;
+        };
+        let key = TaskKey {
+            stage,
+            unit,
+            task: r.task,
+            try_no: r.try_no,
+        };
+        self.start_task(key, host, None, AttemptKind::Replay, false, out);
+    }
+
+    /// A replayed task ended.
+    pub(super) fn replay_finished(
+        &mut self,
+        key: TaskKey,
+        host: HostId,
+        result: &TaskResult,
+        out: &mut Vec<Action>,
+    ) {
+        if self.state.decided() {
+            return;
+        }
+        let Some(r) = self.replace.replaying.get_mut(&host) else {
+            return;
+        };
+        let st = &self.plan.stages[key.stage];
+        if result.outcome == TaskOutcome::Succeeded {
+            r.task += 1;
+            r.failures = 0;
+            r.try_no = 0;
+            if r.task == st.tasks.len() {
+                r.left.pop_front();
+                r.task = 0;
+            }
+            self.replay_next(host, out);
+            return;
+        }
+        r.failures += 1;
+        if r.failures <= st.retries {
+            r.try_no += 1;
+            self.replay_next(host, out);
+            return;
+        }
+        let msg = format!(
+            "task `{}` failed on {} while it replayed stage `{}`: {}",
+            st.tasks[key.task].written_name(),
+            self.hosts.name(host),
+            st.name,
+            result.describe_failure()
+        );
+        self.fail(RunStatus::Failed, msg, out);
+    }
+
+    /// A replacement that lost its host stops replaying.
+    pub(super) fn forget_replay(&mut self, host: HostId) {
+        self.replace.replaying.remove(&host);
+    }
+
+    /// The replacement has replayed everything: it works from now on (a sharded stage
+    /// still listing its items takes it in with the other ready hosts).
+    fn join(&mut self, host: HostId) {
+        let Some(h) = self.hosts.get_mut(host) else {
+            return;
+        };
+        h.draining = false;
+        let group = h.rec.group.clone();
+        let plan = self.plan.clone();
+        let Some(run) = self.stage_mut() else { return };
+        match &mut run.sched {
+            Scheduler::Plain(p) => p.resume(host),
+            Scheduler::Sharded(s) => {
+                if plan.stages[run.index].groups.contains(&group) {
+                    s.add_host(host);
+                }
+            }
+            Scheduler::Listing => {}
+        }
+    }
+}
