@@ -76,6 +76,7 @@ fn group(count: u32) -> FleetGroup {
         security_groups: None,
         public_ip: false,
         instance_profile: None,
+        replace: None,
     }
 }
 

@@ -26,7 +26,9 @@ use std::time::Duration;
 
 const BUCKET: &str = "squall-cloud-test";
 
-const PLAYBOOK: &str = "name: work\ndeadline: 20m\nvars: { size: small }\nfleet:\n  workers: { count: 2, user: worker }\nstages:\n  - name: prepare\n    hosts: workers\n    tasks:\n      - copy: { src: files/job.sh, dest: job.sh, mode: \"0755\" }\n      - shell: ./job.sh {{ vars.size }}\n";
+/// `replace: 0`: these workers never answer, and the tests are about the master's
+/// cloud lifecycle, not replacements (those are in `e2e::fleet`).
+const PLAYBOOK: &str = "name: work\ndeadline: 20m\nvars: { size: small }\nfleet:\n  workers: { count: 2, user: worker, replace: 0 }\nstages:\n  - name: prepare\n    hosts: workers\n    tasks:\n      - copy: { src: files/job.sh, dest: job.sh, mode: \"0755\" }\n      - shell: ./job.sh {{ vars.size }}\n";
 const JOB: &str = "#!/bin/sh\necho working on \"$1\"\n";
 
 struct Cloud {
@@ -284,6 +286,7 @@ fn a_master_without_its_run_request_records_a_failure_and_terminates_itself() {
                     security_groups: None,
                     public_ip: false,
                     instance_profile: None,
+                    replace: None,
                 },
                 tags: BTreeMap::from([
                     (tags::RUN.to_owned(), "someone-else".to_owned()),
@@ -424,6 +427,7 @@ fn expired_group() -> FleetGroup {
         security_groups: None,
         public_ip: false,
         instance_profile: None,
+        replace: None,
     }
 }
 

@@ -75,7 +75,17 @@ fn hello_runs_end_to_end_and_leaves_archives_gnu_tar_reads() {
             .all(|t| t.exit_code == Some(0) && t.ended_at_ms >= t.started_at_ms)
     );
     assert_eq!(rec.vars["greeting"], "bonjour");
-    assert_eq!(rec.teardown.as_ref().map(|t| t.terminated), Some(3));
+    // Hosts done with the last stage before the others were released early (and
+    // terminated then); teardown ends the rest.
+    let released = rec
+        .hosts
+        .iter()
+        .filter(|h| h.released_at_ms.is_some())
+        .count();
+    assert_eq!(
+        rec.teardown.as_ref().map(|t| t.terminated + released),
+        Some(3)
+    );
     for (i, host) in rec.hosts.iter().enumerate() {
         let path = archive(&home.path, "hello-1", &host.name);
         assert_eq!(
@@ -408,7 +418,7 @@ fn a_host_killed_mid_stage_has_its_shards_finished_by_the_others() {
         &home,
         r#"
 name: shards
-fleet: { w: { count: 3 } }
+fleet: { w: { count: 3, replace: 0 } }
 stages:
   - name: work
     hosts: w
@@ -465,6 +475,90 @@ stages:
     assert_eq!(after.len(), 2);
     assert!(after.iter().all(|t| t.host != lost[0].name));
     assert_nothing_left(&home.path, "hk-1");
+}
+
+#[test]
+fn a_worker_crashed_in_a_plain_stage_is_replaced_and_its_replacement_replays_setup() {
+    let home = Scratch::new("replace");
+    let child = spawn_run(
+        &home,
+        r#"
+name: replace
+fleet: { w: { count: 2 } }
+stages:
+  - name: setup
+    hosts: w
+    tasks:
+      - shell: echo "set up by {{ host.name }} as {{ host.index }}/{{ host.count }}" > setup.txt
+  - name: work
+    hosts: w
+    tasks:
+      - shell: sleep 2; cat setup.txt
+"#,
+        "rp-1",
+    );
+    wait_until(Duration::from_secs(30), "a work task to run", || {
+        running_tasks(&home.path).iter().any(|(_, t)| {
+            t.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("s1-"))
+        })
+    });
+    let (victim, _) = running_tasks(&home.path)
+        .into_iter()
+        .find(|(_, t)| {
+            t.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("s1-"))
+        })
+        .expect("a work task");
+    let compute = LocalCompute::new(home.path.join("instances"));
+    assert!(compute.crash(&victim) > 0, "the victim had processes");
+    let out = finish(child, Duration::from_secs(90));
+    assert!(out.status.success(), "{}", text(&out));
+    let rec = run_record(&home.path, "rp-1");
+    assert_eq!(rec.status, RunStatus::Succeeded);
+    let lost = rec
+        .hosts
+        .iter()
+        .find(|h| h.lost.is_some())
+        .expect("the victim is recorded lost");
+    assert_eq!(lost.instance_id, victim);
+    let new = rec
+        .hosts
+        .iter()
+        .find(|h| h.replaces.is_some())
+        .expect("a replacement is recorded");
+    assert_eq!(new.name, format!("{}-r1", lost.name));
+    assert_eq!(
+        new.replaces.as_ref().map(|r| r.host.as_str()),
+        Some(lost.name.as_str())
+    );
+    // It replayed setup on its own (fresh) disk, then did the lost host's work there.
+    let index = &lost.name["w-".len()..];
+    for (stage, want) in [
+        ("setup", String::new()),
+        ("work", format!("set up by {} as {index}/2\n", new.name)),
+    ] {
+        let t = rec
+            .tasks
+            .iter()
+            .find(|t| t.host == new.name && t.stage == stage)
+            .unwrap_or_else(|| panic!("{} ran no {stage} task", new.name));
+        assert_eq!(t.outcome, TaskOutcome::Succeeded, "{t:?}");
+        let said = gnu_tar_cat(
+            &archive(&home.path, "rp-1", &new.name),
+            &format!("tasks/{}/stdout.log", t.id),
+        );
+        assert_eq!(said, want, "{stage} on {}", new.name);
+    }
+    assert_eq!(
+        rec.tasks
+            .iter()
+            .filter(|t| t.stage == "work" && t.outcome == TaskOutcome::Succeeded)
+            .count(),
+        2,
+        "each host's unit of work succeeded once"
+    );
+    assert_nothing_left(&home.path, "rp-1");
 }
 
 #[test]

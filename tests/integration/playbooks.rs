@@ -1287,6 +1287,59 @@ stages:
         5,
         "expected `instance_profile` in group `workers` to be an IAM instance profile name",
     ),
+    (
+        "replace_beyond_the_bound",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+    replace: 5000
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        4,
+        5,
+        "expected `replace` of at most 1000 in group `workers`, found 5000",
+    ),
+    (
+        "interrupt_grace_past_the_notice",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    interrupt_grace: 3m
+    shards: [a, b]
+    tasks:
+      - shell: echo hi
+"#,
+        8,
+        22,
+        "expected `interrupt_grace` between 1s and 110s",
+    ),
+    (
+        "on_interrupt_on_a_shell_task",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    shards: [a, b]
+    tasks:
+      - shell: echo hi
+        on_interrupt: true
+"#,
+        11,
+        23,
+        "`on_interrupt: true` is for `fetch` tasks of sharded stages",
+    ),
 ];
 
 fn parse(src: &str) -> Result<plan::Plan, plan::Invalid> {

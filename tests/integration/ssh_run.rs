@@ -365,3 +365,33 @@ fn a_missing_remote_program_fails_the_run_with_the_host_and_the_error() {
     }
     assert!(!run_dir_on_hosts(&run).exists(), "hosts cleaned");
 }
+
+#[test]
+fn an_inventory_run_asking_for_replacements_is_refused_before_anything_runs() {
+    if !sshd::available() {
+        return;
+    }
+    let fleet = SshFleet::start(1);
+    let home = Scratch::new("ssh-replace");
+    let pb = home.file(
+        "pb.yml",
+        "name: two\nfleet:\n  workers: { count: 1, replace: 2 }\nstages:\n  - name: s\n    hosts: workers\n    tasks:\n      - shell: echo hi\n",
+    );
+    let inventory = fleet.inventory_yaml(&[("workers", 0..1)]);
+    let out = run_on(&home, &pb, &inventory, "ssh-replace-1", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(squall::exit::USAGE)),
+        "{}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pb.yml:3:12: group `workers` asks for `replace: 2`, but an inventory run cannot launch hosts"),
+        "{err}"
+    );
+    assert!(
+        !home.path.join("store/runs/ssh-replace-1").exists(),
+        "nothing ran"
+    );
+}

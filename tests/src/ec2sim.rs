@@ -112,6 +112,10 @@ pub enum SimEvent {
         id: String,
         how: String,
     },
+    /// A spot interruption notice is served on its metadata service.
+    SpotNotice {
+        id: String,
+    },
     /// Terminated in moto, by anyone: its processes were ended.
     Ended {
         id: String,
@@ -130,7 +134,7 @@ struct SimInstance {
     dir: PathBuf,
     group: String,
     sandbox: Child,
-    _imds: crate::imds::Imds,
+    imds: crate::imds::Imds,
     ended: bool,
 }
 
@@ -280,6 +284,46 @@ impl Simulator {
             .send()
             .await
             .expect("terminating the crashed instance in moto");
+    }
+
+    /// Serves a spot interruption notice on `id`'s metadata service now, then (as EC2
+    /// does two minutes later) ends it `terminate_after` from now: processes killed,
+    /// the instance terminated in moto. A background thread does the second part.
+    pub fn spot_interrupt(&self, id: &str, terminate_after: Duration) {
+        let time = jiff::Timestamp::now()
+            + jiff::SignedDuration::try_from(terminate_after).unwrap_or_default();
+        if let Ok(mut s) = self.shared.state.lock() {
+            let Some(i) = s.instances.get(id) else {
+                panic!("{id} is not a booted instance");
+            };
+            let body = format!(
+                r#"{{"action": "terminate", "time": "{}"}}"#,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ")
+            );
+            i.imds.notify(crate::imds::INSTANCE_ACTION, body);
+            s.events
+                .push((Instant::now(), SimEvent::SpotNotice { id: id.to_owned() }));
+        }
+        let shared = self.shared.clone();
+        let id = id.to_owned();
+        std::thread::spawn(move || {
+            std::thread::sleep(terminate_after);
+            if let Ok(mut s) = shared.state.lock() {
+                if let Some(i) = s.instances.get_mut(&id) {
+                    kill_sandbox(i);
+                }
+                s.events
+                    .push((Instant::now(), SimEvent::Crashed { id: id.clone() }));
+            }
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            let ec2 = aws_sdk_ec2::Client::from_conf(shared.ec2_conf.clone());
+            let _ = rt.block_on(ec2.terminate_instances().instance_ids(&id).send());
+        });
     }
 
     /// Drops every packet to or from `id`'s private IP; its processes stay alive.
@@ -747,7 +791,7 @@ fn boot(
         dir,
         group: group.to_owned(),
         sandbox,
-        _imds: imds,
+        imds,
         ended: false,
     })
 }

@@ -1,21 +1,32 @@
 //! A minimal instance metadata service (IMDSv2) on 127.0.0.1 for tests: it hands out a
 //! session token and answers `/latest/meta-data/instance-id` for one instance, only
-//! with that token, as EC2's does. Point a process at it with
-//! `AWS_EC2_METADATA_SERVICE_ENDPOINT` (see [`Imds::env`]). Dropping it stops it.
+//! with that token, as EC2's does; once told to ([`Imds::notify`]), it also serves a
+//! spot interruption notice (`spot/instance-action`) or a rebalance recommendation
+//! (`events/recommendations/rebalance`), 404 before, as EC2 does. Point a process at it
+//! with `AWS_EC2_METADATA_SERVICE_ENDPOINT` (see [`Imds::env`]). Dropping it stops it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest a test IMDS lives, whatever the test does.
 const MAX_LIFETIME: Duration = Duration::from_secs(900);
 const TOKEN: &str = "squall-test-imds-token";
 
+/// What the metadata announces: path -> JSON body.
+type Notices = Arc<Mutex<std::collections::BTreeMap<&'static str, String>>>;
+
+/// The spot interruption notice's path.
+pub const INSTANCE_ACTION: &str = "/latest/meta-data/spot/instance-action";
+/// The rebalance recommendation's path.
+pub const REBALANCE: &str = "/latest/meta-data/events/recommendations/rebalance";
+
 #[derive(Debug)]
 pub struct Imds {
     addr: std::net::SocketAddr,
+    notices: Notices,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -31,6 +42,8 @@ impl Imds {
         let stop = Arc::new(AtomicBool::new(false));
         let id = instance_id.to_owned();
         let flag = stop.clone();
+        let notices: Notices = Arc::default();
+        let served = notices.clone();
         let thread = std::thread::spawn(move || {
             let started = Instant::now();
             while !flag.load(Ordering::Relaxed) && started.elapsed() < MAX_LIFETIME {
@@ -38,7 +51,8 @@ impl Imds {
                     Ok((stream, _)) => {
                         // A thread per connection: the SDK keeps connections open.
                         let id = id.clone();
-                        std::thread::spawn(move || serve(stream, &id));
+                        let notices = served.clone();
+                        std::thread::spawn(move || serve(stream, &id, &notices));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -46,8 +60,16 @@ impl Imds {
         });
         Imds {
             addr,
+            notices,
             stop,
             thread: Some(thread),
+        }
+    }
+
+    /// From now on, serves `body` at `path` ([`INSTANCE_ACTION`] or [`REBALANCE`]).
+    pub fn notify(&self, path: &'static str, body: String) {
+        if let Ok(mut n) = self.notices.lock() {
+            n.insert(path, body);
         }
     }
 
@@ -62,7 +84,7 @@ impl Imds {
 }
 
 /// Answers every request on one connection (the SDK keeps connections alive).
-fn serve(stream: TcpStream, instance_id: &str) -> std::io::Result<()> {
+fn serve(stream: TcpStream, instance_id: &str, notices: &Notices) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -74,6 +96,7 @@ fn serve(stream: TcpStream, instance_id: &str) -> std::io::Result<()> {
         }
         let mut token = None;
         let mut length = 0usize;
+        let mut close = false;
         loop {
             let mut h = String::new();
             if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
@@ -83,6 +106,7 @@ fn serve(stream: TcpStream, instance_id: &str) -> std::io::Result<()> {
                 match k.trim().to_ascii_lowercase().as_str() {
                     "x-aws-ec2-metadata-token" => token = Some(v.trim().to_owned()),
                     "content-length" => length = v.trim().parse().unwrap_or(0),
+                    "connection" => close = v.trim().eq_ignore_ascii_case("close"),
                     _ => {}
                 }
             }
@@ -97,6 +121,10 @@ fn serve(stream: TcpStream, instance_id: &str) -> std::io::Result<()> {
                 ("200 OK", instance_id.to_owned())
             }
             ("GET", _) if token.as_deref() != Some(TOKEN) => ("401 Unauthorized", String::new()),
+            ("GET", p) => match notices.lock().ok().and_then(|n| n.get(p).cloned()) {
+                Some(body) => ("200 OK", body),
+                None => ("404 Not Found", String::new()),
+            },
             _ => ("404 Not Found", String::new()),
         };
         write!(
@@ -105,6 +133,9 @@ fn serve(stream: TcpStream, instance_id: &str) -> std::io::Result<()> {
             answer.len()
         )?;
         out.flush()?;
+        if close {
+            return Ok(());
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! servers are started by [`sshd`] (OpenSSH) and [`moto`] (the AWS API emulator). The
 //! benchmarks (`bench/`, crate `squall-bench`) use the same harnesses.
 
+pub mod ec2fault;
 pub mod ec2sim;
 pub mod imds;
 pub mod lambda;
