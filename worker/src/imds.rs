@@ -40,7 +40,12 @@ fn endpoint() -> Option<String> {
     if host_port.is_empty() {
         return None;
     }
-    Some(if host_port.contains(':') {
+    // `[fd00:ec2::254]` (IPv6) has colons of its own: a port follows its `]`.
+    let has_port = match host_port.rfind(']') {
+        Some(end) => host_port[end..].contains(':'),
+        None => host_port.contains(':'),
+    };
+    Some(if has_port {
         host_port
     } else {
         format!("{host_port}:80")

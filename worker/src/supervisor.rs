@@ -81,8 +81,9 @@ pub fn supervise(root: &Path, id: &str) -> Result<()> {
     let waited = wait(&mut child, pgid, spec.timeout_secs);
     // A cancelled (or interrupted) task's top process may end at SIGTERM before the
     // processes it started have done with theirs (a checkpoint being written): they get
-    // the rest of the cancel's grace. Then whatever the task left behind in its group
-    // (background jobs) ends with it.
+    // up to the cancel's grace (the `cancel` itself KILLs the group when its grace is
+    // over). Then whatever the task left behind in its group (background jobs) ends
+    // with it.
     if let Some(grace) = task.cancel_grace() {
         let until = Instant::now() + grace;
         while group_alive(pgid) && Instant::now() < until {

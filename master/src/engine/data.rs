@@ -66,7 +66,8 @@ impl Engine {
         files: Vec<GlobMatch>,
         out: &mut Vec<Action>,
     ) {
-        let Some(info) = self.flight.get(&key).and_then(|a| a.fetch.clone()) else {
+        let attempt = self.flight.get(&key).filter(|a| a.host == host);
+        let Some(info) = attempt.and_then(|a| a.fetch.clone()) else {
             return;
         };
         let now = self.now_ms;
@@ -152,7 +153,7 @@ impl Engine {
 
     /// A fetch's files were stored: the record keeps each one.
     pub(super) fn on_files_stored(&mut self, key: TaskKey, host: HostId, files: Vec<StoredFile>) {
-        let Some(attempt) = self.flight.get(&key) else {
+        let Some(attempt) = self.flight.get(&key).filter(|a| a.host == host) else {
             return;
         };
         let item = attempt.item;

@@ -53,7 +53,21 @@ pub struct Flight {
 }
 
 impl Flight {
+    /// Adds an attempt. An attempt with the same key on another host (a lost or
+    /// interrupted host's, whose slot a replacement took over) is dropped: its answer,
+    /// if one comes, is not this attempt's.
     pub fn insert(&mut self, key: TaskKey, attempt: Attempt) {
+        if let Some(old) = self.by_key.get(&key)
+            && old.host != attempt.host
+        {
+            let old_host = old.host;
+            if let Some(keys) = self.by_host.get_mut(&old_host) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.by_host.remove(&old_host);
+                }
+            }
+        }
         self.by_host.entry(attempt.host).or_default().insert(key);
         self.by_key.insert(key, attempt);
     }

@@ -51,28 +51,21 @@ impl Engine {
         if self.state.decided() {
             return;
         }
-        let sharded = match self.stage_mut() {
-            Some(run) => match &mut run.sched {
-                Scheduler::Sharded(s) => {
-                    s.drain(host);
-                    true
-                }
-                _ => false,
-            },
-            None => false,
-        };
+        let sharded = self
+            .stage_mut()
+            .is_some_and(|run| matches!(run.sched, Scheduler::Sharded(_)));
         if notice == Notice::Rebalance {
-            if sharded {
-                if let Some(h) = self.hosts.get_mut(host) {
-                    h.draining = true;
-                }
-                self.maybe_replace(host, "a rebalance recommendation", out);
+            // Only where the host can be spared: a replacement comes, and the items
+            // go to the others meanwhile.
+            if sharded && self.maybe_replace(host, "a rebalance recommendation", out) {
+                self.drain(host);
             }
             return;
         }
-        if let Some(h) = self.hosts.get_mut(host) {
-            h.draining = true;
-        }
+        self.drain(host);
+        // A replacement replaying on a doomed host gives up; its own replacement
+        // takes its place.
+        self.forget_replay(host);
         for key in self.flight.keys_on(host) {
             let Some(a) = self.flight.get_mut(&key) else {
                 continue;
@@ -96,6 +89,18 @@ impl Engine {
             out.push(Action::SnapshotLogs { host });
         }
         self.maybe_replace(host, "a spot interruption notice", out);
+    }
+
+    /// `host` takes no new work.
+    fn drain(&mut self, host: HostId) {
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.draining = true;
+        }
+        if let Some(run) = self.stage_mut()
+            && let Scheduler::Sharded(s) = &mut run.sched
+        {
+            s.drain(host);
+        }
     }
 
     /// An attempt stopped for a notice ended (its record says so): its item is held

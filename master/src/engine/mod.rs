@@ -340,6 +340,9 @@ impl Engine {
         result: TaskResult,
         out: &mut Vec<Action>,
     ) {
+        if self.flight.get(&key).is_some_and(|a| a.host != host) {
+            return; // an answer for an attempt another host's replaced
+        }
         let Some(attempt) = self.flight.remove(&key) else {
             return; // already accounted for (e.g. its host was lost first)
         };
@@ -457,39 +460,51 @@ impl Engine {
         if !self.hosts.mark_lost(host, self.now_ms, &reason) {
             return;
         }
+        let mut interrupted = false;
         for (key, attempt) in self.flight.remove_host(host) {
-            let result = TaskResult::without_exit(
-                TaskOutcome::HostLost,
-                Some(reason.clone()),
-                self.now_ms,
-                self.now_ms,
-            );
+            // A task stopped for a spot notice whose host went before it answered: the
+            // interruption, not a loss.
+            let outcome = if attempt.interrupted {
+                interrupted |= attempt.kind == AttemptKind::Stage;
+                TaskOutcome::Interrupted
+            } else {
+                TaskOutcome::HostLost
+            };
+            let result =
+                TaskResult::without_exit(outcome, Some(reason.clone()), self.now_ms, self.now_ms);
             self.book
                 .task(key, &attempt, self.hosts.name(host), &result);
         }
         self.forget_replay(host);
         self.salvage_lost(host, out);
+        if interrupted
+            && let Some(run) = self.stage_mut()
+            && let stage::Scheduler::Sharded(s) = &mut run.sched
+            && let Some(item) = s.hold(host)
+        {
+            s.requeue_held(item); // back in the queue, no loss counted
+        }
         let loss = self.stage_mut().map(|s| (s.index, s.host_lost(host)));
+        let name = self.hosts.name(host).to_owned();
+        if let Some((index, Loss::GiveUp { attempts, item })) = loss {
+            let item = item.map(|i| format!("item {i}")).unwrap_or_default();
+            let msg = format!(
+                "{item} of stage `{}` lost its host {attempts} time(s) beyond the first, the last {name}: {reason}",
+                self.plan.stages[index].name
+            );
+            self.fail(RunStatus::Failed, msg, out);
+            return;
+        }
         let asked = self.maybe_replace(host, &reason, out);
         let coming = asked || self.replace.launching_for(host);
-        let name = self.hosts.name(host).to_owned();
-        match loss {
-            Some((index, Loss::Owed)) if !coming => {
-                let msg = format!(
-                    "host {name} was lost during stage `{}`: {reason}",
-                    self.plan.stages[index].name
-                );
-                self.fail(RunStatus::Failed, msg, out);
-            }
-            Some((index, Loss::GiveUp { attempts, item })) => {
-                let item = item.map(|i| format!("item {i}")).unwrap_or_default();
-                let msg = format!(
-                    "{item} of stage `{}` lost its host {attempts} time(s) beyond the first, the last {name}: {reason}",
-                    self.plan.stages[index].name
-                );
-                self.fail(RunStatus::Failed, msg, out);
-            }
-            _ => {}
+        if let Some((index, Loss::Owed)) = loss
+            && !coming
+        {
+            let msg = format!(
+                "host {name} was lost during stage `{}`: {reason}",
+                self.plan.stages[index].name
+            );
+            self.fail(RunStatus::Failed, msg, out);
         }
     }
 
@@ -582,10 +597,10 @@ impl Engine {
         // A lost host may still hold logs (it may only be cut off): try anyway. Hosts
         // being released are collected by their release.
         let mut collecting = self.hosts.ever_ready();
-        collecting.extend(self.releasing.iter().copied());
         for host in &collecting {
             out.push(Action::CollectLogs { host: *host });
         }
+        collecting.extend(self.releasing.iter().copied());
         self.enter(State::Collect {
             fate,
             since_ms: self.now_ms,

@@ -13,7 +13,7 @@ use super::stage::Scheduler;
 use super::state::State;
 use super::types::{Action, HostId, LaunchedInstance, TaskKey, TaskResult};
 use crate::record::{Replaced, ReplacementRecord, RunStatus, TaskOutcome};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the engine keeps about replacements. See the module docs.
 #[derive(Debug, Default)]
@@ -33,10 +33,12 @@ pub(super) struct Replacements {
 }
 
 /// A replacement's way through the stages it replays.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Replay {
-    /// (stage, unit) still to replay, in stage order; the first is running.
-    left: VecDeque<(usize, usize)>,
+    /// The (stage, unit) being replayed.
+    current: Option<(usize, usize)>,
+    /// Stages replayed already.
+    done: BTreeSet<usize>,
     task: usize,
     try_no: u32,
     failures: u32,
@@ -68,7 +70,10 @@ impl Replacements {
         let in_groups = |h: &HostId| hosts.get(*h).is_some_and(|h| groups.contains(&h.rec.group));
         let booting = (0..hosts.len()).filter(|h| {
             hosts.get(*h).is_some_and(|x| {
-                x.live() && x.rec.replaces.is_some() && (!x.ready || x.draining) && !x.replaced
+                x.live()
+                    && x.rec.replaces.is_some()
+                    && x.rec.interruption.is_none()
+                    && (!x.ready || self.replaying.contains_key(h))
             })
         });
         let mut out: Vec<HostId> = self
@@ -119,9 +124,26 @@ impl Engine {
         let Some(spec) = self.plan.fleet.get(&group) else {
             return false;
         };
-        let needed = self.plan.stages[from_stage.min(self.plan.stages.len())..]
-            .iter()
-            .any(|s| s.groups.contains(&group));
+        let uses = |i: usize| {
+            self.plan
+                .stages
+                .get(i)
+                .is_some_and(|s| s.groups.contains(&group))
+        };
+        let later = (from_stage + 1..self.plan.stages.len()).any(uses);
+        // The running stage needs it while it has work left for the group.
+        let now = uses(from_stage)
+            && match &self.state {
+                State::Stages {
+                    stage: Some(run), ..
+                } => match &run.sched {
+                    // Items waiting, or the host's own (a notice gives it back).
+                    Scheduler::Sharded(s) => s.has_pending() || s.item_on(host).is_some(),
+                    _ => true,
+                },
+                _ => true,
+            };
+        let needed = later || now;
         let used = self.replace.used.get(&group).copied().unwrap_or(0);
         if !needed || used >= spec.replacements() {
             return false;
@@ -266,36 +288,46 @@ impl Engine {
         if h.rec.replaces.is_none() || !h.live() || self.state.decided() {
             return;
         }
-        let upto = match &self.state {
-            State::Stages { stage, next } => stage.as_ref().map_or(*next, |s| s.index),
-            _ => 0,
-        };
-        let left: VecDeque<(usize, usize)> = self
-            .replace
-            .owners
-            .range(..upto)
-            .filter_map(|(stage, owners)| {
-                owners.iter().position(|o| *o == host).map(|u| (*stage, u))
-            })
-            .collect();
-        self.replace.replaying.insert(
-            host,
-            Replay {
-                left,
-                task: 0,
-                try_no: 0,
-                failures: 0,
-            },
-        );
+        self.replace.replaying.insert(host, Replay::default());
         self.replay_next(host, out);
+    }
+
+    /// The next stage `host` should replay: a completed plain stage its slot ran, or
+    /// the running plain stage when its slot's unit there was done by the lost host
+    /// (its effects are on the lost disk). Asked each time, so a stage that completes
+    /// while the replacement boots or replays is replayed too.
+    fn next_replay(&self, host: HostId) -> Option<(usize, usize)> {
+        let r = self.replace.replaying.get(&host)?;
+        let (upto, running_plain) = match &self.state {
+            State::Stages { stage, next } => match stage {
+                Some(run) => match &run.sched {
+                    Scheduler::Plain(p) => (run.index, (!p.owes(host)).then_some(run.index)),
+                    _ => (run.index, None),
+                },
+                None => (*next, None),
+            },
+            _ => (0, None),
+        };
+        self.replace
+            .owners
+            .range(..=upto)
+            .filter(|(stage, _)| **stage < upto || Some(**stage) == running_plain)
+            .filter(|(stage, _)| !r.done.contains(stage))
+            .find_map(|(stage, owners)| owners.iter().position(|o| *o == host).map(|u| (*stage, u)))
     }
 
     /// Starts the replacement's next replayed task, or lets it join once none is left.
     fn replay_next(&mut self, host: HostId, out: &mut Vec<Action>) {
-        let Some(r) = self.replace.replaying.get(&host) else {
+        let current = match self.replace.replaying.get(&host) {
+            None => return,
+            Some(r) => r.current,
+        };
+        let current = current.or_else(|| self.next_replay(host));
+        let Some(r) = self.replace.replaying.get_mut(&host) else {
             return;
         };
-        let Some(&(stage, unit)) = r.left.front() else {
+        r.current = current;
+        let Some((stage, unit)) = current else {
             self.replace.replaying.remove(&host);
             self.join(host);
             return;
@@ -327,11 +359,13 @@ impl Engine {
         if result.outcome == TaskOutcome::Succeeded {
             r.task += 1;
             r.failures = 0;
-            r.try_no = 0;
             if r.task == st.tasks.len() {
-                r.left.pop_front();
+                r.done.insert(key.stage);
+                r.current = None;
                 r.task = 0;
             }
+            // Keys only grow: an attempt of an earlier try may still be in flight.
+            r.try_no += 1;
             self.replay_next(host, out);
             return;
         }
@@ -357,11 +391,15 @@ impl Engine {
     }
 
     /// The replacement has replayed everything: it works from now on (a sharded stage
-    /// still listing its items takes it in with the other ready hosts).
+    /// still listing its items takes it in with the other ready hosts). One that got a
+    /// notice meanwhile stays drained.
     fn join(&mut self, host: HostId) {
         let Some(h) = self.hosts.get_mut(host) else {
             return;
         };
+        if h.rec.interruption.is_some() {
+            return;
+        }
         h.draining = false;
         let group = h.rec.group.clone();
         let plan = self.plan.clone();

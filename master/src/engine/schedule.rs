@@ -25,13 +25,27 @@ impl Engine {
         };
         let Some(run) = stage else {
             if *next == self.plan.stages.len() {
-                self.start_collect(
-                    Fate {
-                        status: RunStatus::Succeeded,
-                        reason: None,
-                    },
-                    out,
-                );
+                let fate = Fate {
+                    status: RunStatus::Succeeded,
+                    reason: None,
+                };
+                if self.flight.is_empty() && self.replace.none_launching() {
+                    self.start_collect(fate, out);
+                } else {
+                    // A replacement still replaying or launching: stopped first, as on
+                    // any end, so nothing is left running or unrecorded.
+                    for (key, attempt) in self.flight.iter() {
+                        out.push(Action::CancelTask {
+                            key: *key,
+                            host: attempt.host,
+                        });
+                    }
+                    self.enter(State::Stopping {
+                        fate,
+                        since_ms: self.now_ms,
+                        pending: Default::default(),
+                    });
+                }
             } else {
                 let index = *next;
                 self.open_stage(index, out);

@@ -391,6 +391,16 @@ async fn dispatch(
                 host,
                 grace_ms,
             } => {
+                // A copy or fetch runs here: there is no checkpoint to save, stop it.
+                if jobs.abort_data(&key) {
+                    let now = now_ms();
+                    ctx.send(Event::TaskFinished {
+                        key,
+                        host,
+                        result: TaskResult::without_exit(TaskOutcome::Cancelled, None, now, now),
+                    });
+                    continue;
+                }
                 let Some(inst) = host_of(host) else { continue };
                 jobs.spawn(None, async move {
                     agent::interrupt_task(&job, key, inst, grace_ms).await

@@ -379,3 +379,91 @@ fn an_instance_that_never_became_reachable_is_replaced_before_the_stages_start()
     assert_eq!(s.running(), [(1, 0, 0, 0, 0), (2, 0, 1, 0, 0)]);
     assert_eq!(s.argv(2), ["/bin/sh", "-c", "echo setup w-0-r1 0/2"]);
 }
+
+#[test]
+fn a_rebalance_with_no_replacement_left_keeps_the_host_working() {
+    let yaml = SHARDED.replace("count: 2 }", "count: 2, replace: 0 }");
+    let mut s = Sim::boot(&yaml);
+    s.send(Event::Interrupted {
+        host: 0,
+        notice: Notice::Rebalance,
+    });
+    assert!(s.replacements.is_empty());
+    s.ok(0);
+    assert_eq!(
+        s.running_on(0).unit,
+        2,
+        "no replacement comes: it goes on taking items"
+    );
+}
+
+const SETUP_PREP_SCORE: &str = r#"
+name: t
+fleet: { w: { count: 2 } }
+stages:
+  - name: setup
+    hosts: w
+    tasks:
+      - shell: echo setup
+  - name: prep
+    hosts: w
+    tasks:
+      - shell: echo prep {{ host.index }}
+  - name: score
+    hosts: w
+    shards: [a, b, c]
+    tasks:
+      - shell: ./score {{ item }}
+"#;
+
+#[test]
+fn a_replacement_also_replays_a_stage_its_slot_finished_before_the_host_was_lost() {
+    let mut s = Sim::boot(SETUP_PREP_SCORE);
+    s.ok(0);
+    s.ok(1);
+    // w-0 is done with prep, w-1 is not; then w-0 is lost.
+    s.ok(0);
+    s.lose(0);
+    assert_eq!(s.replacements, [(0, "w-0-r1".to_owned())]);
+    s.send(Event::Bootstrapped { host: 2 });
+    assert_eq!(s.argv(2), ["/bin/sh", "-c", "echo setup"]);
+    s.ok(2);
+    // prep's effects were on w-0's disk: the replacement redoes w-0's unit there.
+    assert_eq!(s.argv(2), ["/bin/sh", "-c", "echo prep 0"]);
+    s.ok(1);
+    assert!(
+        s.running().iter().all(|t| t.0 != 2 || t.1 == 1),
+        "it takes no item before it has replayed prep: {:?}",
+        s.running()
+    );
+    s.ok(2);
+    assert_eq!(s.running_on(2).stage, 2, "then it takes items");
+}
+
+#[test]
+fn a_spot_notice_on_a_replaying_replacement_hands_its_slot_to_the_next() {
+    let mut s = Sim::boot(SETUP_THEN_WORK);
+    through_setup(&mut s);
+    s.lose(1);
+    s.send(Event::Bootstrapped { host: 2 });
+    let replaying = s.running_on(2);
+    assert_eq!(replaying.stage, 0);
+    s.send(Event::Interrupted {
+        host: 2,
+        notice: Notice::Termination,
+    });
+    assert_eq!(s.interrupts.len(), 1);
+    assert_eq!(
+        s.replacements,
+        [(1, "w-1-r1".to_owned()), (2, "w-1-r2".to_owned())]
+    );
+    s.finish(2, TaskOutcome::Cancelled, None);
+    assert_eq!(
+        s.e.status(),
+        RunStatus::Running,
+        "an interrupted replay is no failure"
+    );
+    s.lose(2);
+    s.send(Event::Bootstrapped { host: 3 });
+    assert_eq!(s.argv(3), ["/bin/sh", "-c", "echo setup w-1-r2 1/2"]);
+}
