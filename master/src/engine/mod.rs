@@ -28,8 +28,11 @@
 //! - A sharded stage keeps a queue of items; an idle host takes the next item it has not
 //!   failed before; a failed item goes back to the queue (retried from its first task,
 //!   on another host where one is live) up to `retries` times. An item whose host is
-//!   lost goes back to the queue without counting as a failure.
-//! - A host lost while it owes work to a plain stage fails the run.
+//!   lost goes back to the queue without counting as a failure the first time (from
+//!   the second, each loss counts one: a poison item cannot loop).
+//! - A host lost while it owes work to a plain stage is replaced (`replace`); it fails
+//!   the run only when it cannot be. Replacements, spot notices and early release are
+//!   `replace`, `interrupt` and `release`.
 //! - Any failure stops scheduling, cancels what runs, and still collects logs and
 //!   tears down.
 
@@ -63,7 +66,7 @@ use book::{Book, Timers};
 use flight::{AttemptKind, Flight};
 use hosts::HostTable;
 use serde_json::Value;
-use stage::{Loss, StageRun, Verdict};
+use stage::{StageRun, Verdict};
 use state::{Fate, State};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -453,58 +456,6 @@ impl Engine {
                 key: *key,
                 host: attempt.host,
             });
-        }
-    }
-
-    fn lose_host(&mut self, host: HostId, reason: String, out: &mut Vec<Action>) {
-        if !self.hosts.mark_lost(host, self.now_ms, &reason) {
-            return;
-        }
-        let mut interrupted = false;
-        for (key, attempt) in self.flight.remove_host(host) {
-            // A task stopped for a spot notice whose host went before it answered: the
-            // interruption, not a loss.
-            let outcome = if attempt.interrupted {
-                interrupted |= attempt.kind == AttemptKind::Stage;
-                TaskOutcome::Interrupted
-            } else {
-                TaskOutcome::HostLost
-            };
-            let result =
-                TaskResult::without_exit(outcome, Some(reason.clone()), self.now_ms, self.now_ms);
-            self.book
-                .task(key, &attempt, self.hosts.name(host), &result);
-        }
-        self.forget_replay(host);
-        self.salvage_lost(host, out);
-        if interrupted
-            && let Some(run) = self.stage_mut()
-            && let stage::Scheduler::Sharded(s) = &mut run.sched
-            && let Some(item) = s.hold(host)
-        {
-            s.requeue_held(item); // back in the queue, no loss counted
-        }
-        let loss = self.stage_mut().map(|s| (s.index, s.host_lost(host)));
-        let name = self.hosts.name(host).to_owned();
-        if let Some((index, Loss::GiveUp { attempts, item })) = loss {
-            let item = item.map(|i| format!("item {i}")).unwrap_or_default();
-            let msg = format!(
-                "{item} of stage `{}` lost its host {attempts} time(s) beyond the first, the last {name}: {reason}",
-                self.plan.stages[index].name
-            );
-            self.fail(RunStatus::Failed, msg, out);
-            return;
-        }
-        let asked = self.maybe_replace(host, &reason, out);
-        let coming = asked || self.replace.launching_for(host);
-        if let Some((index, Loss::Owed)) = loss
-            && !coming
-        {
-            let msg = format!(
-                "host {name} was lost during stage `{}`: {reason}",
-                self.plan.stages[index].name
-            );
-            self.fail(RunStatus::Failed, msg, out);
         }
     }
 

@@ -9,7 +9,7 @@
 use super::Engine;
 use super::flight::AttemptKind;
 use super::hosts::{HostTable, Slot};
-use super::stage::Scheduler;
+use super::stage::{Loss, Scheduler};
 use super::state::State;
 use super::types::{Action, HostId, LaunchedInstance, TaskKey, TaskResult};
 use crate::record::{Replaced, ReplacementRecord, RunStatus, TaskOutcome};
@@ -412,6 +412,61 @@ impl Engine {
                 }
             }
             Scheduler::Listing => {}
+        }
+    }
+
+    /// A host died, vanished, stopped answering or failed its bootstrap: its attempts
+    /// are recorded lost (or interrupted), its item requeued, and a replacement asked
+    /// for; the run fails only when its work cannot be done otherwise.
+    pub(super) fn lose_host(&mut self, host: HostId, reason: String, out: &mut Vec<Action>) {
+        if !self.hosts.mark_lost(host, self.now_ms, &reason) {
+            return;
+        }
+        let mut interrupted = false;
+        for (key, attempt) in self.flight.remove_host(host) {
+            // A task stopped for a spot notice whose host went before it answered: the
+            // interruption, not a loss.
+            let outcome = if attempt.interrupted {
+                interrupted |= attempt.kind == AttemptKind::Stage;
+                TaskOutcome::Interrupted
+            } else {
+                TaskOutcome::HostLost
+            };
+            let result =
+                TaskResult::without_exit(outcome, Some(reason.clone()), self.now_ms, self.now_ms);
+            self.book
+                .task(key, &attempt, self.hosts.name(host), &result);
+        }
+        self.forget_replay(host);
+        self.salvage_lost(host, out);
+        if interrupted
+            && let Some(run) = self.stage_mut()
+            && let Scheduler::Sharded(s) = &mut run.sched
+            && let Some(item) = s.hold(host)
+        {
+            s.requeue_held(item); // back in the queue, no loss counted
+        }
+        let loss = self.stage_mut().map(|s| (s.index, s.host_lost(host)));
+        let name = self.hosts.name(host).to_owned();
+        if let Some((index, Loss::GiveUp { attempts, item })) = loss {
+            let item = item.map(|i| format!("item {i}")).unwrap_or_default();
+            let msg = format!(
+                "{item} of stage `{}` lost its host {attempts} time(s) beyond the first, the last {name}: {reason}",
+                self.plan.stages[index].name
+            );
+            self.fail(RunStatus::Failed, msg, out);
+            return;
+        }
+        let asked = self.maybe_replace(host, &reason, out);
+        let coming = asked || self.replace.launching_for(host);
+        if let Some((index, Loss::Owed)) = loss
+            && !coming
+        {
+            let msg = format!(
+                "host {name} was lost during stage `{}`: {reason}",
+                self.plan.stages[index].name
+            );
+            self.fail(RunStatus::Failed, msg, out);
         }
     }
 }
