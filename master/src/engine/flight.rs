@@ -56,7 +56,9 @@ impl Flight {
     /// Adds an attempt. An attempt with the same key on another host (a lost or
     /// interrupted host's, whose slot a replacement took over) is dropped: its answer,
     /// if one comes, is not this attempt's.
-    pub fn insert(&mut self, key: TaskKey, attempt: Attempt) {
+    /// Returns the attempt it displaced, if any, for the record.
+    pub fn insert(&mut self, key: TaskKey, attempt: Attempt) -> Option<Attempt> {
+        let mut displaced = None;
         if let Some(old) = self.by_key.get(&key)
             && old.host != attempt.host
         {
@@ -67,9 +69,11 @@ impl Flight {
                     self.by_host.remove(&old_host);
                 }
             }
+            displaced = self.by_key.remove(&key);
         }
         self.by_host.entry(attempt.host).or_default().insert(key);
         self.by_key.insert(key, attempt);
+        displaced
     }
 
     /// Takes an attempt out; `None` when it was not in flight (answered already).

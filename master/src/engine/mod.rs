@@ -370,6 +370,11 @@ impl Engine {
         let Some(stage) = self.stage_mut().filter(|s| s.index == key.stage) else {
             return; // stopping: nothing more is scheduled
         };
+        if let stage::Scheduler::Plain(p) = &stage.sched
+            && p.host_of(key.unit) != Some(host)
+        {
+            return; // the unit moved to a replacement meanwhile: its result is only recorded
+        }
         let succeeded = result.outcome == TaskOutcome::Succeeded;
         let Verdict::GiveUp { attempts, item } = stage.finished(key.unit, host, succeeded) else {
             if succeeded

@@ -57,6 +57,11 @@ impl Plain {
         self.units.iter().map(|u| u.host).collect()
     }
 
+    /// The host a unit belongs to now.
+    pub fn host_of(&self, unit: usize) -> Option<HostId> {
+        self.units.get(unit).map(|u| u.host)
+    }
+
     /// Whether `host` has a unit here that is not done.
     pub fn owes(&self, host: HostId) -> bool {
         self.by_host

@@ -44,6 +44,14 @@ struct Replay {
     failures: u32,
 }
 
+/// Whether the host got the spot termination notice.
+fn doomed(h: &super::hosts::Host) -> bool {
+    h.rec
+        .interruption
+        .as_ref()
+        .is_some_and(|i| i.kind == super::types::Notice::Termination.as_str())
+}
+
 impl Replacements {
     pub fn records(&self) -> &[ReplacementRecord] {
         &self.records
@@ -72,7 +80,8 @@ impl Replacements {
             hosts.get(*h).is_some_and(|x| {
                 x.live()
                     && x.rec.replaces.is_some()
-                    && x.rec.interruption.is_none()
+                    && !x.replaced
+                    && !doomed(x)
                     && (!x.ready || self.replaying.contains_key(h))
             })
         });
@@ -139,7 +148,8 @@ impl Engine {
                 } => match &run.sched {
                     // Items waiting, or the host's own (a notice gives it back).
                     Scheduler::Sharded(s) => s.has_pending() || s.item_on(host).is_some(),
-                    _ => true,
+                    Scheduler::Plain(p) => p.owes(host),
+                    Scheduler::Listing => true,
                 },
                 _ => true,
             };
@@ -397,7 +407,9 @@ impl Engine {
         let Some(h) = self.hosts.get_mut(host) else {
             return;
         };
-        if h.rec.interruption.is_some() {
+        // A host with its own replacement on the way (or a termination notice) stays
+        // drained; a mere recommendation that brought no replacement does not.
+        if h.replaced || doomed(h) {
             return;
         }
         h.draining = false;

@@ -29,7 +29,10 @@ impl Engine {
                     status: RunStatus::Succeeded,
                     reason: None,
                 };
-                if self.flight.is_empty() && self.replace.none_launching() {
+                if self.flight.is_empty()
+                    && self.replace.none_launching()
+                    && self.hosts.none_bootstrapping()
+                {
                     self.start_collect(fate, out);
                 } else {
                     // A replacement still replaying or launching: stopped first, as on
@@ -154,7 +157,7 @@ impl Engine {
                     }),
                     _ => None,
                 };
-                self.flight.insert(
+                let displaced = self.flight.insert(
                     key,
                     Attempt {
                         host,
@@ -166,6 +169,18 @@ impl Engine {
                         interrupted: false,
                     },
                 );
+                if let Some(old) = displaced {
+                    // A replaced host's attempt that never answered: its end is unknown.
+                    let outcome = if old.interrupted {
+                        TaskOutcome::Interrupted
+                    } else {
+                        TaskOutcome::HostLost
+                    };
+                    let why = Some("its host was replaced before it answered".to_owned());
+                    let r = TaskResult::without_exit(outcome, why, self.now_ms, self.now_ms);
+                    let old_name = self.hosts.name(old.host).to_owned();
+                    self.book.task(key, &old, &old_name, &r);
+                }
                 out.push(Action::StartTask {
                     key,
                     host,

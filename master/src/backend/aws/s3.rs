@@ -1,9 +1,9 @@
 //! S3 `Store` (aws-sdk-s3): put, streaming multipart put in constant memory, get,
 //! list, and create-if-absent (`If-None-Match: *`) for claiming runs exactly once.
 //!
-//! A streamed object is uploaded in parts of [`PART_SIZE`] read one after another from
-//! the source into two reused buffers, so memory stays at two parts whatever the
-//! object's size (part N uploads while part N+1 is read); a stream
+//! A streamed object is uploaded in parts of [`PART_SIZE`], up to [`PARTS_IN_FLIGHT`] at
+//! a time; the next part is read while fewer are in flight, into a reused buffer, so
+//! memory stays at `PARTS_IN_FLIGHT` parts whatever the object's size; a stream
 //! that fails aborts the upload, so no partial object appears. Retry decisions are
 //! [`super::retry`]'s; key layout is [`crate::record::keys`]'s.
 
@@ -28,6 +28,48 @@ fn url_encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, COPY_SOURCE).to_string()
 }
 
+/// A part's upload task panicked or was cancelled.
+#[derive(Debug, thiserror::Error)]
+#[error("a part's upload task ended abnormally")]
+struct PartTask(#[source] tokio::task::JoinError);
+
+/// Aborts a multipart upload that is dropped before it completed (its future was
+/// cancelled), so no parts are left billed in the bucket.
+struct AbortOnDrop {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    /// `None` once the upload completed or was aborted.
+    upload_id: Option<String>,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.upload_id.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key.clone());
+        rt.spawn(async move {
+            let sent = client
+                .abort_multipart_upload()
+                .bucket(&bucket)
+                .key(&key)
+                .upload_id(&id)
+                .send()
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(
+                    "aborting the cancelled upload of s3://{bucket}/{key} failed: {}",
+                    aws::describe(&e)
+                );
+            }
+        });
+    }
+}
+
 /// Reading the stream being uploaded failed.
 #[derive(Debug, thiserror::Error)]
 #[error("reading the source")]
@@ -35,6 +77,18 @@ struct SourceRead(#[source] std::io::Error);
 
 /// Size of each uploaded part (S3's minimum is 5 MiB, except the last).
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts of one streamed object uploading at once (the next is read meanwhile).
+pub const PARTS_IN_FLIGHT: usize = 2;
+
+/// The part uploads in flight: each ends with its number, its ETag (or why not) and
+/// its bytes (their buffer is reused).
+type PartUploads = tokio::task::JoinSet<(i32, Result<Option<String>, UploadPartSdkError>, Bytes)>;
+
+/// What an UploadPart call fails with.
+type UploadPartSdkError = aws_smithy_runtime_api::client::result::SdkError<
+    aws_sdk_s3::operation::upload_part::UploadPartError,
+    aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+>;
 
 /// The Content-Type a key is served with (so report.html opens in a browser).
 fn content_type(key: &str) -> &'static str {
@@ -145,6 +199,33 @@ impl S3Store {
         Ok(())
     }
 
+    /// Takes the next finished part upload: records its part, or fails the put. Its
+    /// buffer goes back to `spare` (once the SDK has let go of it).
+    async fn part_done(
+        &self,
+        uploads: &mut PartUploads,
+        parts: &mut Vec<CompletedPart>,
+        spare: &mut Vec<BytesMut>,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        let Some(joined) = uploads.join_next().await else {
+            return Ok(());
+        };
+        let (number, sent, part) =
+            joined.map_err(|e| StoreError::failed("put", key, PartTask(e)))?;
+        let e_tag = sent.map_err(|e| err("put", key, e))?;
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(e_tag)
+                .build(),
+        );
+        if let Ok(buf) = part.try_into_mut() {
+            spare.push(buf);
+        }
+        Ok(())
+    }
+
     /// One PutObject of `body` (shared, not copied, between attempts).
     async fn put_bytes(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         let full = self.full(key)?;
@@ -208,48 +289,71 @@ impl Store for S3Store {
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
         let mut parts = Vec::new();
         let mut total = 0u64;
-        // Part N uploads while part N+1 is read: two part buffers, reused for the whole
-        // object (so memory stays flat however many parts). A part's bytes are shared,
-        // not copied, between the attempts of its upload.
+        // Up to PARTS_IN_FLIGHT parts upload at once and the next is read while fewer do:
+        // PARTS_IN_FLIGHT part buffers, reused for the whole object (so memory stays flat
+        // however many parts). A part's bytes are shared, not copied, between its
+        // upload's attempts. Dropped unfinished (the fetch was cancelled), the upload is
+        // aborted by the guard.
+        let mut guard = AbortOnDrop {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: full.clone(),
+            upload_id: Some(upload_id.clone()),
+        };
+        let mut uploads = PartUploads::new();
         let result: Result<(), StoreError> = async {
-            let mut next = BytesMut::with_capacity(PART_SIZE);
+            let mut spare: Vec<BytesMut> = Vec::new();
+            let mut number = 0i32;
             loop {
-                let number = parts.len() as i32 + 1;
+                number += 1;
                 let part = std::mem::take(&mut cur).freeze();
-                let len = part.len();
-                let upload = aws::with_retries("UploadPart", || {
-                    self.client
-                        .upload_part()
-                        .bucket(&self.bucket)
-                        .key(&full)
-                        .upload_id(&upload_id)
-                        .part_number(number)
-                        .body(ByteStream::from(part.clone()))
-                        .send()
-                });
-                let (uploaded, read) = tokio::join!(upload, Self::read_part(body, &mut next));
-                let out = uploaded.map_err(|e| err("put", key, e))?;
-                read.map_err(io_err)?;
-                total += len as u64;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(out.e_tag().map(str::to_owned))
-                        .build(),
+                total += part.len() as u64;
+                let (client, bucket, full, id) = (
+                    self.client.clone(),
+                    self.bucket.clone(),
+                    full.clone(),
+                    upload_id.clone(),
                 );
-                if next.is_empty() {
-                    return Ok(());
+                uploads.spawn(async move {
+                    let sent = aws::with_retries("UploadPart", || {
+                        client
+                            .upload_part()
+                            .bucket(&bucket)
+                            .key(&full)
+                            .upload_id(&id)
+                            .part_number(number)
+                            .body(ByteStream::from(part.clone()))
+                            .send()
+                    })
+                    .await;
+                    (number, sent.map(|o| o.e_tag().map(str::to_owned)), part)
+                });
+                // Wait for a slot before filling another buffer.
+                while uploads.len() >= PARTS_IN_FLIGHT {
+                    self.part_done(&mut uploads, &mut parts, &mut spare, key)
+                        .await?;
                 }
-                // The uploaded part's buffer takes the next part after this one (the
-                // SDK has let go of it; if not, a fresh one).
-                cur = part
-                    .try_into_mut()
-                    .unwrap_or_else(|_| BytesMut::with_capacity(PART_SIZE));
-                std::mem::swap(&mut cur, &mut next);
+                let mut next = spare
+                    .pop()
+                    .unwrap_or_else(|| BytesMut::with_capacity(PART_SIZE));
+                Self::read_part(body, &mut next).await.map_err(io_err)?;
+                if next.is_empty() {
+                    break;
+                }
+                cur = next;
             }
+            while !uploads.is_empty() {
+                self.part_done(&mut uploads, &mut parts, &mut spare, key)
+                    .await?;
+            }
+            parts.sort_by_key(|p: &CompletedPart| p.part_number());
+            Ok(())
         }
         .await;
         if let Err(e) = result {
+            // No part may land after the abort.
+            uploads.shutdown().await;
+            guard.upload_id = None;
             self.abort(&full, &upload_id).await;
             return Err(e);
         }
@@ -266,6 +370,7 @@ impl Store for S3Store {
                 .send()
         })
         .await;
+        guard.upload_id = None;
         if let Err(e) = completed {
             self.abort(&full, &upload_id).await;
             return Err(err("put", key, e));
