@@ -1,6 +1,7 @@
 //! Releasing idle workers early: a worker whose group no later stage uses, and that has
 //! nothing left to take in the running stage, has its logs collected and its instance
-//! terminated right away instead of at the end of the run. The record sums the
+//! terminated right away instead of at the end of the run; so has a worker drained for
+//! a spot notice or recommendation once its replacement is launched and it is idle. The record sums the
 //! instance-hours that saved. Part of [`super::Engine`].
 
 use super::Engine;
@@ -52,6 +53,31 @@ impl Engine {
                 if idle {
                     release.push(host);
                 }
+            }
+        }
+        // A host drained for a spot notice or a rebalance recommendation, whose
+        // replacement is launched, goes as soon as it has nothing left to do: its final
+        // logs are collected before the instance is reclaimed, and it stops costing.
+        for host in 0..self.hosts.len() {
+            let Some(h) = self.hosts.get(host) else {
+                continue;
+            };
+            let done = h.live()
+                && h.draining
+                && h.replaced
+                && h.ready
+                && !h.bootstrapping
+                && !h.snapshotting
+                && !self.flight.busy(host)
+                && !self.replace.launching_for(host)
+                && !self.salvage.values().any(|s| s.host == host)
+                && match run.as_ref().map(|r| &r.sched) {
+                    Some(Scheduler::Sharded(s)) => s.item_on(host).is_none(),
+                    Some(Scheduler::Plain(p)) => !p.owes(host),
+                    _ => true,
+                };
+            if done && !release.contains(&host) {
+                release.push(host);
             }
         }
         for host in release {

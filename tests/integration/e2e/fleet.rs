@@ -183,6 +183,11 @@ fn a_spot_notice_moves_the_item_to_a_replacement_before_the_old_instance_dies() 
             "item a restarted at {} ms, after its old instance died ({dies_at} ms)",
             again.started_at_ms
         );
+        // Once idle (its checkpoint saved, its replacement launched) the old host was
+        // released: its final logs collected before the reclaim.
+        let released = old.released_at_ms.expect("the old host was released once idle");
+        assert!(released < dies_at, "released at {released}, reclaimed at {dies_at}");
+        assert!(old.archive.is_some(), "{old:?}");
         // The replacement's spot rung failed for capacity; on-demand went through.
         assert!(fault.failed() >= 1, "the fault never fired");
         let replacement = rec

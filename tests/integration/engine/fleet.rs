@@ -168,6 +168,19 @@ fn a_spot_notice_stops_the_item_for_its_checkpoint_requeues_it_uncounted_and_rep
         "the interrupted host takes no new item: {:?}",
         s.running()
     );
+    assert!(
+        s.released.is_empty(),
+        "not while its snapshot is being taken"
+    );
+    s.send(Event::LogsSnapshotted {
+        host: 0,
+        result: Ok("runs/run-1/logs/snapshots/w-0.tar.gz".into()),
+    });
+    assert_eq!(
+        s.released,
+        [0],
+        "idle, replaced: its final logs are collected before it is reclaimed"
+    );
     s.ok(1);
     nothing_fetched(&mut s, 1);
     // The next free host takes the requeued item first (it never failed).
@@ -212,6 +225,11 @@ fn a_rebalance_recommendation_only_stops_new_items_and_brings_a_replacement() {
         s.running().iter().all(|t| t.0 != 0),
         "no new item for a host at risk: {:?}",
         s.running()
+    );
+    assert_eq!(
+        s.released,
+        [0],
+        "replaced and idle: released, not kept until the end"
     );
     s.send(Event::Bootstrapped { host: 2 });
     assert_eq!(s.running_on(2).unit, 2);
