@@ -80,9 +80,20 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts of one streamed object uploading at once (the next is read meanwhile).
 pub const PARTS_IN_FLIGHT: usize = 2;
 
-/// The part uploads in flight: each ends with its number, its ETag (or why not) and
-/// its bytes (their buffer is reused).
-type PartUploads = tokio::task::JoinSet<(i32, Result<Option<String>, UploadPartSdkError>, Bytes)>;
+/// The part uploads in flight.
+type PartUploads = tokio::task::JoinSet<PartSent>;
+
+/// How one part's upload ended.
+struct PartSent {
+    number: i32,
+    /// The part's ETag (S3 may omit it), or why the upload failed.
+    e_tag: Result<Option<ETag>, UploadPartSdkError>,
+    /// Its bytes, whose buffer is reused once the SDK lets go of it.
+    part: Bytes,
+}
+
+/// An uploaded part's ETag, as CompleteMultipartUpload wants it back.
+type ETag = String;
 
 /// What an UploadPart call fails with.
 type UploadPartSdkError = aws_smithy_runtime_api::client::result::SdkError<
@@ -211,9 +222,12 @@ impl S3Store {
         let Some(joined) = uploads.join_next().await else {
             return Ok(());
         };
-        let (number, sent, part) =
-            joined.map_err(|e| StoreError::failed("put", key, PartTask(e)))?;
-        let e_tag = sent.map_err(|e| err("put", key, e))?;
+        let PartSent {
+            number,
+            e_tag,
+            part,
+        } = joined.map_err(|e| StoreError::failed("put", key, PartTask(e)))?;
+        let e_tag = e_tag.map_err(|e| err("put", key, e))?;
         parts.push(
             CompletedPart::builder()
                 .part_number(number)
@@ -326,7 +340,11 @@ impl Store for S3Store {
                             .send()
                     })
                     .await;
-                    (number, sent.map(|o| o.e_tag().map(str::to_owned)), part)
+                    PartSent {
+                        number,
+                        e_tag: sent.map(|o| o.e_tag().map(str::to_owned)),
+                        part,
+                    }
                 });
                 // Wait for a slot before filling another buffer.
                 while uploads.len() >= PARTS_IN_FLIGHT {
