@@ -5,6 +5,7 @@
 //! It builds nothing and does not check that the binaries are current; the benchmark
 //! reports which build it timed (`facts::build`).
 
+use anyhow::{Context, Result, ensure};
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -40,6 +41,37 @@ pub fn profile_flags(dir: &Path) -> String {
         Some("debug") | None => String::new(),
         Some(name) => format!(" --profile {name}"),
     }
+}
+
+/// `squall` and `squall-worker`: the given paths (`--squall`, `--agent`), else next to
+/// this binary (warning when that build is not optimized); an error names the
+/// `cargo build` that makes them when one is missing.
+pub fn squall_binaries(squall: Option<&Path>, agent: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
+    let squall = match squall {
+        Some(p) => p.to_owned(),
+        None => {
+            let dir = build_dir().context("finding this binary's path")?;
+            if !optimized(&dir) {
+                eprintln!(
+                    "warning: using the squall binary of {} (not an optimized build): run with --profile bench-fast or --release",
+                    dir.display()
+                );
+            }
+            dir.join("squall")
+        }
+    };
+    let agent = agent.map_or_else(|| squall.with_file_name("squall-worker"), Path::to_owned);
+    for (what, p) in [("squall", &squall), ("squall-worker", &agent)] {
+        ensure!(
+            p.is_file(),
+            "{what} not found at {}: run `cargo build{} --workspace --bins` first (or pass --squall/--agent)",
+            p.display(),
+            build_dir()
+                .map(|dir| profile_flags(&dir))
+                .unwrap_or_default()
+        );
+    }
+    Ok((squall, agent))
 }
 
 #[cfg(test)]

@@ -138,37 +138,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// `squall` and `squall-worker`: from the flags, else next to this binary (which lives in
-/// `target/PROFILE/`, or `target/PROFILE/deps/` when run by the test harness).
+/// `squall` and `squall-worker`: from the flags, else next to this binary.
 fn locate_squall(args: &Args) -> Result<(PathBuf, PathBuf)> {
-    let squall = match &args.squall {
-        Some(p) => p.clone(),
-        None => {
-            let dir = locate::build_dir().context("finding this binary's path")?;
-            if !locate::optimized(&dir) {
-                eprintln!(
-                    "warning: using the squall binary of {} (not an optimized build): run with --profile bench-fast or --release",
-                    dir.display()
-                );
-            }
-            dir.join("squall")
-        }
-    };
-    let agent = match &args.agent {
-        Some(p) => p.clone(),
-        None => squall.with_file_name("squall-worker"),
-    };
-    for (what, p) in [("squall", &squall), ("squall-worker", &agent)] {
-        ensure!(
-            p.is_file(),
-            "{what} not found at {}: run `cargo build{} --workspace --bins` first (or pass --squall/--agent)",
-            p.display(),
-            locate::build_dir()
-                .map(|dir| locate::profile_flags(&dir))
-                .unwrap_or_default()
-        );
-    }
-    Ok((squall, agent))
+    locate::squall_binaries(args.squall.as_deref(), args.agent.as_deref())
 }
 
 fn machine_facts(venv: &Venv, squall: &Path) -> Result<Facts> {

@@ -5,12 +5,10 @@
 //! It knows no contender: what to run and how to check it is `run.rs`'s.
 
 use crate::HOSTS;
-use anyhow::{Context, Result, ensure};
-use std::os::unix::process::CommandExt;
+use anyhow::Result;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A contender run taking longer than this is killed and aborts the benchmark.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(180);
@@ -54,35 +52,7 @@ where
 /// Runs `cmd` to the end (stdin null, output captured) in its own process group, which is
 /// killed after [`RUN_TIMEOUT`]; returns the output and the wall time from spawn to exit.
 pub fn timed(cmd: &mut Command, what: &str) -> Result<(Output, Duration)> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let start = Instant::now();
-    let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
-    let pgid = child.id();
-    let (done, finished) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if finished.recv_timeout(RUN_TIMEOUT) == Err(RecvTimeoutError::Timeout) {
-            // Our child's own group: it and whatever it started that stayed in it.
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
-                .status();
-            return true;
-        }
-        false
-    });
-    let out = child.wait_with_output();
-    let took = start.elapsed();
-    let _ = done.send(());
-    let killed = watchdog.join().unwrap_or(false);
-    let out = out.with_context(|| format!("waiting for {what}"))?;
-    ensure!(
-        !killed,
-        "{what} did not finish within {RUN_TIMEOUT:?} and was killed:\n{}",
-        squall_tests::text(&out)
-    );
-    Ok((out, took))
+    squall_bench::child::run_within(cmd, what, RUN_TIMEOUT)
 }
 
 pub fn epoch_ms() -> u64 {

@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
+
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -363,31 +363,7 @@ fn stderr_tails(stages: &[Stage], err_files: &[PathBuf]) -> String {
 /// Runs `cmd` to its end (stdin closed, output captured) in its own process group,
 /// killed (by its id) after `limit`; a non-zero exit is an error with its output.
 pub fn output(cmd: &mut Command, what: &str, limit: Duration) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
-    let pgid = child.id();
-    let (done, finished) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if finished.recv_timeout(limit) == Err(RecvTimeoutError::Timeout) {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
-                .status();
-            return true;
-        }
-        false
-    });
-    let out = child.wait_with_output();
-    let _ = done.send(());
-    let killed = watchdog.join().unwrap_or(false);
-    let out = out.with_context(|| format!("waiting for {what}"))?;
-    ensure!(
-        !killed,
-        "{what} did not finish within {limit:?} and was killed:\n{}",
-        squall_tests::text(&out)
-    );
+    let (out, _) = squall_bench::child::run_within(cmd, what, limit)?;
     ensure!(
         out.status.success(),
         "{what} failed:\n{}",
