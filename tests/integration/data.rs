@@ -225,6 +225,31 @@ fn squall_on(moto: &Moto, home: &Path, args: &[&str]) -> std::process::Output {
     squall_tests::output_within(&mut cmd, COMMAND_LIMIT)
 }
 
+/// `squall run PB --run-id RUN [EXTRA...]` against moto; it must exit with `code`.
+fn run_on_moto(
+    moto: &Moto,
+    home: &Path,
+    pb: &Path,
+    run: &str,
+    extra: &[&str],
+    code: u8,
+) -> std::process::Output {
+    let mut args = vec!["run", pb.to_str().expect("utf-8"), "--run-id", run];
+    args.extend_from_slice(extra);
+    let out = squall_on(moto, home, &args);
+    assert_eq!(out.status.code(), Some(i32::from(code)), "{}", text(&out));
+    out
+}
+
+/// The data bucket in moto, as a store.
+async fn data_bucket(moto: &Moto) -> squall::backend::aws::s3::S3Store {
+    squall::backend::aws::s3::S3Store::new(
+        squall::backend::aws::s3_client(&moto.sdk_config().await),
+        DATA,
+        "",
+    )
+}
+
 /// `len` bytes in which every 8-byte word is its own offset: a reordered, repeated or
 /// missing part changes the digest.
 struct Pattern {
@@ -313,12 +338,7 @@ stages:
 "#
         ),
     );
-    let out = squall_on(
-        &moto,
-        &home.path,
-        &["run", pb.to_str().expect("utf-8"), "--run-id", "many-1"],
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    run_on_moto(&moto, &home.path, &pb, "many-1", &[], squall::exit::OK);
     let rec = run_record(&home.path, "many-1");
     let st = &rec.stages[0];
     assert_eq!((st.shards_done, st.shards_total), (N, N));
@@ -388,19 +408,14 @@ stages:
         ),
     );
     let url = format!("s3://{DATA}/manifest.txt");
-    let out = squall_on(
+    run_on_moto(
         &moto,
         &home.path,
-        &[
-            "run",
-            pb.to_str().expect("utf-8"),
-            "--run-id",
-            "lines-1",
-            "--trigger-url",
-            &url,
-        ],
+        &pb,
+        "lines-1",
+        &["--trigger-url", &url],
+        squall::exit::OK,
     );
-    assert!(out.status.success(), "{}", text(&out));
     let rec = run_record(&home.path, "lines-1");
     let items = rec.stages[0]
         .items
@@ -417,11 +432,7 @@ stages:
     );
     assert_eq!(rec.trigger.get("url"), Some(&serde_json::json!(url)));
     runtime().block_on(async {
-        let bucket = squall::backend::aws::s3::S3Store::new(
-            squall::backend::aws::s3_client(&moto.sdk_config().await),
-            DATA,
-            "",
-        );
+        let bucket = data_bucket(&moto).await;
         assert_eq!(
             bucket.get("out/a b.txt.up").await.expect("get").as_deref(),
             Some(&b"ALPHA\n"[..])
@@ -522,11 +533,7 @@ stages:
         .expect("recorded");
     assert_eq!((back.size, back.sha256.as_str()), (SIZE, want.1.as_str()));
     runtime().block_on(async {
-        let bucket = squall::backend::aws::s3::S3Store::new(
-            squall::backend::aws::s3_client(&moto.sdk_config().await),
-            DATA,
-            "",
-        );
+        let bucket = data_bucket(&moto).await;
         let body = bucket
             .get_stream("back/big.bin")
             .await
@@ -560,17 +567,7 @@ stages:
 "#
         ),
     );
-    let out = squall_on(
-        &moto,
-        &home.path,
-        &["run", pb.to_str().expect("utf-8"), "--run-id", "miss-1"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(i32::from(squall::exit::USAGE)),
-        "{}",
-        text(&out)
-    );
+    let out = run_on_moto(&moto, &home.path, &pb, "miss-1", &[], squall::exit::USAGE);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(
@@ -592,11 +589,7 @@ stages:
 
     // Known only when the item is: the run fails on it, naming it.
     runtime().block_on(async {
-        let bucket = squall::backend::aws::s3::S3Store::new(
-            squall::backend::aws::s3_client(&moto.sdk_config().await),
-            DATA,
-            "",
-        );
+        let bucket = data_bucket(&moto).await;
         bucket
             .put("list.txt", format!("s3://{DATA}/gone.bin\n").into_bytes())
             .await
@@ -616,16 +609,13 @@ stages:
 "#
         ),
     );
-    let out = squall_on(
+    run_on_moto(
         &moto,
         &home.path,
-        &["run", pb.to_str().expect("utf-8"), "--run-id", "miss-2"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(i32::from(squall::exit::RUN_FAILED)),
-        "{}",
-        text(&out)
+        &pb,
+        "miss-2",
+        &[],
+        squall::exit::RUN_FAILED,
     );
     let rec = run_record(&home.path, "miss-2");
     let reason = rec.reason.unwrap_or_default();
@@ -648,16 +638,13 @@ stages:
 "#,
     );
     let started = Instant::now();
-    let out = squall_on(
+    run_on_moto(
         &moto,
         &home.path,
-        &["run", pb.to_str().expect("utf-8"), "--run-id", "miss-3"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(i32::from(squall::exit::RUN_FAILED)),
-        "{}",
-        text(&out)
+        &pb,
+        "miss-3",
+        &[],
+        squall::exit::RUN_FAILED,
     );
     assert!(
         started.elapsed() < Duration::from_secs(60),
