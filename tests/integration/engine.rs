@@ -213,6 +213,25 @@ impl Sim {
         })
     }
 
+    /// From a failure: cancels answered, then collection, teardown and the record.
+    fn wind_down_from_stopping(&mut self) -> RunStatus {
+        for key in std::mem::take(&mut self.cancelled) {
+            if let Some((host, _)) = self.running.remove(&key) {
+                self.send(Event::TaskFinished {
+                    key,
+                    host,
+                    result: TaskResult::without_exit(
+                        TaskOutcome::Cancelled,
+                        None,
+                        self.now,
+                        self.now,
+                    ),
+                });
+            }
+        }
+        self.wind_down()
+    }
+
     /// Answers collection and teardown and the record; returns the final status.
     fn wind_down(&mut self) -> RunStatus {
         assert_eq!(

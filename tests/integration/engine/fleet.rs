@@ -359,27 +359,6 @@ fn workers_no_later_stage_needs_are_released_early_and_the_hours_saved_recorded(
     );
 }
 
-impl Sim {
-    /// From a failure: cancels answered, then collection, teardown and the record.
-    fn wind_down_from_stopping(&mut self) -> RunStatus {
-        for key in std::mem::take(&mut self.cancelled) {
-            if let Some((host, _)) = self.running.remove(&key) {
-                self.send(Event::TaskFinished {
-                    key,
-                    host,
-                    result: squall::engine::TaskResult::without_exit(
-                        TaskOutcome::Cancelled,
-                        None,
-                        self.now,
-                        self.now,
-                    ),
-                });
-            }
-        }
-        self.wind_down()
-    }
-}
-
 #[test]
 fn an_instance_that_never_became_reachable_is_replaced_before_the_stages_start() {
     let mut s = Sim::new(SETUP_THEN_WORK);
