@@ -55,6 +55,9 @@ pub struct Slot<'a> {
 pub struct HostTable {
     hosts: Vec<Host>,
     group_counts: BTreeMap<String, u32>,
+    /// Each group's hosts, in id order (so a group's questions cost its size, not the
+    /// run's).
+    by_group: BTreeMap<String, Vec<HostId>>,
     bootstrapping: usize,
     live: usize,
 }
@@ -97,6 +100,7 @@ impl HostTable {
             generation: 0,
         });
         *self.group_counts.entry(group.to_owned()).or_default() += 1;
+        self.by_group.entry(group.to_owned()).or_default().push(id);
         self.bootstrapping += usize::from(bootstrapping);
         self.live += 1;
         id
@@ -243,8 +247,12 @@ impl HostTable {
 
     /// Live hosts of `group`, ready or not, in id order.
     pub fn live_in(&self, group: &str) -> Vec<HostId> {
-        (0..self.hosts.len())
-            .filter(|h| self.hosts[*h].live() && self.hosts[*h].rec.group == group)
+        self.by_group
+            .get(group)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|h| self.hosts[*h].live())
             .collect()
     }
 
@@ -260,7 +268,11 @@ impl HostTable {
 
     /// Every host of `group`.
     pub fn in_group<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a Host> + 'a {
-        self.hosts.iter().filter(move |h| h.rec.group == group)
+        self.by_group
+            .get(group)
+            .into_iter()
+            .flatten()
+            .map(|h| &self.hosts[*h])
     }
 
     /// A snapshot of the host's logs was stored at `key` (or failed, with `None`).

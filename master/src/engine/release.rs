@@ -31,9 +31,17 @@ impl Engine {
             if later_uses(group) {
                 continue;
             }
-            let in_current = run
+            let current = run
                 .as_ref()
-                .is_some_and(|r| self.plan.stages[r.index].groups.contains(group));
+                .filter(|r| self.plan.stages[r.index].groups.contains(group))
+                .map(|r| &r.sched);
+            // While items wait, no host of the stage is done: the common case costs
+            // nothing, not a pass over the hosts.
+            if let Some(Scheduler::Sharded(s)) = current
+                && s.has_pending()
+            {
+                continue;
+            }
             for host in self.hosts.live_in(group) {
                 let Some(h) = self.hosts.get(host) else {
                     continue;
@@ -44,7 +52,7 @@ impl Engine {
                 if self.flight.busy(host) {
                     continue;
                 }
-                let idle = match run.as_ref().filter(|_| in_current).map(|r| &r.sched) {
+                let idle = match current {
                     None => true,
                     Some(Scheduler::Plain(p)) => !p.owes(host),
                     Some(Scheduler::Sharded(s)) => !s.has_pending() && s.item_on(host).is_none(),
@@ -58,7 +66,7 @@ impl Engine {
         // A host drained for a spot notice or a rebalance recommendation, whose
         // replacement is launched, goes as soon as it has nothing left to do: its final
         // logs are collected before the instance is reclaimed, and it stops costing.
-        for host in 0..self.hosts.len() {
+        for host in self.replace.replaced_hosts() {
             let Some(h) = self.hosts.get(host) else {
                 continue;
             };

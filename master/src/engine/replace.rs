@@ -62,6 +62,11 @@ impl Replacements {
         self.launching.is_empty()
     }
 
+    /// The hosts a replacement was asked for, in id order.
+    pub fn replaced_hosts(&self) -> Vec<HostId> {
+        self.record_of.keys().copied().collect()
+    }
+
     /// Whether a replacement of `host` is being launched.
     pub fn launching_for(&self, host: HostId) -> bool {
         self.launching.contains(&host)
