@@ -5,6 +5,7 @@
 //! (replacements, spot notices, early release) are in [`fleet`].
 
 mod fleet;
+mod journal;
 
 use squall::engine::{
     Action, Engine, EngineOptions, Event, Failure, HostId, LaunchedInstance, TaskCommand, TaskKey,
@@ -37,6 +38,12 @@ struct Sim {
     /// Tasks asked to stop for a spot notice, with their grace.
     interrupts: Vec<(TaskKey, u64)>,
     snapshots: Vec<HostId>,
+    /// Hosts asked to bootstrap (or be adopted), in order.
+    bootstraps: Vec<HostId>,
+    /// The journal's batches, in order.
+    journal: Vec<squall::record::journal::Batch>,
+    /// Every task started, in order.
+    started: Vec<TaskKey>,
 }
 
 impl Sim {
@@ -48,11 +55,16 @@ impl Sim {
         let pb = plan::parse(Path::new("t.yml"), yaml, Path::new("."), &BTreeMap::new())
             .unwrap_or_else(|e| panic!("test playbook is invalid:\n{e}"));
         let trigger = BTreeMap::from([("kind".to_owned(), serde_json::json!("manual"))]);
-        let mut e = Engine::with_options(Arc::new(pb), "run-1".into(), trigger, 0, options);
+        let e = Engine::with_options(Arc::new(pb), "run-1".into(), trigger, 0, options);
+        Sim::from_engine(e, 0)
+    }
+
+    /// A sim of an engine made elsewhere (a resumed one), started at `now`.
+    fn from_engine(mut e: Engine, now: u64) -> Sim {
         let first = e.start();
         let mut sim = Sim {
             e,
-            now: 0,
+            now,
             running: BTreeMap::new(),
             cancelled: Vec::new(),
             collects: Vec::new(),
@@ -63,6 +75,9 @@ impl Sim {
             released: Vec::new(),
             interrupts: Vec::new(),
             snapshots: Vec::new(),
+            bootstraps: Vec::new(),
+            journal: Vec::new(),
+            started: Vec::new(),
         };
         sim.absorb(first);
         sim
@@ -135,7 +150,8 @@ impl Sim {
                 Action::InterruptTask { key, grace_ms, .. } => {
                     self.interrupts.push((key, grace_ms))
                 }
-                Action::Bootstrap { .. } => {}
+                Action::Bootstrap { host } => self.bootstraps.push(host),
+                Action::Journal(batch) => self.journal.push(*batch),
                 Action::StartTask {
                     key, host, command, ..
                 } => {
@@ -143,6 +159,7 @@ impl Sim {
                         self.running.insert(key, (host, command)).is_none(),
                         "{key:?} started twice"
                     );
+                    self.started.push(key);
                 }
                 Action::CancelTask { key, .. } => self.cancelled.push(key),
                 Action::CollectLogs { host } => self.collects.push(host),

@@ -262,6 +262,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         snapshot_every: None,
         allow_absolute_sources: true,
         use_cache: !args.no_cache,
+        journal: None,
     };
     let summary = runner::run(Arc::new(pb), run_backends, opts).await;
     if let Some(ssh) = ssh_transport {

@@ -273,6 +273,7 @@ async fn run_prepared(
         // The master's own files are not the playbook's to read.
         allow_absolute_sources: false,
         use_cache: request.use_cache,
+        journal: None,
     };
     let backends = Backends {
         compute,

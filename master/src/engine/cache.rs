@@ -4,6 +4,7 @@
 //! the entry written when an item succeeds. The inputs' identities (which need IO) are
 //! added by the runner. Part of [`super::Engine`].
 
+use crate::record::journal::Entry;
 use super::Engine;
 use super::render;
 use super::stage::Scheduler;
@@ -69,6 +70,13 @@ impl Engine {
         while self.cache.in_flight < LOOKUPS_IN_FLIGHT && self.cache.next < self.cache.total {
             let unit = self.cache.next;
             self.cache.next += 1;
+            let waiting = match self.stage_mut().map(|r| &r.sched) {
+                Some(Scheduler::Sharded(s)) => s.is_checking(unit),
+                _ => true,
+            };
+            if !waiting {
+                continue; // done or under way already (a resumed run)
+            }
             match self.cache_query(index, unit) {
                 Some(query) => {
                     self.cache.in_flight += 1;
@@ -128,6 +136,7 @@ impl Engine {
             rec.cached.push(unit);
             rec.shards_done += 1;
         }
+        self.unit_completed(stage, unit);
         for f in hit.files {
             // Its keys are this item's, as if it had fetched them here.
             self.moved.fetched.insert(
@@ -139,7 +148,7 @@ impl Engine {
                     item: Some(unit),
                 },
             );
-            self.book.file(FileRecord {
+            let file = FileRecord {
                 key: f.key,
                 size: f.size,
                 sha256: f.sha256,
@@ -148,7 +157,13 @@ impl Engine {
                 item: Some(unit),
                 task: String::new(),
                 cached_from: Some(hit.from_run.clone()),
+            };
+            self.journal.note(Entry::File {
+                stage,
+                unit,
+                file: file.clone(),
             });
+            self.book.file(file);
         }
     }
 

@@ -159,7 +159,7 @@ impl Engine {
         let item = attempt.item;
         let stage = self.plan.stages[key.stage].name.clone();
         for f in &files {
-            self.book.file(FileRecord {
+            let file = FileRecord {
                 key: f.key.clone(),
                 size: f.size,
                 sha256: f.sha256.clone(),
@@ -168,7 +168,13 @@ impl Engine {
                 item,
                 task: key.agent_id(),
                 cached_from: None,
+            };
+            self.journal.note(crate::record::journal::Entry::File {
+                stage: key.stage,
+                unit: key.unit,
+                file: file.clone(),
             });
+            self.book.file(file);
         }
         self.moved
             .unit_files
@@ -215,6 +221,14 @@ impl Engine {
         run.sched = Scheduler::Sharded(Box::new(super::sharded::Sharded::new(
             &hosts, n, n_tasks, retries, cached,
         )));
+        self.journal.note(crate::record::journal::Entry::Items {
+            stage,
+            items: listed.items.clone(),
+            file: listed.file.clone(),
+        });
+        let Some(run) = self.stage_mut().filter(|r| r.index == stage) else {
+            return;
+        };
         let inline = (n <= ITEMS_IN_RECORD).then(|| listed.items.clone());
         run.items = Arc::new(listed.items);
         if let Some(rec) = self.book.stages.get_mut(stage) {

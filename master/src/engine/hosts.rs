@@ -130,6 +130,42 @@ impl HostTable {
         id
     }
 
+    /// Puts back a host an earlier master journaled, as it was: a replacement keeps its
+    /// name and slot, a lost or released host stays so. A live one is bootstrapped
+    /// again (adopted) when `bootstrapping`. Returns its id (ids are restored in order).
+    pub fn restore(
+        &mut self,
+        index: u32,
+        generation: u32,
+        rec: HostRecord,
+        bootstrapping: bool,
+    ) -> HostId {
+        let id = self.hosts.len();
+        let replacement = rec.replaces.is_some();
+        let released = rec.released_at_ms.is_some();
+        let live = rec.lost.is_none() && !released;
+        let group = rec.group.clone();
+        let bootstrapping = bootstrapping && live;
+        self.hosts.push(Host {
+            rec,
+            index,
+            ready: false,
+            bootstrapping,
+            snapshotting: false,
+            released,
+            draining: false,
+            replaced: false,
+            generation,
+        });
+        if !replacement {
+            *self.group_counts.entry(group.clone()).or_default() += 1;
+        }
+        self.by_group.entry(group).or_default().push(id);
+        self.bootstrapping += usize::from(bootstrapping);
+        self.live += usize::from(live);
+        id
+    }
+
     /// The host is being released early: it takes no more work and is not collected
     /// with the others. False when it was released or lost already.
     pub fn release(&mut self, id: HostId) -> bool {

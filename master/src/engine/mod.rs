@@ -42,10 +42,12 @@ pub mod data;
 pub mod flight;
 pub mod hosts;
 mod interrupt;
+mod journal;
 pub mod plain;
 mod release;
 pub mod render;
 mod replace;
+pub mod resume;
 mod schedule;
 pub mod sharded;
 pub mod stage;
@@ -77,6 +79,10 @@ use std::sync::Arc;
 pub struct EngineOptions {
     pub snapshot_every_ms: Option<u64>,
     pub heartbeat_every_ms: Option<u64>,
+    /// How often the journal is flushed (none: no journal is written).
+    pub journal_every_ms: Option<u64>,
+    /// The master generation running the engine (1 for the first; 0 is taken as 1).
+    pub generation: u32,
 }
 
 /// The run's state machine. See the module docs.
@@ -100,6 +106,13 @@ pub struct Engine {
     salvage: BTreeMap<usize, interrupt::Salvage>,
     /// Hosts being released early (their logs collected, then terminated).
     releasing: BTreeSet<HostId>,
+    journal: journal::Journal,
+    /// What an earlier master did, in a resumed run.
+    seeds: Option<resume::Seeds>,
+    /// What this master made of the run it took over.
+    takeover: Option<crate::record::journal::Takeover>,
+    /// The run's masters, for the record.
+    masters: Vec<crate::record::journal::MasterRecord>,
 }
 
 impl Engine {
@@ -139,6 +152,10 @@ impl Engine {
             replace: replace::Replacements::default(),
             salvage: BTreeMap::new(),
             releasing: BTreeSet::new(),
+            journal: journal::Journal::new(options.journal_every_ms, options.generation.max(1)),
+            seeds: None,
+            takeover: None,
+            masters: Vec::new(),
             run_id,
             trigger,
             deadline_at_ms,
@@ -170,6 +187,16 @@ impl Engine {
     pub fn start(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
         self.beat(&mut out);
+        if self.seeds.is_some() {
+            self.start_resumed(&mut out);
+            self.advance(&mut out);
+            self.flush_journal(true, &mut out);
+            return out;
+        }
+        self.journal.note(crate::record::journal::Entry::Began {
+            started_at_ms: self.book.started_at_ms,
+            deadline_at_ms: self.deadline_at_ms,
+        });
         let mut pending = BTreeSet::new();
         for (group, spec) in &self.plan.fleet {
             pending.insert(group.clone());
@@ -181,6 +208,7 @@ impl Engine {
         if let State::Provision { pending: p } = &mut self.state {
             *p = pending;
         }
+        self.flush_journal(true, &mut out);
         out
     }
 
@@ -251,10 +279,12 @@ impl Engine {
                 terminated,
             } => self.on_released(host, archive, terminated),
             Event::Bootstrapped { host } => {
+                self.adopted(host, true);
                 self.hosts.bootstrapped(host, self.now_ms);
                 self.start_replay(host, &mut out);
             }
             Event::BootstrapFailed { host, error } => {
+                self.adopted(host, false);
                 self.hosts.bootstrap_failed(host);
                 self.lose_host(host, format!("bootstrap failed: {error}"), &mut out);
             }
@@ -291,6 +321,7 @@ impl Engine {
         }
         self.advance(&mut out);
         self.beat(&mut out);
+        self.flush_journal(false, &mut out);
         out
     }
 
@@ -376,7 +407,11 @@ impl Engine {
             return; // the unit moved to a replacement meanwhile: its result is only recorded
         }
         let succeeded = result.outcome == TaskOutcome::Succeeded;
-        let Verdict::GiveUp { attempts, item } = stage.finished(key.unit, host, succeeded) else {
+        let verdict = stage.finished(key.unit, host, succeeded);
+        if succeeded && stage.unit_done(key.unit) {
+            self.unit_completed(key.stage, key.unit);
+        }
+        let Verdict::GiveUp { attempts, item } = verdict else {
             if succeeded
                 && attempt.completes_item
                 && let Some(write) = self.cache_entry_for(key.stage, key.unit)
@@ -522,7 +557,8 @@ impl Engine {
             let live = self
                 .hosts
                 .in_group(group)
-                .filter(|h| h.live() && h.ready)
+                // A host released early (in a resumed run) did its part.
+                .filter(|h| (h.live() && h.ready) || h.released)
                 .count() as u32
                 + coming.len() as u32;
             if live < spec.min() {

@@ -53,6 +53,51 @@ impl Plain {
     }
 
     /// The host of each unit, in unit order.
+    /// A stage an earlier master opened, its units owned by `owners` in unit order (as
+    /// journaled); the units of `ready` hosts may start, the others wait for their
+    /// replacement ([`Plain::rehome`]).
+    pub fn restore(
+        owners: &[HostId],
+        ready: &BTreeSet<HostId>,
+        n_tasks: usize,
+        retries: u32,
+    ) -> Plain {
+        Plain {
+            units: owners
+                .iter()
+                .map(|h| HostUnit {
+                    host: *h,
+                    unit: Unit::default(),
+                })
+                .collect(),
+            by_host: owners.iter().enumerate().map(|(u, h)| (*h, u)).collect(),
+            ready: (0..owners.len())
+                .filter(|u| ready.contains(&owners[*u]))
+                .collect(),
+            done: 0,
+            n_tasks,
+            retries,
+        }
+    }
+
+    /// Puts back unit `u`'s progress as an earlier master journaled it.
+    pub fn restore_unit(&mut self, u: usize, unit: Unit) {
+        let Some(hu) = self.units.get_mut(u) else {
+            return;
+        };
+        if hu.unit.done {
+            return;
+        }
+        hu.unit = Unit {
+            running: false,
+            ..unit
+        };
+        if hu.unit.done {
+            self.done += 1;
+            self.ready.remove(&u);
+        }
+    }
+
     pub fn owners(&self) -> Vec<HostId> {
         self.units.iter().map(|u| u.host).collect()
     }
@@ -106,6 +151,11 @@ impl Plain {
             self.units[u].unit.running = false;
             self.ready.remove(&u);
         }
+    }
+
+    /// Unit `u`'s progress.
+    pub fn unit(&self, u: usize) -> Option<&Unit> {
+        self.units.get(u).map(|hu| &hu.unit)
     }
 
     pub fn done_units(&self) -> usize {

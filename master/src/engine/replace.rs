@@ -57,6 +57,44 @@ impl Replacements {
         &self.records
     }
 
+    /// Puts back the replacements an earlier master asked for (a resumed run): the
+    /// hosts they replace are not replaced twice, and they count against the cap.
+    pub fn restore(&mut self, hosts: &mut HostTable, records: Vec<ReplacementRecord>) {
+        let by_name: BTreeMap<String, HostId> = (0..hosts.len())
+            .map(|h| (hosts.name(h).to_owned(), h))
+            .collect();
+        for (index, r) in records.iter().enumerate() {
+            let Some(&old) = by_name.get(&r.replaces) else {
+                continue;
+            };
+            if let Some(h) = hosts.get_mut(old) {
+                h.replaced = true;
+                *self.used.entry(h.rec.group.clone()).or_default() += 1;
+            }
+            self.record_of.insert(old, index);
+        }
+        self.records = records;
+    }
+
+    /// Replacements asked for and never answered (the master died meanwhile): the lost
+    /// host, its group and the replacement's name.
+    pub fn unanswered(&self, hosts: &HostTable) -> Vec<(HostId, String, String)> {
+        self.record_of
+            .iter()
+            .filter_map(|(old, i)| {
+                let r = &self.records[*i];
+                let answered = r.instance_id.is_some() || r.error.is_some();
+                let group = hosts.get(*old)?.rec.group.clone();
+                (!answered).then(|| (*old, group, r.name.clone()))
+            })
+            .collect()
+    }
+
+    /// A replacement of `old` is being launched (again).
+    pub fn relaunching(&mut self, old: HostId) {
+        self.launching.insert(old);
+    }
+
     /// No replacement launch is out.
     pub fn none_launching(&self) -> bool {
         self.launching.is_empty()

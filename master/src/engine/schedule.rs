@@ -20,6 +20,16 @@ impl Engine {
     /// One scheduling step of the stages; true when the run moved (a stage opened or
     /// ended, the run stopped or started collecting).
     pub(super) fn schedule(&mut self, out: &mut Vec<Action>) -> bool {
+        if let State::Stages { stage: None, next } = &self.state {
+            let n = *next;
+            if n < self.plan.stages.len() && self.resumed_stage_done(n) {
+                // Completed under an earlier master.
+                if let State::Stages { next, .. } = &mut self.state {
+                    *next = n + 1;
+                }
+                return true;
+            }
+        }
         let State::Stages { stage, next } = &mut self.state else {
             return false;
         };
@@ -181,6 +191,12 @@ impl Engine {
                     let old_name = self.hosts.name(old.host).to_owned();
                     self.book.task(key, &old, &old_name, &r);
                 }
+                if kind == AttemptKind::Stage {
+                    self.journal.note(crate::record::journal::Entry::Started {
+                        attempt: super::journal::attempt(key),
+                        host,
+                    });
+                }
                 out.push(Action::StartTask {
                     key,
                     host,
@@ -239,15 +255,27 @@ impl Engine {
                 (Scheduler::Listing, Arc::new(Vec::new()))
             }
             None => {
-                // Replacements still on their way take their slot's unit when ready.
-                let waiting = self.replace.slots_coming(&self.hosts, &st.groups);
-                let plain = plain::Plain::new(&hosts, &waiting, n_tasks, st.retries);
+                let plain = match self.resumed_owners(index) {
+                    // Opened by an earlier master: its units keep their owners.
+                    Some(owners) => {
+                        let ready = hosts.iter().copied().collect();
+                        plain::Plain::restore(&owners, &ready, n_tasks, st.retries)
+                    }
+                    None => {
+                        // Replacements still on their way take their slot's unit when
+                        // ready.
+                        let waiting = self.replace.slots_coming(&self.hosts, &st.groups);
+                        plain::Plain::new(&hosts, &waiting, n_tasks, st.retries)
+                    }
+                };
                 self.replace.owners.insert(index, plain.owners());
                 (Scheduler::Plain(plain), Arc::new(Vec::new()))
             }
         };
         let written = st.written_items().map_or(0, <[_]>::len);
-        self.book.open_stage(&st.name, self.now_ms, written);
+        if self.book.stages.len() <= index {
+            self.book.open_stage(&st.name, self.now_ms, written);
+        }
         let empty = hosts.is_empty() && !self.replacement_coming(&st.groups.clone());
         let message = format!(
             "no live hosts in group(s) {} for stage `{}`",
@@ -268,10 +296,29 @@ impl Engine {
             self.fail(RunStatus::Failed, message, out);
             return;
         }
-        if let Some(url) = listing {
-            self.ask_listing(index, &url, out);
-        } else if cached {
-            self.ask_cache(index, written, out);
+        if let Some(h) = self.stranded_owner(index) {
+            let msg = format!(
+                "host {} was lost during stage `{}` and cannot be replaced",
+                self.hosts.name(h),
+                self.plan.stages[index].name
+            );
+            self.fail(RunStatus::Failed, msg, out);
+            return;
+        }
+        match (listing, self.resumed_items(index)) {
+            (Some(_), Some((items, file))) => {
+                // Listed by an earlier master: the same items, not listed again.
+                let listed = super::types::Listed { items, file };
+                self.on_shards_resolved(index, Ok(listed), out);
+                self.apply_seeds(index);
+            }
+            (Some(url), None) => self.ask_listing(index, &url, out),
+            (None, _) => {
+                self.apply_seeds(index);
+                if cached {
+                    self.ask_cache(index, written, out);
+                }
+            }
         }
     }
 

@@ -86,6 +86,11 @@ impl Sharded {
         }
     }
 
+    /// Item `i`'s progress.
+    pub fn unit(&self, i: usize) -> Option<&Unit> {
+        self.items.get(i).map(|it| &it.unit)
+    }
+
     pub fn done_units(&self) -> usize {
         self.done
     }
@@ -103,6 +108,51 @@ impl Sharded {
             return true;
         }
         false
+    }
+
+    /// Puts back item `i`'s progress as an earlier master journaled it: done, pending
+    /// (a retry if it failed before), or, with `on`, running on that host again (its
+    /// current attempt is re-attached by its task id). True when it was put on `on`.
+    pub fn restore(&mut self, i: usize, unit: Unit, on: Option<HostId>) -> bool {
+        if i >= self.items.len() || self.items[i].unit.done {
+            return false;
+        }
+        self.checking.remove(&i);
+        self.fresh.remove(&i);
+        self.retry.remove(&i);
+        let done = unit.done;
+        self.items[i].unit = Unit {
+            running: false,
+            ..unit
+        };
+        if done {
+            self.done += 1;
+            return false;
+        }
+        if let Some(h) = on
+            && self.idle.remove(&h)
+        {
+            self.items[i].host = Some(h);
+            self.assigned.insert(h, i);
+            self.ready.insert(i);
+            return true;
+        }
+        if on.is_some() {
+            // Its attempt ran on a host that is gone: the next one has a new task id.
+            self.items[i].unit.try_no += 1;
+        }
+        self.items[i].unit.next_task = 0;
+        if self.items[i].unit.failures > 0 {
+            self.retry.insert(i);
+        } else {
+            self.fresh.insert(i);
+        }
+        false
+    }
+
+    /// Whether item `i` waits for its cache lookup.
+    pub fn is_checking(&self, i: usize) -> bool {
+        self.checking.contains(&i)
     }
 
     /// Item `i` is not in the cache: it is pending like any other.

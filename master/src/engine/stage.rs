@@ -121,6 +121,15 @@ impl StageRun {
         }
     }
 
+    /// Whether `unit` is done.
+    pub fn unit_done(&self, unit: usize) -> bool {
+        match &self.sched {
+            Scheduler::Plain(p) => p.unit(unit).is_some_and(|u| u.done),
+            Scheduler::Sharded(s) => s.unit(unit).is_some_and(|u| u.done),
+            Scheduler::Listing => false,
+        }
+    }
+
     /// Gives idle hosts work and returns the tasks to start, in unit order.
     pub fn starts(&mut self) -> Vec<Start> {
         match &mut self.sched {

@@ -188,6 +188,8 @@ pub enum Action {
     Teardown,
     /// Write the final run record.
     WriteRecord(Box<RunRecord>),
+    /// Append a batch to the run's journal (in order: each batch after the last).
+    Journal(Box<crate::record::journal::Batch>),
 }
 
 /// Why something the runner did failed, as text for the record (the runner renders the

@@ -70,6 +70,7 @@ impl Engine {
             teardown: self.book.teardown.clone(),
             files: self.book.files().to_vec(),
             replacements: self.replace.records().to_vec(),
+            masters: self.master_records(),
             instance_hours_saved: self.hours_saved(),
         }
     }

@@ -93,3 +93,41 @@ pub fn shard_items(run_id: &str, stage: &str) -> String {
 pub fn cache_entry(cache_key: &str) -> String {
     format!("cache/{cache_key}.json")
 }
+
+/// The prefix of a run's journal.
+pub fn journal_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}/journal/")
+}
+
+/// One flush of a generation's journal (sorted by generation, then sequence).
+pub fn journal_batch(run_id: &str, generation: u32, seq: u64) -> String {
+    format!("runs/{run_id}/journal/{generation:04}-{seq:08}.json")
+}
+
+/// The prefix of a run's master generations.
+pub fn generations_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}/generation/")
+}
+
+/// The claim of master generation `n` (create-if-absent: one successor per generation).
+pub fn generation(run_id: &str, n: u32) -> String {
+    format!("runs/{run_id}/generation/{n:04}")
+}
+
+/// The run's worker host keys (public keys only), for a successor master.
+pub fn known_hosts(run_id: &str) -> String {
+    format!("runs/{run_id}/known_hosts")
+}
+
+/// The prefix of the live-run markers.
+pub const LIVE_PREFIX: &str = "live/";
+
+/// The marker of a live run (written at launch, removed once the run is recorded).
+pub fn live(run_id: &str) -> String {
+    format!("live/{run_id}")
+}
+
+/// The SSM parameter holding the run's login key while the run lives.
+pub fn login_key_parameter(run_id: &str) -> String {
+    format!("/squall/runs/{run_id}/login-key")
+}

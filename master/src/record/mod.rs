@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod heartbeat;
+pub mod journal;
 pub mod keys;
 pub mod launch;
 pub mod run;

@@ -81,6 +81,10 @@ pub struct RunRecord {
     /// before the run ended.
     #[serde(default)]
     pub instance_hours_saved: f64,
+    /// The run's masters, when more than one ran it: each generation, when and why it
+    /// took over, and what it adopted, re-attached and re-ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masters: Vec<super::journal::MasterRecord>,
 }
 
 impl RunRecord {
@@ -116,6 +120,7 @@ impl RunRecord {
             files: Vec::new(),
             replacements: Vec::new(),
             instance_hours_saved: 0.0,
+            masters: Vec::new(),
         }
     }
 }

@@ -11,11 +11,13 @@
 //! store [`logs`], what people see while it runs [`progress`]; what is checked before
 //! anything launches, [`preflight`].
 
+pub mod adopt;
 pub mod agent;
 pub mod cache;
 pub mod data;
 pub mod fleet;
 pub mod jobs;
+pub mod journal;
 pub mod listing;
 pub mod logs;
 pub mod preflight;
@@ -67,6 +69,21 @@ pub struct RunOptions {
     /// Whether cached stages reuse earlier items (`--no-cache` turns it off; entries
     /// are still written).
     pub use_cache: bool,
+    /// Keep the run's journal (a master on EC2), and resume from it (a successor).
+    pub journal: Option<JournalOptions>,
+}
+
+/// The journal of a run a successor master may resume.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// This master's generation (1 for the first).
+    pub generation: u32,
+    /// How often the journal is flushed.
+    pub every: Duration,
+    /// What earlier generations journaled (a successor).
+    pub resume: Option<Box<crate::engine::resume::Rebuilt>>,
+    /// The run's masters so far, this one last, for the record.
+    pub masters: Vec<crate::record::journal::MasterRecord>,
 }
 
 /// What a finished run left behind.
@@ -84,6 +101,9 @@ pub struct RunSummary {
 /// Errors that stop a run before it can even be recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// a successor master took the run over
+    #[error("master generation {0} took the run over: this master stopped without tearing down")]
+    Fenced(u32),
     /// writing the run record failed
     #[error("failed to write the run record {key}")]
     Record {
@@ -132,6 +152,10 @@ pub struct Ctx {
     identities: Mutex<std::collections::HashMap<(usize, String), cache::Identity>>,
     /// The spot notices already passed on to the engine, per host and kind.
     notices: Mutex<std::collections::BTreeSet<(HostId, &'static str)>>,
+    /// This master's generation, when the run is journaled.
+    fence: Option<Arc<journal::Fence>>,
+    /// The journal's writer.
+    journal_tx: Mutex<Option<mpsc::UnboundedSender<crate::record::journal::Batch>>>,
 }
 
 /// How many cache lookups or writes go to the store at once.
@@ -142,22 +166,50 @@ impl Ctx {
     fn send(&self, event: Event) {
         let _ = self.tx.send(Report::Event(event));
     }
+
+    /// Whether a successor owns the run (asked of the store): then this master writes
+    /// and ends nothing more, and the loop stops. A run with no journal is never fenced.
+    async fn fenced_now(&self) -> bool {
+        let Some(f) = &self.fence else {
+            return false;
+        };
+        let fenced = f.check(self.b.store.as_ref()).await;
+        if fenced {
+            // Wakes the loop, which sees the fence and stops.
+            self.send(Event::Tick);
+        }
+        fenced
+    }
 }
 
 /// Runs `plan` to the end: provision, stages, collect, teardown, record.
 pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSummary, RunError> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut engine = Engine::with_options(
-        plan.clone(),
-        opts.run_id.clone(),
-        opts.trigger.clone(),
-        now_ms(),
-        EngineOptions {
-            snapshot_every_ms: opts.snapshot_every.map(|d| d.as_millis() as u64),
-            heartbeat_every_ms: Some(opts.heartbeat_every.as_millis() as u64),
-        },
-    )
-    .with_data(DataOptions {
+    let engine_opts = EngineOptions {
+        snapshot_every_ms: opts.snapshot_every.map(|d| d.as_millis() as u64),
+        heartbeat_every_ms: Some(opts.heartbeat_every.as_millis() as u64),
+        journal_every_ms: opts.journal.as_ref().map(|j| j.every.as_millis() as u64),
+        generation: opts.journal.as_ref().map_or(1, |j| j.generation),
+    };
+    let resume = opts.journal.as_ref().and_then(|j| j.resume.clone());
+    let engine = match resume {
+        Some(rebuilt) => Engine::resume(
+            plan.clone(),
+            opts.run_id.clone(),
+            opts.trigger.clone(),
+            now_ms(),
+            engine_opts,
+            *rebuilt,
+        ),
+        None => Engine::with_options(
+            plan.clone(),
+            opts.run_id.clone(),
+            opts.trigger.clone(),
+            now_ms(),
+            engine_opts,
+        ),
+    };
+    let mut engine = engine.with_data(DataOptions {
         run_files: b
             .store
             .locate(&keys::files_prefix(&opts.run_id))
@@ -174,6 +226,20 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
     let agent_sha256 = crate::digest::file_sha256_hex(&opts.agent_binary)
         .await
         .ok();
+    if let Some(j) = &opts.journal {
+        engine.set_masters(j.masters.clone());
+    }
+    let fence = opts
+        .journal
+        .as_ref()
+        .map(|j| Arc::new(journal::Fence::new(&opts.run_id, j.generation)));
+    let (journal_tx, journal_task) = match &fence {
+        Some(f) => {
+            let (tx, task) = journal::writer(b.store.clone(), f.clone(), opts.run_id.clone());
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
     let ctx = Arc::new(Ctx {
         b: b.clone(),
         opts: opts.clone(),
@@ -185,8 +251,11 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         store_slots: Arc::new(tokio::sync::Semaphore::new(STORE_SLOTS)),
         identities: Mutex::new(std::collections::HashMap::new()),
         notices: Mutex::new(std::collections::BTreeSet::new()),
+        fence: fence.clone(),
+        journal_tx: Mutex::new(journal_tx),
     });
-    let mut hosts: Vec<Instance> = Vec::new();
+    // A resumed run's hosts, as the earlier masters journaled them (ids in order).
+    let mut hosts: Vec<Instance> = adopt::instances(b.compute.as_ref(), &engine).await;
     let mut jobs = Jobs::default();
     let mut view = ProgressView::new(opts.progress_bar, &plan.name, &opts.run_id);
     tracing::info!(run = %opts.run_id, playbook = %plan.file.display(), "run started");
@@ -197,6 +266,9 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut signals = Signals::new(opts.handle_signals);
     while !engine.is_done() {
+        if fence.as_ref().is_some_and(|f| f.is_fenced()) {
+            break;
+        }
         let report = tokio::select! {
             Some(r) = rx.recv() => r,
             _ = tick.tick() => Report::Event(Event::Tick),
@@ -253,6 +325,19 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
     }
     jobs.shutdown().await;
     view.finish();
+    let fenced = match &fence {
+        Some(f) => f.is_fenced() || f.check(b.store.as_ref()).await,
+        None => false,
+    };
+    if let Some(f) = fence.as_ref().filter(|_| fenced) {
+        // The successor drives the workers now: nothing here may end them.
+        return Err(RunError::Fenced(f.generation() + 1));
+    }
+    // The batches out are written (each is small) before the run ends.
+    drop(ctx.journal_tx.lock().ok().and_then(|mut t| t.take()));
+    if let Some(task) = journal_task {
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
 
     // Belt and braces: a launch that finished after teardown must not leave anything.
     if let Err(e) = compute::teardown_workers(b.compute.as_ref(), &opts.run_id).await {
@@ -408,6 +493,14 @@ async fn dispatch(
             }
             Action::Bootstrap { host } => {
                 let Some(inst) = host_of(host) else { continue };
+                if inst.state.is_gone() {
+                    // An adopted host whose instance has ended.
+                    ctx.send(Event::BootstrapFailed {
+                        host,
+                        error: format!("its instance {} has ended", inst.id),
+                    });
+                    continue;
+                }
                 let stand_in = Event::BootstrapFailed {
                     host,
                     error: "internal error: the bootstrap task panicked".into(),
@@ -537,10 +630,24 @@ async fn dispatch(
                 let stand_in = Event::TornDown {
                     result: Err(Failure("internal error: teardown panicked".into())),
                 };
-                jobs.spawn(Some(stand_in), async move { teardown(&job).await });
+                jobs.spawn(Some(stand_in), async move {
+                    if !job.fenced_now().await {
+                        teardown(&job).await
+                    }
+                });
+            }
+            Action::Journal(batch) => {
+                if let Ok(tx) = ctx.journal_tx.lock()
+                    && let Some(tx) = tx.as_ref()
+                {
+                    let _ = tx.send(*batch);
+                }
             }
             Action::WriteRecord(record) => {
                 jobs.spawn(Some(Event::RecordWritten), async move {
+                    if job.fenced_now().await {
+                        return;
+                    }
                     let key = keys::run_record(&record.run_id);
                     // The S3 store retries passing trouble itself.
                     if let Err(e) = store::put_json(job.b.store.as_ref(), &key, &record).await {

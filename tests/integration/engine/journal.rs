@@ -1,0 +1,276 @@
+//! The journal as data: a run journaled as it goes, cut at every point (a master dying
+//! at any moment), rebuilt, and resumed by a successor engine to the end.
+
+use super::Sim;
+use squall::engine::resume::Rebuilt;
+use squall::engine::{Engine, EngineOptions, Event, TaskKey, TaskResult};
+use squall::plan;
+use squall::record::journal::{Entry, MasterRecord};
+use squall::record::{Phase, RunStatus, TaskOutcome};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A plain stage, a sharded stage with retries, and a last plain stage over another
+/// group: units of every kind, a failure and a retry, tasks of several steps.
+const RUN: &str = r#"
+name: t
+fleet:
+  w: { count: 2 }
+  agg: { count: 1 }
+stages:
+  - name: setup
+    hosts: w
+    tasks:
+      - shell: echo setup one
+      - shell: echo setup two
+  - name: score
+    hosts: w
+    retries: 1
+    shards: [a, b, c, d, e]
+    tasks:
+      - shell: echo score {{ item }}
+      - shell: echo keep {{ item }}
+  - name: sum
+    hosts: agg
+    tasks:
+      - shell: echo sum
+"#;
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        journal_every_ms: Some(0),
+        ..EngineOptions::default()
+    }
+}
+
+fn plan() -> Arc<squall::plan::Plan> {
+    Arc::new(
+        plan::parse(Path::new("t.yml"), RUN, Path::new("."), &BTreeMap::new())
+            .unwrap_or_else(|e| panic!("test playbook is invalid:\n{e}")),
+    )
+}
+
+fn trigger() -> BTreeMap<String, serde_json::Value> {
+    BTreeMap::from([("kind".to_owned(), serde_json::json!("manual"))])
+}
+
+/// Every unit of the run: 2 hosts of setup, 5 items, 1 host of sum.
+fn all_units() -> BTreeSet<(usize, usize)> {
+    let mut all = BTreeSet::from([(0, 0), (0, 1), (2, 0)]);
+    all.extend((0..5).map(|i| (1, i)));
+    all
+}
+
+/// The world both masters see: every bootstrap answers, the oldest running task ends
+/// first, item 2's first attempt fails. Steps until the run is done (bounded); after
+/// each event, `seen` gets the journal's length so far and the completed units.
+fn drive(s: &mut Sim, mut seen: impl FnMut(&Sim)) {
+    for _ in 0..500 {
+        if s.e.is_done() {
+            return;
+        }
+        s.now += 1000;
+        if let Some(host) = s.bootstraps.first().copied() {
+            s.bootstraps.remove(0);
+            s.send(Event::Bootstrapped { host });
+        } else if let Some((&key, &(host, _))) = s.running.iter().next() {
+            let fail = key.stage == 1 && key.unit == 2 && key.try_no == 0 && key.task == 0;
+            s.running.remove(&key);
+            let outcome = if fail {
+                TaskOutcome::Failed
+            } else {
+                TaskOutcome::Succeeded
+            };
+            let result = TaskResult {
+                outcome,
+                exit_code: Some(i32::from(fail)),
+                signal: None,
+                error: None,
+                started_at_ms: s.now - 500,
+                ended_at_ms: s.now,
+            };
+            s.send(Event::TaskFinished { key, host, result });
+        } else if s.e.phase() == Phase::CollectLogs {
+            for host in std::mem::take(&mut s.collects) {
+                s.send(Event::LogsCollected {
+                    host,
+                    result: Ok(format!("runs/run-1/logs/{host}.tar.gz")),
+                });
+            }
+        } else if s.e.phase() == Phase::Teardown {
+            s.send(Event::TornDown { result: Ok(3) });
+        } else if s.e.phase() == Phase::Record {
+            s.send(Event::RecordWritten);
+        } else {
+            s.send(Event::Tick);
+        }
+        seen(s);
+    }
+    panic!("the run did not end: {:?}", s.e.progress());
+}
+
+fn entries(s: &Sim) -> Vec<Entry> {
+    s.journal.iter().flat_map(|b| b.entries.clone()).collect()
+}
+
+/// The original run, with what the engine had completed each time the journal grew.
+fn original() -> (Sim, Vec<(usize, BTreeSet<(usize, usize)>)>) {
+    let e = Engine::with_options(plan(), "run-1".into(), trigger(), 0, options());
+    let mut s = Sim::from_engine(e, 0);
+    let mut points = vec![(0, BTreeSet::new())];
+    points.push((entries(&s).len(), s.e.completed_units().clone()));
+    drive(&mut s, |s| {
+        let n: usize = s.journal.iter().map(|b| b.entries.len()).sum();
+        if points.last().is_none_or(|(m, _)| *m != n) {
+            points.push((n, s.e.completed_units().clone()));
+        }
+    });
+    assert_eq!(s.e.status(), RunStatus::Succeeded);
+    assert_eq!(*s.e.completed_units(), all_units());
+    (s, points)
+}
+
+fn rebuilt(all: &[Entry], cut: usize) -> Rebuilt {
+    let mut r = Rebuilt::default();
+    for e in &all[..cut] {
+        r.apply(e.clone());
+    }
+    r
+}
+
+#[test]
+fn a_journal_cut_at_any_entry_rebuilds_the_completed_units_of_that_moment() {
+    let (s, points) = original();
+    let all = entries(&s);
+    assert!(points.len() > 20, "the run journals as it goes: {points:?}");
+    for cut in 0..=all.len() {
+        let r = rebuilt(&all, cut);
+        // The engine's state at the last flush at or before the cut, and at the next.
+        let before = points.iter().rev().find(|(n, _)| *n <= cut).map(|p| &p.1);
+        let after = points.iter().find(|(n, _)| *n >= cut).map(|p| &p.1);
+        let (Some(before), Some(after)) = (before, after) else {
+            panic!("cut {cut} outside the run");
+        };
+        if points.iter().any(|(n, _)| *n == cut) {
+            assert_eq!(&r.completed, before, "cut at a flush ({cut} entries)");
+        } else {
+            assert!(
+                before.is_subset(&r.completed) && r.completed.is_subset(after),
+                "cut inside a flush ({cut} entries): {:?} not between {before:?} and {after:?}",
+                r.completed
+            );
+        }
+    }
+    // Batches, as stored, rebuild the same; a missing batch ends what is read.
+    let whole = Rebuilt::from_batches(s.journal.clone());
+    assert_eq!(whole.completed, all_units());
+    let mut gap = s.journal.clone();
+    let third = gap.len() / 3;
+    gap.remove(third);
+    let cut: usize = s.journal[..third].iter().map(|b| b.entries.len()).sum();
+    assert_eq!(
+        Rebuilt::from_batches(gap).completed,
+        rebuilt(&all, cut).completed
+    );
+}
+
+#[test]
+fn a_run_resumed_from_any_cut_never_reruns_a_completed_unit_and_reattaches_what_ran() {
+    let (s, points) = original();
+    let all = entries(&s);
+    let original_keys: BTreeSet<TaskKey> = s.started.iter().copied().collect();
+    let mut reattached_total = 0;
+    for &(cut, ref completed) in &points {
+        let r = rebuilt(&all, cut);
+        assert_eq!(&r.completed, completed);
+        let in_flight: BTreeSet<(usize, usize, usize, u32, usize)> = r
+            .started
+            .values()
+            .filter(|(a, _)| !r.completed.contains(&(a.stage, a.unit)))
+            .filter(|(a, host)| {
+                let name = &r.hosts[host].rec.name;
+                let id = squall::engine::resume::agent_id(*a);
+                !r.tasks.iter().any(|t| t.id == id && &t.host == name)
+            })
+            .map(|(a, h)| (a.stage, a.unit, a.task, a.try_no, *h))
+            .collect();
+        let mut e = Engine::resume(plan(), "run-1".into(), trigger(), 600_000, options(), r);
+        e.set_masters(vec![MasterRecord {
+            generation: 2,
+            claimed_at_ms: 600_000,
+            reason: "test".into(),
+            instance_id: None,
+            fenced: Vec::new(),
+            takeover: None,
+        }]);
+        let mut next = Sim::from_engine(e, 600_000);
+        drive(&mut next, |_| {});
+        assert_eq!(
+            next.e.status(),
+            RunStatus::Succeeded,
+            "cut {cut}: {:?}",
+            next.e.record().reason
+        );
+        assert_eq!(*next.e.completed_units(), all_units(), "cut {cut}");
+        for key in &next.started {
+            assert!(
+                !completed.contains(&(key.stage, key.unit)),
+                "cut {cut}: completed unit {:?} ran again as {key:?}",
+                (key.stage, key.unit)
+            );
+        }
+        // What ran when the master died is started again with the same key on the
+        // same host: the agent re-attaches to it.
+        for (stage, unit, task, try_no, host) in &in_flight {
+            let key = TaskKey {
+                stage: *stage,
+                unit: *unit,
+                task: *task,
+                try_no: *try_no,
+            };
+            assert!(original_keys.contains(&key));
+            assert!(
+                next.started.contains(&key),
+                "cut {cut}: {key:?} on host {host} was not re-attached: {:?}",
+                next.started
+            );
+            reattached_total += 1;
+        }
+        let rec = next.e.record();
+        let takeover = rec.masters[0].takeover.clone().expect("the takeover");
+        assert_eq!(takeover.completed, completed.len());
+        assert_eq!(takeover.reattached.len(), in_flight.len(), "cut {cut}");
+        // The record keeps every attempt of both masters.
+        assert!(rec.tasks.len() >= s.e.record().tasks.len().min(next.started.len()));
+    }
+    assert!(reattached_total > 5, "cuts fell while tasks ran");
+}
+
+#[test]
+fn a_run_cut_while_winding_down_finishes_the_teardown_and_records_the_first_fate() {
+    let (s, _) = original();
+    let all = entries(&s);
+    let fate_at = all
+        .iter()
+        .position(|e| matches!(e, Entry::Fate { .. }))
+        .expect("the fate is journaled");
+    let r = rebuilt(&all, all.len());
+    assert!(r.torn_down.is_some());
+    let mut e = Engine::resume(plan(), "run-1".into(), trigger(), 600_000, options(), r);
+    let first = e.start();
+    assert!(
+        first
+            .iter()
+            .any(|a| matches!(a, squall::engine::Action::Teardown)),
+        "a torn-down run is torn down again (by tag), then recorded: {first:?}"
+    );
+    let mut next = Sim::from_engine(
+        Engine::resume(plan(), "run-1".into(), trigger(), 600_000, options(), rebuilt(&all, fate_at + 1)),
+        600_000,
+    );
+    drive(&mut next, |_| {});
+    assert_eq!(next.e.status(), RunStatus::Succeeded);
+    assert!(next.started.is_empty(), "nothing runs again: {:?}", next.started);
+    assert!(next.torn_down);
+}
