@@ -3,6 +3,10 @@
 //! trigger into a run (claim, validate, start one master) is [`squall::cloud::launch`]'s,
 //! shared with `squall launch`.
 //!
+//! A run's watchdog schedule invokes it with `{"squall_watch": RUN_ID}`: the run is
+//! looked at, and taken over by a successor master when its heartbeat is stale
+//! ([`squall::cloud::watch`]).
+//!
 //! Every invocation also sweeps: instances past their `squall:deadline` are terminated
 //! and recorded in their runs ([`squall::cloud::sweep`]), concurrently with the launch.
 
@@ -19,6 +23,10 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Serialize)]
 pub struct Handled {
     pub runs: Vec<Outcome>,
+    /// What a watchdog invocation (`{"squall_watch": RUN_ID}`, from the run's
+    /// schedule) did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<squall::cloud::watch::WatchReport>,
     /// The sweep's findings; `None` when it failed (logged, never fails the launch).
     pub sweep: Option<squall::cloud::sweep::SweepReport>,
 }
@@ -29,6 +37,25 @@ pub async fn handle(
     event: &Value,
     now_secs: u64,
 ) -> Result<Handled, LaunchError> {
+    if let Some(run) = event.get("squall_watch") {
+        let run = run
+            .as_str()
+            .ok_or_else(|| LaunchError::permanent("`squall_watch` must be a run id"))?;
+        let watch = launcher.watch(run, now_secs * 1000);
+        let sweep = squall::cloud::sweep::sweep(
+            launcher.compute.as_ref(),
+            Some(launcher.store.as_ref()),
+            now_secs,
+        );
+        let (watched, swept) = tokio::join!(watch, sweep);
+        return Ok(Handled {
+            runs: Vec::new(),
+            watch: Some(watched?),
+            sweep: swept
+                .inspect_err(|e| tracing::warn!("sweep failed: {e}"))
+                .ok(),
+        });
+    }
     let triggers = parse_event(event)?;
     let launches = async {
         let mut out = Vec::new();
@@ -50,7 +77,11 @@ pub async fn handle(
             None
         }
     };
-    Ok(Handled { runs: runs?, sweep })
+    Ok(Handled {
+        runs: runs?,
+        watch: None,
+        sweep,
+    })
 }
 
 /// The triggers in an event (an S3 notification may carry several records).

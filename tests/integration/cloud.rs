@@ -75,6 +75,7 @@ impl Cloud {
             .await
             .expect("put");
         let launcher = Launcher {
+            control: None,
             settings: self.settings(),
             store: Arc::new(self.store.clone()),
             compute: Arc::new(self.compute.clone()),
@@ -561,6 +562,7 @@ fn a_sweep_terminates_what_is_past_its_deadline_and_records_abandoned_runs() {
         // Every launcher invocation sweeps too.
         let late = start(&c, "late-run", "worker", now - 1).await;
         let launcher = Launcher {
+            control: None,
             settings: c.settings(),
             store: Arc::new(c.store.clone()),
             compute: Arc::new(c.compute.clone()),

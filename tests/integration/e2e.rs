@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod fleet;
+mod succession;
 
 const BUCKET: &str = "squall-e2e";
 
@@ -105,6 +106,7 @@ async fn setup(pb: &str, instance_env: &[(&'static str, String)]) -> E2e {
         ..moto::launch_settings(BUCKET, &net)
     };
     let launcher = Launcher {
+        control: None,
         settings,
         store: Arc::new(store.clone()),
         compute: Arc::new(compute.clone()),

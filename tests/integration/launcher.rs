@@ -72,6 +72,7 @@ async fn setup(moto: &Moto) -> Setup {
     );
     Setup {
         launcher: Launcher {
+            control: None,
             settings,
             store: Arc::new(store.clone()),
             compute: Arc::new(compute.clone()),

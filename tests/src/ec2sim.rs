@@ -123,6 +123,10 @@ pub enum SimEvent {
     Crashed {
         id: String,
     },
+    /// Some of its processes were frozen (SIGSTOP).
+    Frozen {
+        id: String,
+    },
     CutOff {
         id: String,
     },
@@ -366,6 +370,34 @@ impl Simulator {
             s.events
                 .push((Instant::now(), SimEvent::CutOff { id: id.to_owned() }));
         }
+    }
+
+    /// Freezes (SIGSTOP) the processes of instance `id` whose command line contains
+    /// `needle`, as a hung process would be: the instance stays running, its process
+    /// answers nothing. Returns their PIDs (the simulator's own descendants).
+    pub fn freeze(&self, id: &str, needle: &str) -> Vec<u32> {
+        let dir = self.instance_dir(id).to_string_lossy().into_owned();
+        let pids: Vec<u32> = self
+            .live_processes()
+            .into_iter()
+            .filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                cmd.contains(needle)
+                    && std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                        .is_ok_and(|m| m.contains(&dir))
+            })
+            .collect();
+        for pid in &pids {
+            let _ = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status();
+        }
+        if let Ok(mut s) = self.shared.state.lock() {
+            s.events
+                .push((Instant::now(), SimEvent::Frozen { id: id.to_owned() }));
+        }
+        pids
     }
 
     /// Live processes (PIDs) of the instances this simulator booted: zero once every

@@ -239,8 +239,16 @@ pub fn launch_settings(bucket: &str, net: &Network) -> squall::cloud::launch::Se
         schedules: std::collections::BTreeMap::new(),
         binary_key: "bin/squall".into(),
         agent_key: "bin/squall-worker".into(),
+        stale_after: squall::cloud::settings::DEFAULT_STALE_AFTER,
+        watch_target: Some(WATCH_TARGET.into()),
+        watch_role: Some(WATCH_ROLE.into()),
     }
 }
+
+/// The launcher function a test run's watchdog schedule names (moto never fires it).
+pub const WATCH_TARGET: &str = "arn:aws:lambda:us-east-1:123456789012:function:squall-launcher";
+/// The role the schedule would assume.
+pub const WATCH_ROLE: &str = "arn:aws:iam::123456789012:role/squall-scheduler";
 
 /// AWS's sample "s3-put" Lambda test event, for one object of `bucket`.
 pub fn s3_put_event(bucket: &str, key: &str, etag: &str, sequencer: &str) -> serde_json::Value {

@@ -97,6 +97,7 @@ fn main() -> Result<()> {
             ..squall_tests::moto::launch_settings(BUCKET, &net)
         };
         let launcher = Launcher {
+            control: None,
             compute: Arc::new(Ec2Compute::new(
                 ec2,
                 Ec2Settings {

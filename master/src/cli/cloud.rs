@@ -84,8 +84,15 @@ pub struct MasterArgs {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub running_deadline: Duration,
     /// How often status.json is rewritten.
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "SQUALL_HEARTBEAT_EVERY", value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     pub heartbeat: Duration,
+    /// This master's generation: 1 for the first; a watchdog starts generation N+1
+    /// when generation N goes silent, which resumes the run from its journal.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub generation: u32,
+    /// How often the run's journal is flushed to the bucket (at most 5s).
+    #[arg(long, env = "SQUALL_JOURNAL_EVERY", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub journal_every: Duration,
     /// How often every live worker's logs are snapshotted into the bucket.
     #[arg(long, env = "SQUALL_SNAPSHOT_EVERY", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub snapshot_every: Duration,
@@ -185,6 +192,13 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
         schedules: BTreeMap::new(),
         binary_key: "bin/squall".into(),
         agent_key: "bin/squall-worker".into(),
+        stale_after: crate::cloud::settings::DEFAULT_STALE_AFTER,
+        watch_target: std::env::var("SQUALL_WATCH_TARGET")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        watch_role: std::env::var("SQUALL_WATCH_ROLE")
+            .ok()
+            .filter(|s| !s.is_empty()),
     };
     let outcome = Launcher::on_aws(&aws, settings)
         .handle_trigger(&trigger, now_ms() / 1000)
@@ -226,6 +240,8 @@ pub async fn master(args: MasterArgs) -> anyhow::Result<u8> {
         heartbeat_every: args.heartbeat,
         snapshot_every: args.snapshot_every,
         reconnect_deadline: args.reconnect_deadline,
+        generation: args.generation,
+        journal_every: args.journal_every,
     })
     .await?)
 }

@@ -106,6 +106,8 @@ pub struct Launcher {
     pub settings: Settings,
     pub store: Arc<dyn Store>,
     pub compute: Arc<dyn Compute>,
+    /// Secrets and watchdog schedules (none: runs get no watchdog).
+    pub control: Option<Arc<dyn crate::seam::control::Control>>,
 }
 
 /// Seconds a master may live beyond its workers' lifetime (the run's deadline plus its
@@ -226,6 +228,12 @@ impl Launcher {
                 running_deadline: Duration::ZERO,
             })),
             store: Arc::new(aws.store(&settings.bucket, "")),
+            control: Some(Arc::new(aws.control(
+                crate::backend::aws::control::ScheduleTarget {
+                    function_arn: settings.watch_target.clone().unwrap_or_default(),
+                    role_arn: settings.watch_role.clone().unwrap_or_default(),
+                },
+            ))),
             settings,
         }
     }
@@ -321,6 +329,7 @@ impl Launcher {
             master_deadline: deadline,
             requested_at: now_secs,
             use_cache: !matches!(trigger, Trigger::Direct { no_cache: true, .. }),
+            max_masters: pb.max_masters,
         };
         let written = |key: String| {
             move |e: crate::seam::StoreError| {
@@ -336,7 +345,8 @@ impl Launcher {
         store::put_json(self.store.as_ref(), &key, &request)
             .await
             .map_err(written(key))?;
-        let req = self.master_request(&run, deadline);
+        self.begin_watch(&run).await;
+        let req = self.master_request(&run, deadline, 1);
         let launched = self.compute.launch(&req).await.map_err(|e| {
             LaunchError::retryable(format!("starting the master of run {run}: {}", chain(&e)))
         })?;
@@ -486,7 +496,13 @@ impl Launcher {
         Ok(Ok(pb))
     }
 
-    fn master_request(&self, run: &str, deadline: u64) -> LaunchRequest {
+    /// The RunInstances request of the run's `generation`-th master.
+    pub(super) fn master_request(
+        &self,
+        run: &str,
+        deadline: u64,
+        generation: u32,
+    ) -> LaunchRequest {
         LaunchRequest {
             run_id: run.to_owned(),
             group: "master".into(),
@@ -512,8 +528,12 @@ impl Launcher {
                 (tags::GROUP.to_owned(), "master".to_owned()),
                 (tags::DEADLINE.to_owned(), deadline.to_string()),
             ]),
-            user_data: master_user_data(&self.settings, run, deadline),
-            client_token: compute::client_token(run, "master"),
+            user_data: master_user_data(&self.settings, run, deadline, generation),
+            client_token: if generation <= 1 {
+                compute::client_token(run, "master")
+            } else {
+                compute::client_token(run, &format!("master-g{generation}"))
+            },
             instance_profile: self.settings.master_profile.clone(),
         }
     }

@@ -11,6 +11,7 @@
 
 use super::keys::{KeyError, RunKeys};
 use super::launch::{UnsafeSource, key_dir, source_keys};
+use super::succession;
 use super::userdata::worker_user_data;
 use crate::backend::aws::Aws;
 use crate::backend::aws::ec2::Ec2Settings;
@@ -53,6 +54,11 @@ pub struct MasterOptions {
     pub snapshot_every: Duration,
     /// How long a worker reached before may stay unreachable before it is lost.
     pub reconnect_deadline: Duration,
+    /// This master's generation: 1 for the first, N for the successor a watchdog
+    /// started (which resumes the run from its journal).
+    pub generation: u32,
+    /// How often the journal is flushed.
+    pub journal_every: Duration,
 }
 
 /// Why the master could not run the run.
@@ -119,7 +125,16 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
                 instance_type: None,
                 running_deadline: opts.running_deadline,
             }));
-            run_prepared(&opts, pb, request, compute, store.clone(), aws.clone()).await
+            run_prepared(
+                &opts,
+                pb,
+                request,
+                compute,
+                store.clone(),
+                aws.clone(),
+                me.clone(),
+            )
+            .await
         }
         Err(e) => Err(e),
     };
@@ -222,11 +237,40 @@ async fn run_prepared(
     compute: Arc<dyn Compute>,
     store: Arc<dyn Store>,
     aws: Aws,
+    me: Option<String>,
 ) -> Result<u8, MasterError> {
-    let keys = RunKeys::generate(&opts.work_dir.join("ssh"), &request.run_id).await?;
+    let run = request.run_id.clone();
+    let control = aws.control(crate::backend::aws::control::ScheduleTarget::default());
+    let generation = opts.generation.max(1);
+    let ssh_dir = opts.work_dir.join("ssh");
+    let (keys, resume) = if generation == 1 {
+        let keys = RunKeys::generate(&ssh_dir, &run).await?;
+        succession::keep_access(store.as_ref(), Some(&control), &run, &keys).await;
+        (keys, None)
+    } else {
+        let keys = succession::adopt_access(store.as_ref(), Some(&control), &run, &ssh_dir).await?;
+        let rebuilt = succession::read_journal(store.as_ref(), &run).await?;
+        tracing::info!(
+            generation,
+            entries = rebuilt.entries,
+            completed = rebuilt.completed.len(),
+            hosts = rebuilt.hosts.len(),
+            "resuming the run from its journal"
+        );
+        (keys, Some(Box::new(rebuilt)))
+    };
+    let mut masters = succession::masters(store.as_ref(), &run, &request, generation).await;
+    if let (Some(last), Some(me)) = (masters.last_mut(), &me) {
+        last.instance_id = Some(me.clone());
+    }
     // The workers' deadline tag and dead-man's switch: the run's deadline plus the time
-    // stopping and collecting may take (as the runner computes its tag).
-    let worker_deadline = runner::now_ms() / 1000 + pb.worker_lifetime().as_secs();
+    // stopping and collecting may take (as the runner computes its tag); a successor
+    // keeps the first master's deadline.
+    let graces = (pb.stop_grace() + pb.collect_grace()).as_secs();
+    let worker_deadline = match resume.as_ref().and_then(|r| r.began) {
+        Some((_, deadline_ms)) => deadline_ms / 1000 + graces,
+        None => runner::now_ms() / 1000 + pb.worker_lifetime().as_secs(),
+    };
     let mut user_data = BTreeMap::new();
     let mut users = BTreeMap::new();
     for (group, spec) in &pb.fleet {
@@ -273,8 +317,14 @@ async fn run_prepared(
         // The master's own files are not the playbook's to read.
         allow_absolute_sources: false,
         use_cache: request.use_cache,
-        journal: None,
+        journal: Some(runner::JournalOptions {
+            generation,
+            every: opts.journal_every.min(Duration::from_secs(5)),
+            resume,
+            masters,
+        }),
     };
+    let store_for_end = store.clone();
     let backends = Backends {
         compute,
         transport: transport.clone(),
@@ -286,6 +336,8 @@ async fn run_prepared(
     match summary {
         Ok(s) => {
             tracing::info!(status = s.record.status.as_str(), "run recorded");
+            // Recorded: the watchdog, the live marker and the login key go.
+            super::watch::end_watch(store_for_end.as_ref(), Some(&control), &run).await;
             // CloudWatch embedded metric format, on the master's output.
             println!(
                 "{}",

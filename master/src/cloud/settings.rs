@@ -38,7 +38,18 @@ pub struct Settings {
     /// Security groups of the workers (`SQUALL_WORKER_SECURITY_GROUPS`,
     /// comma-separated; default: the master's). They must let the master in on port 22.
     pub worker_security_groups: Vec<String>,
+    /// A run whose heartbeat is older than this, with no record, is taken over by its
+    /// watchdog (`SQUALL_STALE_AFTER`, default 3m).
+    pub stale_after: std::time::Duration,
+    /// The launcher function each run's watchdog schedule invokes
+    /// (`SQUALL_WATCH_TARGET`, an ARN); no schedule is made without it.
+    pub watch_target: Option<String>,
+    /// The role EventBridge Scheduler assumes to invoke it (`SQUALL_WATCH_ROLE`).
+    pub watch_role: Option<String>,
 }
+
+/// How long a run's heartbeat may be silent before its watchdog takes over.
+pub const DEFAULT_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(180);
 
 impl Settings {
     /// Reads settings through `get` (the process environment in production).
@@ -86,6 +97,14 @@ impl Settings {
             schedules: pairs("SQUALL_SCHEDULES")?.into_iter().collect(),
             binary_key: get("SQUALL_BINARY_KEY").unwrap_or_else(|| "bin/squall".into()),
             agent_key: get("SQUALL_AGENT_KEY").unwrap_or_else(|| "bin/squall-worker".into()),
+            stale_after: match get("SQUALL_STALE_AFTER").filter(|v| !v.trim().is_empty()) {
+                None => DEFAULT_STALE_AFTER,
+                Some(v) => crate::plan::duration::Dur::parse(v.trim())
+                    .map(|d| d.0)
+                    .map_err(|e| LaunchError::permanent(format!("SQUALL_STALE_AFTER: {e}")))?,
+            },
+            watch_target: get("SQUALL_WATCH_TARGET").filter(|s| !s.trim().is_empty()),
+            watch_role: get("SQUALL_WATCH_ROLE").filter(|s| !s.trim().is_empty()),
         })
     }
 }

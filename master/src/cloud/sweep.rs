@@ -156,6 +156,17 @@ async fn record_sweep(
     if !claimed && request.is_none() {
         return Ok(false);
     }
+    // A live run whose watchdog may still start a successor is not abandoned yet: the
+    // watchdog records it when it gives up.
+    if let Some(r) = &request
+        && now_secs < r.master_deadline
+        && store.head(&keys::live(run)).await?.is_some()
+    {
+        let generations = store.list(&keys::generations_prefix(run)).await?.len() as u32;
+        if generations + 1 < r.max_masters {
+            return Ok(false);
+        }
+    }
     let mut record = RunRecord::ended_before_start(
         run,
         request.as_ref().map_or("", |r| r.playbook.as_str()),

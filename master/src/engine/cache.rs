@@ -4,13 +4,13 @@
 //! the entry written when an item succeeds. The inputs' identities (which need IO) are
 //! added by the runner. Part of [`super::Engine`].
 
-use crate::record::journal::Entry;
 use super::Engine;
 use super::render;
 use super::stage::Scheduler;
 use super::state::State;
 use super::types::{Action, CacheHit, CacheInput, CacheQuery, TaskCommand, TaskKey};
 use crate::plan::url::DataUrl;
+use crate::record::journal::Entry;
 use crate::record::{CacheEntry, CachedFile, FileRecord, keys};
 use serde_json::Value;
 use std::collections::BTreeMap;

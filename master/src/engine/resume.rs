@@ -110,7 +110,8 @@ impl Rebuilt {
                 self.items.insert(stage, (items, file));
             }
             Entry::Started { attempt, host } => {
-                self.started.insert((attempt.stage, attempt.unit), (attempt, host));
+                self.started
+                    .insert((attempt.stage, attempt.unit), (attempt, host));
             }
             Entry::Ended { task } => self.tasks.push(task),
             Entry::Completed { stage, unit } => {
@@ -150,8 +151,9 @@ impl Rebuilt {
             let id = agent_id(a);
             let counted = |t: &&TaskRecord| {
                 matches!(t.outcome, TaskOutcome::Failed | TaskOutcome::TimedOut)
-                    && parse_agent_id(&t.id)
-                        .is_some_and(|k| k.stage == stage && k.unit == unit && (sharded || k.task == a.task))
+                    && parse_agent_id(&t.id).is_some_and(|k| {
+                        k.stage == stage && k.unit == unit && (sharded || k.task == a.task)
+                    })
             };
             let failures = self.tasks.iter().filter(counted).count() as u32;
             let entry = match ended.get(&(id.as_str(), self.name(host))) {
@@ -207,9 +209,8 @@ pub fn agent_id(a: Attempt) -> String {
 /// The attempt an agent task id names, if it is one.
 pub fn parse_agent_id(id: &str) -> Option<Attempt> {
     let mut parts = id.split('-');
-    let mut num = |prefix: char| -> Option<u64> {
-        parts.next()?.strip_prefix(prefix)?.parse().ok()
-    };
+    let mut num =
+        |prefix: char| -> Option<u64> { parts.next()?.strip_prefix(prefix)?.parse().ok() };
     let (stage, unit, task, try_no) = (num('s')?, num('u')?, num('t')?, num('a')?);
     if parts.next().is_some() {
         return None;
@@ -247,7 +248,8 @@ impl Engine {
             e.deadline_at_ms = deadline;
         }
         e.book.phases.clear();
-        e.book.mark(crate::record::Phase::Provision, e.book.started_at_ms);
+        e.book
+            .mark(crate::record::Phase::Provision, e.book.started_at_ms);
         e.book.tasks = rebuilt.tasks.clone();
         e.book.stages = rebuilt.stages.values().cloned().collect();
         for (stage, unit, file) in &rebuilt.files {
@@ -266,7 +268,10 @@ impl Engine {
         }
         e.journal.completed = rebuilt.completed.clone();
         e.journal.fate_noted = rebuilt.fate.is_some();
-        let fate = rebuilt.fate.clone().map(|(status, reason)| Fate { status, reason });
+        let fate = rebuilt
+            .fate
+            .clone()
+            .map(|(status, reason)| Fate { status, reason });
         // Hosts in id order; a torn-down run's hosts are not adopted.
         for (id, h) in &rebuilt.hosts {
             if *id != e.hosts.len() {
@@ -276,8 +281,10 @@ impl Engine {
             e.hosts.restore(h.index, h.generation, h.rec.clone(), adopt);
         }
         e.replace.owners = rebuilt.owners.clone();
-        e.replace
-            .restore(&mut e.hosts, rebuilt.replacements.values().cloned().collect());
+        e.replace.restore(
+            &mut e.hosts,
+            rebuilt.replacements.values().cloned().collect(),
+        );
         e.journal.seen(
             (0..e.hosts.len())
                 .map(|id| e.hosts.get(id).map(|h| h.rec.clone()))

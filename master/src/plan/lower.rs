@@ -24,6 +24,9 @@ pub const COLLECT_GRACE_MS: u64 = 300_000;
 pub const DEFAULT_INTERRUPT_GRACE: Duration = Duration::from_secs(90);
 /// The longest `interrupt_grace`: the notice comes two minutes before the instance goes.
 pub const MAX_INTERRUPT_GRACE: Duration = Duration::from_secs(110);
+/// How many masters a run may have when its playbook does not say.
+pub const DEFAULT_MAX_MASTERS: u32 = 3;
+
 /// The deadline of a playbook that sets none.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3600);
 
@@ -49,6 +52,8 @@ pub struct Plan {
     /// Where each fleet group is written (for messages about it after lowering).
     pub fleet_at: BTreeMap<String, Pos>,
     pub stages: Vec<StagePlan>,
+    /// How many masters may run the run in all (the first and its successors).
+    pub max_masters: u32,
 }
 
 /// Where something is written in the playbook (1-based), for messages about it found
@@ -302,6 +307,10 @@ pub fn lower(
         vars,
         written_vars: playbook.vars,
         deadline: playbook.deadline.map_or(DEFAULT_DEADLINE, |d| d.value.0),
+        max_masters: playbook
+            .max_masters
+            .as_ref()
+            .map_or(DEFAULT_MAX_MASTERS, |m| m.value),
         fleet,
         fleet_at,
         stages,

@@ -46,6 +46,10 @@ pub struct Playbook {
     pub fleet: Spanned<BTreeMap<String, Spanned<FleetGroup>>>,
     /// Stages, run in order; a stage starts once the previous one is done everywhere.
     pub stages: Spanned<Vec<Spanned<Stage>>>,
+    /// How many masters may run the run in all: when one dies, a watchdog starts a
+    /// successor that resumes from the journal, up to this many (default 3; 1: none).
+    #[serde(default)]
+    pub max_masters: Option<Spanned<u32>>,
 }
 
 /// A named group of identical workers.

@@ -89,6 +89,14 @@ pub fn validate(pb: &Input<'_>, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
     if p.fleet.value.is_empty() {
         out.push(at.at(&p.fleet, "expected at least one group under `fleet`"));
     }
+    if let Some(m) = &p.max_masters
+        && !(1..=10).contains(&m.value)
+    {
+        out.push(at.at(
+            m,
+            format!("expected `max_masters` between 1 and 10, found {}", m.value),
+        ));
+    }
     for (name, g) in &p.fleet.value {
         if !valid_name(name) || name == ALL_HOSTS || name == "master" {
             out.push(at.at(

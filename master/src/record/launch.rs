@@ -40,6 +40,13 @@ pub struct RunRequest {
     /// Whether cached stages reuse earlier items.
     #[serde(default = "yes")]
     pub use_cache: bool,
+    /// How many masters may run the run (the playbook's `max_masters`).
+    #[serde(default = "three")]
+    pub max_masters: u32,
+}
+
+fn three() -> u32 {
+    3
 }
 
 fn yes() -> bool {

@@ -30,21 +30,24 @@ pub async fn instances(compute: &dyn Compute, engine: &Engine) -> Vec<Instance> 
         .hosts
         .iter()
         .map(|h| {
-            described.get(&h.instance_id).cloned().unwrap_or_else(|| Instance {
-                id: h.instance_id.clone(),
-                state: if described.is_empty() {
-                    InstanceState::Running
-                } else {
-                    InstanceState::Terminated
-                },
-                address: h.address.clone(),
-                tags: BTreeMap::from([
-                    (tags::RUN.to_owned(), engine.run_id().to_owned()),
-                    (tags::GROUP.to_owned(), h.group.clone()),
-                    (tags::NAME.to_owned(), h.name.clone()),
-                ]),
-                instance_type: h.instance_type.clone(),
-            })
+            described
+                .get(&h.instance_id)
+                .cloned()
+                .unwrap_or_else(|| Instance {
+                    id: h.instance_id.clone(),
+                    state: if described.is_empty() {
+                        InstanceState::Running
+                    } else {
+                        InstanceState::Terminated
+                    },
+                    address: h.address.clone(),
+                    tags: BTreeMap::from([
+                        (tags::RUN.to_owned(), engine.run_id().to_owned()),
+                        (tags::GROUP.to_owned(), h.group.clone()),
+                        (tags::NAME.to_owned(), h.name.clone()),
+                    ]),
+                    instance_type: h.instance_type.clone(),
+                })
         })
         .collect()
 }

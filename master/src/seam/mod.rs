@@ -9,6 +9,7 @@
 //! [`crate::runner`].
 
 pub mod compute;
+pub mod control;
 pub mod data;
 pub mod host;
 pub mod store;

@@ -88,6 +88,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Copies `from` to `to` inside the store (server-side on S3; a hard link or a copy
     /// locally), replacing what was at `to`.
     async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError>;
+    /// Removes `key`; absent is fine.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Writes `body` at `key` only if nothing is there; false when it already was.
     async fn create_if_absent(&self, key: &str, body: Vec<u8>) -> Result<bool, StoreError>;
     /// Where `key` lives, for people (a path or an `s3://` URL).

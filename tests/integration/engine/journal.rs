@@ -44,7 +44,7 @@ fn options() -> EngineOptions {
     }
 }
 
-fn plan() -> Arc<squall::plan::Plan> {
+fn plan() -> Arc<plan::Plan> {
     Arc::new(
         plan::parse(Path::new("t.yml"), RUN, Path::new("."), &BTreeMap::new())
             .unwrap_or_else(|e| panic!("test playbook is invalid:\n{e}")),
@@ -266,11 +266,22 @@ fn a_run_cut_while_winding_down_finishes_the_teardown_and_records_the_first_fate
         "a torn-down run is torn down again (by tag), then recorded: {first:?}"
     );
     let mut next = Sim::from_engine(
-        Engine::resume(plan(), "run-1".into(), trigger(), 600_000, options(), rebuilt(&all, fate_at + 1)),
+        Engine::resume(
+            plan(),
+            "run-1".into(),
+            trigger(),
+            600_000,
+            options(),
+            rebuilt(&all, fate_at + 1),
+        ),
         600_000,
     );
     drive(&mut next, |_| {});
     assert_eq!(next.e.status(), RunStatus::Succeeded);
-    assert!(next.started.is_empty(), "nothing runs again: {:?}", next.started);
+    assert!(
+        next.started.is_empty(),
+        "nothing runs again: {:?}",
+        next.started
+    );
     assert!(next.torn_down);
 }

@@ -2,11 +2,13 @@
 //! chain honouring `AWS_ENDPOINT_URL`, `AWS_REGION` and `AWS_PROFILE`; path-style S3
 //! when an endpoint is overridden), the clients built from it, and the AWS
 //! implementations of the seams: [`ec2`] (Compute), [`s3`] (Store), plus the instance
-//! metadata service ([`imds`]) and Lambda invocations ([`lambda`]).
+//! metadata service ([`imds`]), Lambda invocations ([`lambda`]) and the control plane
+//! of a run's life (SSM secrets and Scheduler schedules, [`control`]).
 //!
 //! Only this folder names `aws_*` crates: the rest of squall reaches AWS through
 //! [`Aws`] and the seam traits. Retry decisions are [`retry`]'s.
 
+pub mod control;
 pub mod ec2;
 pub mod imds;
 pub mod ladder;
@@ -65,6 +67,11 @@ impl Aws {
     /// EC2 compute with `settings` for what the playbook leaves open.
     pub fn compute(&self, settings: ec2::Ec2Settings) -> ec2::Ec2Compute {
         ec2::Ec2Compute::new(ec2_client(&self.conf), settings)
+    }
+
+    /// Secrets and watchdog schedules (SSM Parameter Store, EventBridge Scheduler).
+    pub fn control(&self, target: control::ScheduleTarget) -> control::AwsControl {
+        control::AwsControl::new(&self.conf, target)
     }
 
     /// Invokes a Lambda function with a JSON payload; returns its answer.

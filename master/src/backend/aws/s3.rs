@@ -497,6 +497,21 @@ impl Store for S3Store {
         }
     }
 
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let full = self.full(key)?;
+        // S3 answers a delete of an absent key with success.
+        aws::with_retries("DeleteObject", || {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .send()
+        })
+        .await
+        .map_err(|e| err("delete", key, e))?;
+        Ok(())
+    }
+
     async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let (src, dest) = (self.full(from)?, self.full(to)?);
         // CopySource is `bucket/key`, URL-encoded.

@@ -200,6 +200,14 @@ impl Store for LocalStore {
         }
     }
 
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err("delete", key, e)),
+        }
+    }
+
     async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let (src, dest) = (self.path(from)?, self.path(to)?);
         let tmp = self.tmp_for(to, &dest).await?;

@@ -1,0 +1,155 @@
+//! What a master leaves for a successor, and what a successor takes up: the run's
+//! access (the login key in SSM Parameter Store for the run's life, the workers' host
+//! keys published in the run's prefix), the journal, and the story of the run's masters.
+//!
+//! The first master keeps the access before it launches a worker
+//! ([`keep_access`]); a successor reads it back ([`adopt_access`]), rebuilds the run
+//! from the journal ([`read_journal`]) and names every generation for the record
+//! ([`masters`]). Starting successors is the watchdog's ([`super::watch`]).
+
+use super::keys::{KeyError, RunKeys};
+use crate::engine::resume::Rebuilt;
+use crate::error::chain;
+use crate::record::journal::{Batch, Generation, MasterRecord};
+use crate::record::{LaunchRecord, RunRequest, keys};
+use crate::seam::control::Control;
+use crate::seam::store::{self as store, Store, StoreError};
+use std::path::Path;
+
+/// Keeps the run's login key (SSM, SecureString) and publishes its host keys, so a
+/// successor can reach the workers. A failure is logged: the run goes on, and a
+/// successor would replace the workers it cannot reach.
+pub async fn keep_access(
+    store: &dyn Store,
+    control: Option<&dyn Control>,
+    run: &str,
+    keys_: &RunKeys,
+) {
+    let published = tokio::fs::read_to_string(&keys_.known_hosts).await;
+    match published {
+        Ok(text) => {
+            if let Err(e) = store.put(&keys::known_hosts(run), text.into_bytes()).await {
+                tracing::warn!("publishing the host keys of {run}: {}", chain(&e));
+            }
+        }
+        Err(e) => tracing::warn!("reading the run's known_hosts: {e}"),
+    }
+    let Some(control) = control else {
+        return;
+    };
+    match keys_.login_private().await {
+        Ok(private) => {
+            if let Err(e) = control
+                .put_secret(&keys::login_key_parameter(run), &private)
+                .await
+            {
+                tracing::warn!(
+                    "keeping the login key of {run} for a successor: {}; a successor would replace every worker",
+                    chain(&e)
+                );
+            }
+        }
+        Err(e) => tracing::warn!("reading the login key: {}", chain(&e)),
+    }
+}
+
+/// A successor's keys: the run's login key from SSM and the published host keys, plus
+/// a host key of its own for the workers it launches (published too). Without the
+/// login key, fresh keys: the workers it cannot reach are replaced.
+pub async fn adopt_access(
+    store: &dyn Store,
+    control: Option<&dyn Control>,
+    run: &str,
+    dir: &Path,
+) -> Result<RunKeys, KeyError> {
+    let login = match control {
+        Some(c) => match c.get_secret(&keys::login_key_parameter(run)).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("reading the login key of {run}: {}", chain(&e));
+                None
+            }
+        },
+        None => None,
+    };
+    let published = match store.get(&keys::known_hosts(run)).await {
+        Ok(b) => b.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        Err(e) => {
+            tracing::warn!("reading the host keys of {run}: {}", chain(&e));
+            None
+        }
+    };
+    let keys_ = match (login, published) {
+        (Some(login), Some(known)) => RunKeys::adopt(dir, run, &login, &known).await?,
+        _ => {
+            tracing::warn!("no login key or host keys for {run}: its workers cannot be adopted");
+            RunKeys::generate(dir, run).await?
+        }
+    };
+    keep_access(store, control, run, &keys_).await;
+    Ok(keys_)
+}
+
+/// Every batch of the run's journal, folded (see [`Rebuilt::from_batches`]).
+pub async fn read_journal(store: &dyn Store, run: &str) -> Result<Rebuilt, StoreError> {
+    let mut batches = Vec::new();
+    for key in store.list(&keys::journal_prefix(run)).await? {
+        match store::get_json::<Batch>(store, &key).await {
+            Ok(Some(b)) => batches.push(b),
+            Ok(None) => {}
+            // A batch that does not parse ends its generation's journal there.
+            Err(e) => tracing::warn!("journal batch {key} unreadable: {}", chain(&e)),
+        }
+    }
+    Ok(Rebuilt::from_batches(batches))
+}
+
+/// The run's masters up to `generation`, for the record: the first as the launcher
+/// started it, each successor as its watchdog claimed it.
+pub async fn masters(
+    store: &dyn Store,
+    run: &str,
+    request: &RunRequest,
+    generation: u32,
+) -> Vec<MasterRecord> {
+    let launch = store::get_json::<LaunchRecord>(store, &keys::launch(run))
+        .await
+        .ok()
+        .flatten();
+    let mut out = vec![MasterRecord {
+        generation: 1,
+        claimed_at_ms: launch
+            .as_ref()
+            .map_or(request.requested_at, |l| l.launched_at)
+            * 1000,
+        reason: "started by the launcher".into(),
+        instance_id: launch.and_then(|l| l.master),
+        fenced: Vec::new(),
+        takeover: None,
+    }];
+    for n in 2..=generation {
+        let g = store::get_json::<Generation>(store, &keys::generation(run, n))
+            .await
+            .ok()
+            .flatten();
+        out.push(match g {
+            Some(g) => MasterRecord {
+                generation: n,
+                claimed_at_ms: g.claimed_at_ms,
+                reason: g.reason,
+                instance_id: g.instance_id,
+                fenced: g.fenced,
+                takeover: None,
+            },
+            None => MasterRecord {
+                generation: n,
+                claimed_at_ms: 0,
+                reason: "(its claim is unreadable)".into(),
+                instance_id: None,
+                fenced: Vec::new(),
+                takeover: None,
+            },
+        });
+    }
+    out
+}
