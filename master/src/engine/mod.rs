@@ -549,42 +549,6 @@ impl Engine {
         }
     }
 
-    fn check_groups_alive(&mut self, out: &mut Vec<Action>) {
-        for (group, spec) in &self.plan.fleet {
-            let coming = self
-                .replace
-                .slots_coming(&self.hosts, std::slice::from_ref(group));
-            let live = self
-                .hosts
-                .in_group(group)
-                // A host released early (in a resumed run) did its part.
-                .filter(|h| (h.live() && h.ready) || h.released)
-                .count() as u32
-                + coming.len() as u32;
-            if live < spec.min() {
-                let losses: Vec<String> = self
-                    .hosts
-                    .in_group(group)
-                    .filter_map(|h| {
-                        h.rec
-                            .lost
-                            .as_ref()
-                            .map(|l| format!("{}: {}", h.rec.name, l.reason))
-                    })
-                    .collect();
-                let mut msg = format!(
-                    "group `{group}` has {live} ready host(s), fewer than the {} required",
-                    spec.min()
-                );
-                if !losses.is_empty() {
-                    msg.push_str(&format!("; {}", losses.join("; ")));
-                }
-                self.fail(RunStatus::Failed, msg, out);
-                return;
-            }
-        }
-    }
-
     fn start_collect(&mut self, fate: Fate, out: &mut Vec<Action>) {
         // A lost host may still hold logs (it may only be cut off): try anyway. Hosts
         // being released are collected by their release.

@@ -17,6 +17,44 @@ use crate::record::{RunStatus, TaskOutcome};
 use std::sync::Arc;
 
 impl Engine {
+    /// Fails the run when a group has fewer ready hosts (and replacements coming) than
+    /// its minimum, once every bootstrap has answered.
+    pub(super) fn check_groups_alive(&mut self, out: &mut Vec<Action>) {
+        for (group, spec) in &self.plan.fleet {
+            let coming = self
+                .replace
+                .slots_coming(&self.hosts, std::slice::from_ref(group));
+            let live = self
+                .hosts
+                .in_group(group)
+                // A host released early (in a resumed run) did its part.
+                .filter(|h| (h.live() && h.ready) || h.released)
+                .count() as u32
+                + coming.len() as u32;
+            if live < spec.min() {
+                let losses: Vec<String> = self
+                    .hosts
+                    .in_group(group)
+                    .filter_map(|h| {
+                        h.rec
+                            .lost
+                            .as_ref()
+                            .map(|l| format!("{}: {}", h.rec.name, l.reason))
+                    })
+                    .collect();
+                let mut msg = format!(
+                    "group `{group}` has {live} ready host(s), fewer than the {} required",
+                    spec.min()
+                );
+                if !losses.is_empty() {
+                    msg.push_str(&format!("; {}", losses.join("; ")));
+                }
+                self.fail(RunStatus::Failed, msg, out);
+                return;
+            }
+        }
+    }
+
     /// One scheduling step of the stages; true when the run moved (a stage opened or
     /// ended, the run stopped or started collecting).
     pub(super) fn schedule(&mut self, out: &mut Vec<Action>) -> bool {
