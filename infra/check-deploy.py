@@ -94,7 +94,7 @@ ENV_KEYS = {
     "SQUALL_BUCKET", "SQUALL_SUBNET", "SQUALL_SECURITY_GROUPS",
     "SQUALL_WORKER_SECURITY_GROUPS", "SQUALL_MASTER_PROFILE", "SQUALL_IMAGE",
     "SQUALL_MASTER_TYPE", "SQUALL_UPLOADS", "SQUALL_SCHEDULES", "SQUALL_BINARY_KEY",
-    "SQUALL_AGENT_KEY",
+    "SQUALL_AGENT_KEY", "SQUALL_WATCH_TARGET", "SQUALL_WATCH_ROLE", "SQUALL_STALE_AFTER",
 }
 # The only actions allowed on Resource "*".
 ACTIONS_ON_ANY_RESOURCE = {"ec2:DescribeInstances", "ec2:DescribeImages"}
@@ -397,6 +397,10 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
 
     checks.equal(trusted(master_role), ["ec2.amazonaws.com"], "master role is assumed by EC2 only")
     checks.equal(trusted(launcher_role), ["lambda.amazonaws.com"], "launcher role is assumed by Lambda only")
+    scheduler_role_name = phys("SchedulerRole")
+    scheduler_role = env.iam.get_role(RoleName=scheduler_role_name)["Role"] if scheduler_role_name else {}
+    checks.equal(trusted(scheduler_role), ["scheduler.amazonaws.com"],
+                 "scheduler role is assumed by EventBridge Scheduler only")
 
     def role_statements(role_name):
         out = []
@@ -469,6 +473,8 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
              ("s3:AbortMultipartUpload", f"{bucket_arn}/runs/*"), ("s3:ListBucket", bucket_arn),
              ("s3:GetObject", f"{bucket_arn}/cache/*"), ("s3:PutObject", f"{bucket_arn}/cache/*"),
              ("s3:AbortMultipartUpload", f"{bucket_arn}/cache/*"),
+             # The live-run marker, removed once the run is recorded.
+             ("s3:DeleteObject", f"{bucket_arn}/live/*"),
              # The upload that started the run, and only the upload prefix.
              ("s3:GetObject", f"{bucket_arn}/{p['UploadPrefix']}*")},
             {image_arn, subnet_arn, eni_arn, f"{ec2_arn}:security-group/{master_sg}",
@@ -516,14 +522,44 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
             "launcher role", launcher_role_name,
             {("s3:GetObject", f"{bucket_arn}/playbooks/*"), ("s3:GetObject", f"{bucket_arn}/runs/*"),
              ("s3:PutObject", f"{bucket_arn}/runs/*"), ("s3:ListBucket", bucket_arn),
-             ("s3:GetObject", f"{bucket_arn}/{p['UploadPrefix']}*")},
+             ("s3:GetObject", f"{bucket_arn}/{p['UploadPrefix']}*"),
+             # The live-run markers of its runs' watchdogs.
+             ("s3:GetObject", f"{bucket_arn}/live/*"), ("s3:PutObject", f"{bucket_arn}/live/*"),
+             ("s3:DeleteObject", f"{bucket_arn}/live/*")},
             {image_arn, subnet_arn, eni_arn, f"{ec2_arn}:security-group/{master_sg}"})
         passes = [st for st in stmts if any(a.startswith("iam:") for a in as_list(st.get("Action")))]
-        checks.expect(
-            len(passes) == 1 and as_list(passes[0].get("Action")) == ["iam:PassRole"]
-            and as_list(passes[0].get("Resource")) == [master_role_arn]
-            and ci_get(ci_get(passes[0].get("Condition"), "StringEquals"), "iam:PassedToService") == "ec2.amazonaws.com",
-            "launcher role: iam:PassRole of the master role to EC2 only", json.dumps(passes))
+        passed = sorted(
+            (as_list(st.get("Resource"))[0], ci_get(ci_get(st.get("Condition"), "StringEquals"), "iam:PassedToService"))
+            for st in passes
+            if as_list(st.get("Action")) == ["iam:PassRole"] and len(as_list(st.get("Resource"))) == 1
+        )
+        scheduler_role_arn = scheduler_role.get("Arn")
+        checks.equal(
+            passed,
+            sorted([(master_role_arn, "ec2.amazonaws.com"), (scheduler_role_arn, "scheduler.amazonaws.com")]),
+            "launcher role: iam:PassRole of the master role to EC2 and the scheduler role to the scheduler only")
+        checks.equal(len(passes), 2, "launcher role: no other iam: statement")
+        # A run that outlives its master: the launcher makes and ends watchdog schedules
+        # and ends login keys; only the master reads them.
+        params = f"arn:aws:ssm:{REGION}:{account}:parameter/squall/runs/*"
+        schedules = f"arn:aws:scheduler:{REGION}:{account}:schedule/default/squall-*"
+        checks.equal(sorted(allowed(stmts, "ssm:")), [("ssm:DeleteParameter", params)],
+                     "launcher role: deletes run login keys, never reads them")
+        checks.equal(sorted(allowed(stmts, "scheduler:")),
+                     sorted((a, schedules) for a in ("scheduler:CreateSchedule", "scheduler:GetSchedule", "scheduler:DeleteSchedule")),
+                     "launcher role: squall's watchdog schedules only")
+        if master_role_name:
+            mstmts = role_statements(master_role_name)
+            checks.equal(sorted(allowed(mstmts, "ssm:")),
+                         sorted((a, params) for a in ("ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameter")),
+                         "master role: the runs' login keys only")
+            checks.equal(sorted(allowed(mstmts, "scheduler:")), [("scheduler:DeleteSchedule", schedules)],
+                         "master role: ends its run's watchdog only")
+        if scheduler_role_name:
+            sstmts = role_statements(scheduler_role_name)
+            fn_arn = f"arn:aws:lambda:{REGION}:{account}:function:{function_name}"
+            checks.equal(sorted((a, show) for st in sstmts for a in as_list(st.get("Action")) for show in as_list(st.get("Resource"))),
+                         [("lambda:InvokeFunction", fn_arn)], "scheduler role: invokes the launcher only")
         log_arn = f"arn:aws:logs:{REGION}:{account}:log-group:/aws/lambda/{function_name}:*"
         logs = allowed(stmts, "logs:")
         checks.equal(sorted(logs), sorted({("logs:CreateLogStream", log_arn), ("logs:PutLogEvents", log_arn)}),
@@ -565,6 +601,9 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
             "SQUALL_SCHEDULES": f"{rule_name}={p['NightlyPlaybook']}",
             "SQUALL_BINARY_KEY": "bin/squall",
             "SQUALL_AGENT_KEY": "bin/squall-worker",
+            "SQUALL_WATCH_TARGET": f"arn:aws:lambda:{REGION}:{account}:function:{function_name}",
+            "SQUALL_WATCH_ROLE": scheduler_role.get("Arn"),
+            "SQUALL_STALE_AFTER": "3m",
         }
         assert set(expected_env) == ENV_KEYS
         actual_env = conf.get("Environment", {}).get("Variables", {})

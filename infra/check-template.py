@@ -21,6 +21,14 @@ Checks:
 - worker-role: the workers' role exists only when `WorkerDataPrefix` is set (off by
   default), reaches S3 under that prefix only, and the master may pass that role (to EC2)
   and no other.
+- succession: what a run that outlives its master needs, and nothing wider. Only the
+  master role may read a run's login key (`ssm:GetParameter` on
+  `parameter/squall/runs/*`, which it also puts and deletes); the launcher may only
+  delete it. Watchdog schedules (`schedule/default/squall-*`) are created, read and
+  deleted by the launcher and deleted by the master; no ssm: or scheduler: action is
+  granted on `*`. `SchedulerRole` is assumed by scheduler.amazonaws.com for this account
+  only, may only invoke the launcher function, and is passed (to the scheduler only) by
+  the launcher, whose environment names the function and that role.
 - prefix-patterns: `UploadPrefix` and `WorkerDataPrefix` refuse squall's own prefixes
   (runs/, bin/, playbooks/, cache/) and `*` (an IAM wildcard in the statements built
   from them), and accept ordinary prefixes; tried on sample values.
@@ -217,6 +225,80 @@ def check_worker_role(t):
     return errors
 
 
+def role_statements(t, role):
+    """Every statement of an IAM role's inline policies, with the policy's name."""
+    props = t.get("Resources", {}).get(role, {}).get("Properties", {})
+    return [
+        (p.get("PolicyName"), st)
+        for p in props.get("Policies", [])
+        for st in p.get("PolicyDocument", {}).get("Statement", [])
+    ]
+
+
+def allowed(t, role, prefix):
+    """(action, resource) pairs a role's inline policies allow for actions `prefix*`."""
+    return {
+        (a, show(r))
+        for _, st in role_statements(t, role)
+        if st.get("Effect") == "Allow"
+        for a in as_list(st.get("Action"))
+        if a.startswith(prefix)
+        for r in as_list(st.get("Resource"))
+    }
+
+
+def check_succession(t):
+    errors = []
+    key = show({"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/squall/runs/*"})
+    sched = show({"Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/default/squall-*"})
+    want = {
+        "MasterRole": (
+            {("ssm:PutParameter", key), ("ssm:GetParameter", key), ("ssm:DeleteParameter", key)},
+            {("scheduler:DeleteSchedule", sched)},
+        ),
+        "LauncherRole": (
+            {("ssm:DeleteParameter", key)},
+            {("scheduler:CreateSchedule", sched), ("scheduler:GetSchedule", sched), ("scheduler:DeleteSchedule", sched)},
+        ),
+    }
+    for role, (ssm, scheduler) in want.items():
+        if allowed(t, role, "ssm:") != ssm:
+            errors.append(f"{role} ssm: {sorted(allowed(t, role, 'ssm:'))}, expected {sorted(ssm)}")
+        if allowed(t, role, "scheduler:") != scheduler:
+            errors.append(f"{role} scheduler: {sorted(allowed(t, role, 'scheduler:'))}, expected {sorted(scheduler)}")
+    for name in t.get("Resources", {}):
+        for action, res in allowed(t, name, "ssm:") | allowed(t, name, "scheduler:"):
+            if res == show("*"):
+                errors.append(f"{name} grants {action} on *")
+    res = t.get("Resources", {})
+    role = res.get("SchedulerRole", {}).get("Properties", {})
+    trust = role.get("AssumeRolePolicyDocument", {}).get("Statement", [])
+    principals = [st.get("Principal", {}).get("Service") for st in trust]
+    if principals != ["scheduler.amazonaws.com"]:
+        errors.append(f"SchedulerRole is assumed by {show(principals)}, not scheduler.amazonaws.com only")
+    if not all(st.get("Condition", {}).get("StringEquals", {}).get("aws:SourceAccount") == {"Ref": "AWS::AccountId"} for st in trust):
+        errors.append("SchedulerRole's trust is not limited to this account (aws:SourceAccount)")
+    function = {"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-launcher"}
+    actions = {(a, show(r)) for _, st in role_statements(t, "SchedulerRole") for a in as_list(st.get("Action")) for r in as_list(st.get("Resource"))}
+    if actions != {("lambda:InvokeFunction", show(function))}:
+        errors.append(f"SchedulerRole may {sorted(actions)}, not only invoke the launcher")
+    passes = [
+        st
+        for _, st in role_statements(t, "LauncherRole")
+        if "iam:PassRole" in as_list(st.get("Action")) and st.get("Resource") == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
+    ]
+    if len(passes) != 1 or passes[0].get("Condition", {}).get("StringEquals", {}).get("iam:PassedToService") != "scheduler.amazonaws.com":
+        errors.append(f"the launcher does not pass SchedulerRole to the scheduler only: {show(passes)}")
+    env = res.get("LauncherFunction", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+    if env.get("SQUALL_WATCH_TARGET") != function:
+        errors.append(f"SQUALL_WATCH_TARGET is {show(env.get('SQUALL_WATCH_TARGET'))}, not the launcher's ARN")
+    if env.get("SQUALL_WATCH_ROLE") != {"Fn::GetAtt": ["SchedulerRole", "Arn"]}:
+        errors.append(f"SQUALL_WATCH_ROLE is {show(env.get('SQUALL_WATCH_ROLE'))}, not SchedulerRole")
+    if res.get("LauncherFunction", {}).get("Properties", {}).get("FunctionName") != {"Fn::Sub": "${AWS::StackName}-launcher"}:
+        errors.append("the function's name is not the one its watchdog ARN spells")
+    return errors
+
+
 def check_prefix_patterns(t):
     import re
 
@@ -243,6 +325,7 @@ CHECKS = [
     ("upload-read", check_upload_read),
     ("cache-lifecycle", check_cache_lifecycle),
     ("worker-role", check_worker_role),
+    ("succession", check_succession),
     ("prefix-patterns", check_prefix_patterns),
 ]
 

@@ -7,6 +7,8 @@
 //! The Lambda runtime around the handler and the master's life on EC2 are not tested
 //! here.
 
+mod watch;
+
 use crate::aws::{network, runtime};
 use serde_json::{Value, json};
 use squall::backend::aws::ec2::{Ec2Compute, Ec2Settings};

@@ -527,6 +527,7 @@ impl Launcher {
                 (tags::ROLE.to_owned(), "master".to_owned()),
                 (tags::GROUP.to_owned(), "master".to_owned()),
                 (tags::DEADLINE.to_owned(), deadline.to_string()),
+                (tags::GENERATION.to_owned(), generation.to_string()),
             ]),
             user_data: master_user_data(&self.settings, run, deadline, generation),
             client_token: if generation <= 1 {

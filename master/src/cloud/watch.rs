@@ -31,7 +31,7 @@ use std::time::Duration;
 pub const WATCH_EVERY_MINUTES: u32 = 2;
 
 /// How long fencing waits for the old master to be seen terminated.
-const FENCE_WAIT: Duration = Duration::from_secs(90);
+const FENCE_WAIT: Duration = Duration::from_secs(30);
 
 /// What one watchdog invocation did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,8 +83,13 @@ pub async fn current_generation(store: &dyn Store, run: &str) -> Result<u32, Lau
         .max(1))
 }
 
-/// The run's masters not yet terminated.
-async fn live_masters(compute: &dyn Compute, run: &str) -> Result<Vec<String>, LaunchError> {
+/// The run's masters of generation `upto` or earlier not yet terminated (a later
+/// generation's master, started by another watchdog meanwhile, is never fenced).
+async fn live_masters(
+    compute: &dyn Compute,
+    run: &str,
+    upto: u32,
+) -> Result<Vec<String>, LaunchError> {
     let all = compute.list_by_tag(tags::RUN, run).await.map_err(|e| {
         LaunchError::retryable(format!("listing the masters of {run}: {}", chain(&e)))
     })?;
@@ -92,6 +97,10 @@ async fn live_masters(compute: &dyn Compute, run: &str) -> Result<Vec<String>, L
         .into_iter()
         .filter(|i| i.tag(tags::ROLE) == Some("master"))
         .filter(|i| i.state != InstanceState::Terminated)
+        .filter(|i| {
+            let g = i.tag(tags::GENERATION).and_then(|g| g.parse::<u32>().ok());
+            g.unwrap_or(1) <= upto
+        })
         .map(|i| i.id)
         .collect())
 }
@@ -202,7 +211,7 @@ impl Launcher {
             generation = report.generation,
             "the run's master is silent: fencing it"
         );
-        report.fenced = self.fence(run).await?;
+        report.fenced = self.fence(run, report.generation).await?;
         let past_deadline = now_ms / 1000 >= request.master_deadline;
         if report.generation >= request.max_masters.max(1) || past_deadline {
             let why = if past_deadline {
@@ -259,23 +268,24 @@ impl Launcher {
 
     /// Terminates every master of the run and waits (bounded) until each is seen
     /// terminated: from then on, none can drive a worker or write beside a successor.
-    async fn fence(&self, run: &str) -> Result<Vec<String>, LaunchError> {
-        let alive = live_masters(self.compute.as_ref(), run).await?;
+    async fn fence(&self, run: &str, upto: u32) -> Result<Vec<String>, LaunchError> {
+        let alive = live_masters(self.compute.as_ref(), run, upto).await?;
         if alive.is_empty() {
             return Ok(alive);
         }
-        self.compute.terminate(&alive).await.map_err(|e| {
-            LaunchError::retryable(format!("fencing the masters of {run}: {}", chain(&e)))
-        })?;
+        // A failed call is judged by what it left: another watchdog may have ended the
+        // same instance at the same moment.
+        let call = self.compute.terminate(&alive).await.err();
         let started = std::time::Instant::now();
         loop {
-            let left = live_masters(self.compute.as_ref(), run).await?;
+            let left = live_masters(self.compute.as_ref(), run, upto).await?;
             if left.is_empty() {
                 return Ok(alive);
             }
             if started.elapsed() > FENCE_WAIT {
+                let why = call.as_ref().map_or(String::new(), |e| format!(" ({})", chain(e)));
                 return Err(LaunchError::retryable(format!(
-                    "the masters of {run} are not terminated yet ({}); no successor until they are",
+                    "the masters of {run} are not terminated yet ({}){why}; no successor until they are",
                     left.join(", ")
                 )));
             }

@@ -23,6 +23,8 @@ pub mod tags {
     pub const DEADLINE: &str = "squall:deadline";
     /// The human-readable name.
     pub const NAME: &str = "Name";
+    /// A master's generation (1 for the first; absent means 1).
+    pub const GENERATION: &str = "squall:generation";
 }
 
 /// What to launch: `count` identical instances of one fleet group.
