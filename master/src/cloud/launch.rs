@@ -329,6 +329,7 @@ impl Launcher {
             master_deadline: deadline,
             requested_at: now_secs,
             use_cache: !matches!(trigger, Trigger::Direct { no_cache: true, .. }),
+            run_deadline: now_secs + pb.deadline.as_secs(),
             max_masters: pb.max_masters,
         };
         let written = |key: String| {

@@ -156,10 +156,10 @@ async fn record_sweep(
     if !claimed && request.is_none() {
         return Ok(false);
     }
-    // A live run whose watchdog may still start a successor is not abandoned yet: the
-    // watchdog records it when it gives up.
+    // A live run whose watchdog may still start a successor (one with work left before
+    // the run's deadline) is not abandoned yet: the watchdog records it when it gives up.
     if let Some(r) = &request
-        && now_secs < r.master_deadline
+        && now_secs < r.run_deadline
         && store.head(&keys::live(run)).await?.is_some()
     {
         let generations = store.list(&keys::generations_prefix(run)).await?.len() as u32;

@@ -283,7 +283,9 @@ impl Launcher {
                 return Ok(alive);
             }
             if started.elapsed() > FENCE_WAIT {
-                let why = call.as_ref().map_or(String::new(), |e| format!(" ({})", chain(e)));
+                let why = call
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" ({})", chain(e)));
                 return Err(LaunchError::retryable(format!(
                     "the masters of {run} are not terminated yet ({}){why}; no successor until they are",
                     left.join(", ")

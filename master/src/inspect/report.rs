@@ -14,6 +14,55 @@ use crate::seam::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+/// The summary row of the run's masters, when more than one ran it: each generation,
+/// when and why it took over, and what it adopted, re-attached and re-ran.
+fn masters_row(rec: &RunRecord) -> String {
+    if rec.masters.len() < 2 {
+        return String::new();
+    }
+    let lines: Vec<String> = rec
+        .masters
+        .iter()
+        .map(|m| {
+            let mut line = format!(
+                "generation {} at {} UTC ({}){}",
+                m.generation,
+                super::utc(m.claimed_at_ms),
+                m.reason,
+                m.instance_id
+                    .as_ref()
+                    .map_or(String::new(), |i| format!(", instance {i}")),
+            );
+            if !m.fenced.is_empty() {
+                line.push_str(&format!("; fenced {}", m.fenced.join(", ")));
+            }
+            if let Some(t) = &m.takeover {
+                let list = |v: &[String]| {
+                    if v.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                line.push_str(&format!(
+                    "; resumed from {} journal entries with {} unit(s) complete; adopted {}; unreachable {}; re-attached {}; re-ran {}",
+                    t.entries,
+                    t.completed,
+                    list(&t.adopted),
+                    list(&t.unreachable),
+                    list(&t.reattached),
+                    list(&t.rerun)
+                ));
+            }
+            esc(&line)
+        })
+        .collect();
+    format!(
+        "<tr><td>masters</td><td id=\"masters\">{}</td></tr>\n",
+        lines.join("<br>")
+    )
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -181,6 +230,7 @@ pub fn render(rec: &RunRecord, tails: &BTreeMap<String, String>) -> String {
             .collect::<Vec<_>>()
             .join("<br>")
     };
+    let masters = masters_row(rec);
     let status = rec.status.as_str();
     format!(
         r##"<!doctype html>
@@ -210,7 +260,7 @@ pre {{ background: #f5f5f5; padding: 8px; overflow-x: auto; }}
 <tr><td>instance-hours</td><td>{hours:.3}{cost}</td></tr>
 <tr><td>saved by early release</td><td id="hours-saved">{saved:.3} instance-hours</td></tr>
 <tr><td>replacements</td><td id="replacements">{replacements}</td></tr>
-{reason}</table>
+{masters}{reason}</table>
 <h2>Timeline</h2>
 <div class="legend">outcome:<span style="background:#43a047"></span>succeeded<span style="background:#e53935"></span>failed<span style="background:#fb8c00"></span>timed out<span style="background:#9e9e9e"></span>cancelled
  &nbsp; <label><input type="checkbox" id="only-failed"> only not succeeded</label></div>

@@ -40,6 +40,10 @@ pub struct RunRequest {
     /// Whether cached stages reuse earlier items.
     #[serde(default = "yes")]
     pub use_cache: bool,
+    /// Unix seconds at which the run is cut off, as the launcher reckoned it (0 in older
+    /// requests: unknown). Past it a successor master has nothing left to run.
+    #[serde(default)]
+    pub run_deadline: u64,
     /// How many masters may run the run (the playbook's `max_masters`).
     #[serde(default = "three")]
     pub max_masters: u32,

@@ -214,6 +214,12 @@ fn a_master_crashed_mid_stage_is_succeeded_by_one_that_adopts_the_workers_and_re
         assert!(takeover.completed >= 1, "{takeover:?}");
         assert!(!takeover.reattached.is_empty(), "running items re-attached: {takeover:?}");
         assert!(rec.hosts.iter().all(|h| h.replaces.is_none()), "nothing replaced: {:?}", rec.hosts);
+        let report = e.get(&format!("runs/{run}/report.html")).await.expect("the report");
+        let report = String::from_utf8_lossy(&report);
+        assert!(
+            report.contains(r#"id="masters""#) && report.contains("generation 2 at") && report.contains("re-attached s1-"),
+            "the report tells of both masters"
+        );
         e.assert_all_ended(&run, Duration::from_secs(60)).await;
         // Recorded: the watchdog, the marker and the login key are gone.
         assert!(!control.schedule_exists(&schedule).await.expect("scheduler"));

@@ -115,7 +115,10 @@ fn entries(s: &Sim) -> Vec<Entry> {
 }
 
 /// The original run, with what the engine had completed each time the journal grew.
-fn original() -> (Sim, Vec<(usize, BTreeSet<(usize, usize)>)>) {
+/// After how many journal entries the engine had completed which units.
+type Points = Vec<(usize, BTreeSet<(usize, usize)>)>;
+
+fn original() -> (Sim, Points) {
     let e = Engine::with_options(plan(), "run-1".into(), trigger(), 0, options());
     let mut s = Sim::from_engine(e, 0);
     let mut points = vec![(0, BTreeSet::new())];
