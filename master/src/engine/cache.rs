@@ -42,6 +42,14 @@ pub(super) struct CacheBook {
     keys: BTreeMap<(usize, usize), String>,
 }
 
+impl CacheBook {
+    /// Keys an earlier master looked up (a resumed run): its items' entries are written
+    /// when they succeed here.
+    pub fn restore_keys(&mut self, keys: BTreeMap<(usize, usize), String>) {
+        self.keys.extend(keys);
+    }
+}
+
 /// A part of a key: rendered text, and the inputs whose identities complete it.
 #[derive(Debug, Clone, Default)]
 struct Part {
@@ -111,6 +119,11 @@ impl Engine {
             self.cache.in_flight = self.cache.in_flight.saturating_sub(1);
         }
         if !cache_key.is_empty() {
+            self.journal.note(Entry::CacheKey {
+                stage,
+                unit,
+                key: cache_key.clone(),
+            });
             self.cache.keys.insert((stage, unit), cache_key);
         }
         self.take_answer(stage, unit, hit);

@@ -68,7 +68,9 @@ impl Replacements {
                 continue;
             };
             if let Some(h) = hosts.get_mut(old) {
-                h.replaced = true;
+                // A replacement that could not be launched leaves the host replaceable
+                // again (as the engine that saw it fail left it).
+                h.replaced = r.error.is_none();
                 *self.used.entry(h.rec.group.clone()).or_default() += 1;
             }
             self.record_of.insert(old, index);
@@ -341,6 +343,9 @@ impl Engine {
         if h.rec.replaces.is_none() || !h.live() || self.state.decided() {
             return;
         }
+        if self.resumed_joined(host) {
+            return; // it had replayed under an earlier master
+        }
         self.replace.replaying.insert(host, Replay::default());
         self.replay_next(host, out);
     }
@@ -359,7 +364,9 @@ impl Engine {
                 },
                 None => (*next, None),
             },
-            _ => (0, None),
+            // Before the stages (re)open: none yet, or in a resumed run the stages an
+            // earlier master completed.
+            _ => (self.resumed_upto(), None),
         };
         self.replace
             .owners
@@ -457,6 +464,8 @@ impl Engine {
         }
         h.draining = false;
         let group = h.rec.group.clone();
+        self.journal
+            .note(crate::record::journal::Entry::Joined { host });
         let plan = self.plan.clone();
         let Some(run) = self.stage_mut() else { return };
         match &mut run.sched {

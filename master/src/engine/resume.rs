@@ -50,6 +50,10 @@ pub struct Rebuilt {
     pub replacements: BTreeMap<usize, ReplacementRecord>,
     pub fate: Option<(RunStatus, Option<String>)>,
     pub torn_down: Option<TeardownRecord>,
+    /// Replacements that finished their replay.
+    pub joined: BTreeSet<usize>,
+    /// Cache keys of cached stages' items.
+    pub cache_keys: BTreeMap<(usize, usize), String>,
     /// Entries read.
     pub entries: usize,
 }
@@ -125,6 +129,12 @@ impl Rebuilt {
                 self.fate.get_or_insert((status, reason));
             }
             Entry::TornDown { teardown } => self.torn_down = Some(teardown),
+            Entry::Joined { host } => {
+                self.joined.insert(host);
+            }
+            Entry::CacheKey { stage, unit, key } => {
+                self.cache_keys.insert((stage, unit), key);
+            }
         }
     }
 
@@ -149,8 +159,12 @@ impl Rebuilt {
                 continue;
             }
             let id = agent_id(a);
+            // A plain unit's retries are per task and per host (a replacement that
+            // takes a unit over starts its count again).
+            let on = self.name(host);
             let counted = |t: &&TaskRecord| {
                 matches!(t.outcome, TaskOutcome::Failed | TaskOutcome::TimedOut)
+                    && (sharded || t.host == on)
                     && parse_agent_id(&t.id).is_some_and(|k| {
                         k.stage == stage && k.unit == unit && (sharded || k.task == a.task)
                     })
@@ -267,6 +281,7 @@ impl Engine {
             e.book.file(file.clone());
         }
         e.journal.completed = rebuilt.completed.clone();
+        e.cache.restore_keys(rebuilt.cache_keys.clone());
         e.journal.fate_noted = rebuilt.fate.is_some();
         let fate = rebuilt
             .fate
@@ -278,7 +293,15 @@ impl Engine {
                 break; // ids are journaled in order; a gap ends what can be trusted
             }
             let adopt = rebuilt.torn_down.is_none();
-            e.hosts.restore(h.index, h.generation, h.rec.clone(), adopt);
+            let id = e.hosts.restore(h.index, h.generation, h.rec.clone(), adopt);
+            // A replacement that had not finished replaying takes no work until it has
+            // (it replays again, with the same task keys: finished ones re-attach).
+            if h.rec.replaces.is_some()
+                && !rebuilt.joined.contains(&id)
+                && let Some(x) = e.hosts.get_mut(id)
+            {
+                x.draining = true;
+            }
         }
         e.replace.owners = rebuilt.owners.clone();
         e.replace.restore(
@@ -345,7 +368,9 @@ impl Engine {
                 }
             }
         }
-        self.relaunch_replacements(out);
+        if !self.state.decided() {
+            self.relaunch_replacements(out);
+        }
         if matches!(self.state, State::Teardown { .. }) {
             // It was torn down already: terminating again by tag is harmless and sure.
             out.push(Action::Teardown);
@@ -384,7 +409,27 @@ impl Engine {
 
     /// The owners an earlier master gave plain stage `index`'s units.
     pub(super) fn resumed_owners(&self, index: usize) -> Option<Vec<HostId>> {
-        self.seeds.as_ref()?.rebuilt.owners.get(&index).cloned()
+        // Seeded from the journal, and kept current as replacements take slots over.
+        self.seeds.as_ref()?.rebuilt.owners.get(&index)?;
+        self.replace.owners.get(&index).cloned()
+    }
+
+    /// The first stage an earlier master did not complete (0 in a fresh run): what a
+    /// replacement adopted before the stages reopen replays up to.
+    pub(super) fn resumed_upto(&self) -> usize {
+        if self.seeds.is_none() {
+            return 0;
+        }
+        (0..self.plan.stages.len())
+            .find(|i| !self.resumed_stage_done(*i))
+            .unwrap_or(self.plan.stages.len())
+    }
+
+    /// Whether a restored replacement had finished its replay (it takes work at once).
+    pub(super) fn resumed_joined(&self, host: HostId) -> bool {
+        self.seeds
+            .as_ref()
+            .is_some_and(|s| host < s.restored && s.rebuilt.joined.contains(&host))
     }
 
     /// In a resumed plain stage, an owner that is gone with its unit not done and no
@@ -406,6 +451,12 @@ impl Engine {
             return;
         };
         let progress = seeds.rebuilt.progress(index, sharded);
+        let starts: BTreeMap<usize, (Attempt, usize)> = seeds
+            .rebuilt
+            .started
+            .range((index, 0)..(index + 1, 0))
+            .map(|(&(_, u), &v)| (u, v))
+            .collect();
         let completed: Vec<usize> = self
             .journal
             .completed
@@ -436,8 +487,9 @@ impl Engine {
                     let id = format!("s{index}-u{u}-t{}-a{}", unit.next_task, unit.try_no);
                     let running = on.is_some();
                     if s.restore(u, unit, on) {
-                        if running {
-                            reattached.push(format!("{id} on {}", names[&on.unwrap_or(0)]));
+                        if let Some(h) = on.filter(|_| running) {
+                            let name = names.get(&h).cloned().unwrap_or_default();
+                            reattached.push(format!("{id} on {name}"));
                         }
                     } else if running {
                         rerun.push(format!("item {u} (its host was gone)"));
@@ -449,14 +501,30 @@ impl Engine {
                     p.restore_unit(u, done.clone());
                 }
                 for (u, (unit, on)) in progress {
+                    let Some(owner) = p.host_of(u) else { continue };
+                    let name = |h: HostId| names.get(&h).cloned().unwrap_or_default();
+                    let Some(&(a, started_on)) = starts.get(&u) else {
+                        continue;
+                    };
+                    if started_on != owner {
+                        // A replacement took the unit over from the host that ran it:
+                        // it starts from the first task, as a rehome does.
+                        p.restore_unit(
+                            u,
+                            Unit {
+                                try_no: a.try_no + 1,
+                                ..Unit::default()
+                            },
+                        );
+                        continue;
+                    }
                     let id = format!("s{index}-u{u}-t{}-a{}", unit.next_task, unit.try_no);
-                    let host = p.host_of(u);
                     p.restore_unit(u, unit);
-                    if let (Some(h), Some(_)) = (host, on) {
-                        if live.contains(&h) {
-                            reattached.push(format!("{id} on {}", names[&h]));
+                    if on.is_some() {
+                        if live.contains(&owner) {
+                            reattached.push(format!("{id} on {}", name(owner)));
                         } else {
-                            rerun.push(format!("{} (its host was gone)", names[&h]));
+                            rerun.push(format!("{} (its host was gone)", name(owner)));
                         }
                     }
                 }

@@ -66,6 +66,14 @@ pub enum Entry {
         index: usize,
         replacement: ReplacementRecord,
     },
+    /// A replacement finished replaying earlier stages and takes work.
+    Joined { host: usize },
+    /// A cached stage's item has this cache key (for its entry once it succeeds).
+    CacheKey {
+        stage: usize,
+        unit: usize,
+        key: String,
+    },
     /// The run's fate was decided: from here it only winds down.
     Fate {
         status: RunStatus,

@@ -65,7 +65,14 @@ fn all_units() -> BTreeSet<(usize, usize)> {
 /// The world both masters see: every bootstrap answers, the oldest running task ends
 /// first, item 2's first attempt fails. Steps until the run is done (bounded); after
 /// each event, `seen` gets the journal's length so far and the completed units.
-fn drive(s: &mut Sim, mut seen: impl FnMut(&Sim)) {
+fn drive(s: &mut Sim, seen: impl FnMut(&Sim)) {
+    drive_losing(s, None, seen)
+}
+
+/// [`drive`], losing the host that runs `lose` = (stage, unit, task) at its first
+/// attempt (the sim answers its replacement at once).
+fn drive_losing(s: &mut Sim, lose: Option<(usize, usize, usize)>, mut seen: impl FnMut(&Sim)) {
+    let mut lost = false;
     for _ in 0..500 {
         if s.e.is_done() {
             return;
@@ -74,6 +81,12 @@ fn drive(s: &mut Sim, mut seen: impl FnMut(&Sim)) {
         if let Some(host) = s.bootstraps.first().copied() {
             s.bootstraps.remove(0);
             s.send(Event::Bootstrapped { host });
+        } else if let Some((&key, &(host, _))) = s.running.iter().next()
+            && !lost
+            && lose == Some((key.stage, key.unit, key.task))
+        {
+            lost = true;
+            s.lose(host);
         } else if let Some((&key, &(host, _))) = s.running.iter().next() {
             let fail = key.stage == 1 && key.unit == 2 && key.try_no == 0 && key.task == 0;
             s.running.remove(&key);
@@ -110,8 +123,12 @@ fn drive(s: &mut Sim, mut seen: impl FnMut(&Sim)) {
     panic!("the run did not end: {:?}", s.e.progress());
 }
 
+/// The journal's entries in the order a successor reads them (by batch sequence: the
+/// sim answers some actions inside others, so batches may reach it out of order).
 fn entries(s: &Sim) -> Vec<Entry> {
-    s.journal.iter().flat_map(|b| b.entries.clone()).collect()
+    let mut batches = s.journal.clone();
+    batches.sort_by_key(|b| (b.generation, b.seq));
+    batches.into_iter().flat_map(|b| b.entries).collect()
 }
 
 /// The original run, with what the engine had completed each time the journal grew.
@@ -119,11 +136,15 @@ fn entries(s: &Sim) -> Vec<Entry> {
 type Points = Vec<(usize, BTreeSet<(usize, usize)>)>;
 
 fn original() -> (Sim, Points) {
+    original_losing(None)
+}
+
+fn original_losing(lose: Option<(usize, usize, usize)>) -> (Sim, Points) {
     let e = Engine::with_options(plan(), "run-1".into(), trigger(), 0, options());
     let mut s = Sim::from_engine(e, 0);
     let mut points = vec![(0, BTreeSet::new())];
     points.push((entries(&s).len(), s.e.completed_units().clone()));
-    drive(&mut s, |s| {
+    drive_losing(&mut s, lose, |s| {
         let n: usize = s.journal.iter().map(|b| b.entries.len()).sum();
         if points.last().is_none_or(|(m, _)| *m != n) {
             points.push((n, s.e.completed_units().clone()));
@@ -287,4 +308,50 @@ fn a_run_cut_while_winding_down_finishes_the_teardown_and_records_the_first_fate
         next.started
     );
     assert!(next.torn_down);
+}
+
+#[test]
+fn a_run_whose_host_was_lost_and_replaced_resumes_from_any_cut_without_rerunning_a_unit() {
+    // w-1 is lost during its second setup task; its replacement takes the unit over
+    // (from the first task) and then works like the others.
+    let (s, points) = original_losing(Some((0, 1, 1)));
+    assert_eq!(s.replacements.len(), 1, "{:?}", s.replacements);
+    let all = entries(&s);
+    for &(cut, ref completed) in &points {
+        let r = rebuilt(&all, cut);
+        let mut e = Engine::resume(plan(), "run-1".into(), trigger(), 600_000, options(), r);
+        e.set_masters(Vec::new());
+        let mut next = Sim::from_engine(e, 600_000);
+        drive(&mut next, |_| {});
+        assert_eq!(
+            next.e.status(),
+            RunStatus::Succeeded,
+            "cut {cut}: {:?}",
+            next.e.record().reason
+        );
+        assert_eq!(*next.e.completed_units(), all_units(), "cut {cut}");
+        for key in &next.started {
+            assert!(
+                !completed.contains(&(key.stage, key.unit)),
+                "cut {cut}: completed unit {:?} ran again as {key:?}",
+                (key.stage, key.unit)
+            );
+        }
+        // The unit the replacement took over starts from its first task there.
+        let rec = next.e.record();
+        let first_on_replacement = rec
+            .tasks
+            .iter()
+            .filter(|t| t.host == "w-1-r1" && t.stage == "setup")
+            .map(|t| t.id.clone())
+            .next();
+        if let Some(id) = first_on_replacement {
+            assert!(id.starts_with("s0-u1-t0-"), "cut {cut}: {id}");
+        }
+        assert!(
+            rec.hosts.iter().filter(|h| h.replaces.is_some()).count() <= 1,
+            "cut {cut}: one replacement in all: {:?}",
+            rec.hosts
+        );
+    }
 }
