@@ -45,6 +45,7 @@ pub async fn handle(
         let sweep = squall::cloud::sweep::sweep(
             launcher.compute.as_ref(),
             Some(launcher.store.as_ref()),
+            launcher.control.as_deref(),
             now_secs,
         );
         let (watched, swept) = tokio::join!(watch, sweep);
@@ -67,6 +68,7 @@ pub async fn handle(
     let sweep = squall::cloud::sweep::sweep(
         launcher.compute.as_ref(),
         Some(launcher.store.as_ref()),
+        launcher.control.as_deref(),
         now_secs,
     );
     let (runs, swept) = tokio::join!(launches, sweep);

@@ -249,10 +249,12 @@ pub async fn master(args: MasterArgs) -> anyhow::Result<u8> {
 /// `squall sweep`: instances past their deadline (or all of one run) terminated from
 /// their tags, recorded in their runs.
 pub async fn sweep(args: SweepArgs) -> anyhow::Result<u8> {
-    let (compute, store): (Arc<dyn Compute>, Arc<dyn Store>) = match &args.store {
+    type Control = Option<Arc<dyn crate::seam::control::Control>>;
+    let (compute, store, control): (Arc<dyn Compute>, Arc<dyn Store>, Control) = match &args.store {
         None => (
             Arc::new(LocalCompute::new(args.home.join("instances"))),
             Arc::new(LocalStore::new(args.home.join("store"))),
+            None,
         ),
         Some(url) => {
             let Some((bucket, prefix)) = S3Store::parse_url(url) else {
@@ -263,6 +265,8 @@ pub async fn sweep(args: SweepArgs) -> anyhow::Result<u8> {
             (
                 Arc::new(aws.compute(Ec2Settings::default())),
                 Arc::new(aws.store(&bucket, &prefix)),
+                // An abandoned run's login key and watchdog go with it.
+                Some(Arc::new(aws.control(Default::default()))),
             )
         }
     };
@@ -271,7 +275,13 @@ pub async fn sweep(args: SweepArgs) -> anyhow::Result<u8> {
         println!("terminated {n} instance(s) of run {run}");
         return Ok(exit::OK);
     }
-    let report = sweep::sweep(compute.as_ref(), Some(store.as_ref()), now_ms() / 1000).await?;
+    let report = sweep::sweep(
+        compute.as_ref(),
+        Some(store.as_ref()),
+        control.as_deref(),
+        now_ms() / 1000,
+    )
+    .await?;
     println!(
         "terminated {} instance(s) past their deadline",
         report.count()

@@ -346,7 +346,9 @@ impl Launcher {
         store::put_json(self.store.as_ref(), &key, &request)
             .await
             .map_err(written(key))?;
-        self.begin_watch(&run).await;
+        // The schedule ends a while after the master's own deadline, in case nobody
+        // deletes it.
+        self.begin_watch(&run, deadline + 3600).await;
         let req = self.master_request(&run, deadline, 1);
         let launched = self.compute.launch(&req).await.map_err(|e| {
             LaunchError::retryable(format!("starting the master of run {run}: {}", chain(&e)))

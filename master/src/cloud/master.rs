@@ -115,7 +115,14 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
             None
         }
     };
-    tracing::info!(run = %run_id, instance = me.as_deref().unwrap_or("?"), "master started");
+    tracing::info!(run = %run_id, instance = me.as_deref().unwrap_or("?"), generation = opts.generation, "master started");
+    // Until the runner beats, this does: reading large inputs or a long journal is not
+    // silence for the watchdog.
+    let beats = tokio::spawn(succession::starting_beats(
+        store.clone(),
+        run_id.clone(),
+        opts.heartbeat_every,
+    ));
     let outcome = match prepare(&opts, store.as_ref(), &run_id).await {
         Ok((pb, request)) => {
             let compute: Arc<dyn Compute> = Arc::new(aws.compute(Ec2Settings {
@@ -133,13 +140,21 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
                 store.clone(),
                 aws.clone(),
                 me.clone(),
+                beats.abort_handle(),
             )
             .await
         }
         Err(e) => Err(e),
     };
+    beats.abort();
     let code = match outcome {
         Ok(code) => code,
+        Err(e) if opts.generation > 1 => {
+            // A successor that cannot start records nothing: the run is not over, and
+            // its watchdog starts the next generation (or records it abandoned).
+            tracing::error!("this successor cannot resume the run: {}", chain(&e));
+            crate::exit::ERROR
+        }
         Err(e) => {
             // Whatever stopped the run before the runner could record it is recorded
             // here, with the master's log, before the instance ends.
@@ -238,6 +253,7 @@ async fn run_prepared(
     store: Arc<dyn Store>,
     aws: Aws,
     me: Option<String>,
+    beats: tokio::task::AbortHandle,
 ) -> Result<u8, MasterError> {
     let run = request.run_id.clone();
     let control = aws.control(crate::backend::aws::control::ScheduleTarget::default());
@@ -245,11 +261,15 @@ async fn run_prepared(
     let ssh_dir = opts.work_dir.join("ssh");
     let (keys, resume) = if generation == 1 {
         let keys = RunKeys::generate(&ssh_dir, &run).await?;
-        succession::keep_access(store.as_ref(), Some(&control), &run, &keys).await;
+        // The login key is kept only for a run a successor may take over.
+        let watched =
+            request.max_masters > 1 && matches!(store.head(&keys::live(&run)).await, Ok(Some(_)));
+        let control = watched.then_some(&control as &dyn crate::seam::control::Control);
+        succession::keep_access(store.as_ref(), control, &run, &keys).await;
         (keys, None)
     } else {
         let keys = succession::adopt_access(store.as_ref(), Some(&control), &run, &ssh_dir).await?;
-        let rebuilt = succession::read_journal(store.as_ref(), &run).await?;
+        let rebuilt = succession::read_journal(store.clone(), &run).await?;
         tracing::info!(
             generation,
             entries = rebuilt.entries,
@@ -331,6 +351,7 @@ async fn run_prepared(
         store,
         data: Arc::new(crate::backend::data::Stores::with_aws(aws)),
     };
+    beats.abort(); // the runner beats from here
     let summary = runner::run(Arc::new(pb), backends, run_opts).await;
     transport.close_all().await;
     match summary {

@@ -11,10 +11,11 @@ use super::keys::{KeyError, RunKeys};
 use crate::engine::resume::Rebuilt;
 use crate::error::chain;
 use crate::record::journal::{Batch, Generation, MasterRecord};
-use crate::record::{LaunchRecord, RunRequest, keys};
+use crate::record::{Heartbeat, LaunchRecord, RunRequest, keys};
 use crate::seam::control::Control;
 use crate::seam::store::{self as store, Store, StoreError};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Keeps the run's login key (SSM, SecureString) and publishes its host keys, so a
 /// successor can reach the workers. A failure is logged: the run goes on, and a
@@ -90,18 +91,70 @@ pub async fn adopt_access(
     Ok(keys_)
 }
 
-/// Every batch of the run's journal, folded (see [`Rebuilt::from_batches`]).
-pub async fn read_journal(store: &dyn Store, run: &str) -> Result<Rebuilt, StoreError> {
-    let mut batches = Vec::new();
-    for key in store.list(&keys::journal_prefix(run)).await? {
-        match store::get_json::<Batch>(store, &key).await {
-            Ok(Some(b)) => batches.push(b),
-            Ok(None) => {}
-            // A batch that does not parse ends its generation's journal there.
-            Err(e) => tracing::warn!("journal batch {key} unreadable: {}", chain(&e)),
+/// How many journal batches are read at once.
+const READS_IN_FLIGHT: usize = 16;
+
+/// Every batch of the run's journal, folded (see [`Rebuilt::from_batches`]), read
+/// [`READS_IN_FLIGHT`] at a time.
+pub async fn read_journal(store: Arc<dyn Store>, run: &str) -> Result<Rebuilt, StoreError> {
+    let keys_ = store.list(&keys::journal_prefix(run)).await?;
+    let mut batches = Vec::with_capacity(keys_.len());
+    let mut reads = tokio::task::JoinSet::new();
+    let mut pending = keys_.into_iter();
+    loop {
+        while reads.len() < READS_IN_FLIGHT
+            && let Some(key) = pending.next()
+        {
+            let store = store.clone();
+            reads.spawn(async move {
+                let got = store::get_json::<Batch>(store.as_ref(), &key).await;
+                (key, got)
+            });
+        }
+        let Some(done) = reads.join_next().await else {
+            break;
+        };
+        match done {
+            Ok((_, Ok(Some(b)))) => batches.push(b),
+            Ok((_, Ok(None))) => {}
+            // A batch that cannot be read ends its generation's journal there.
+            Ok((key, Err(e))) => tracing::warn!("journal batch {key} unreadable: {}", chain(&e)),
+            Err(e) => tracing::warn!("reading the journal: {e}"),
         }
     }
     Ok(Rebuilt::from_batches(batches))
+}
+
+/// Refreshes the run's heartbeat every `every` until aborted: what a master says
+/// while it prepares, before its runner beats (the heartbeat an earlier master left is
+/// kept, only its time moves; a first master writes a `provision` one).
+pub async fn starting_beats(store: Arc<dyn Store>, run: String, every: std::time::Duration) {
+    let key = keys::status(&run);
+    let mut beat = match store::get_json::<Heartbeat>(store.as_ref(), &key).await {
+        Ok(Some(b)) => b,
+        _ => Heartbeat {
+            run_id: run.clone(),
+            phase: crate::record::Phase::Provision,
+            stage: None,
+            hosts_live: 0,
+            hosts_total: 0,
+            shards_done: 0,
+            shards_total: 0,
+            updated_at_ms: 0,
+            started_at_ms: 0,
+            playbook: String::new(),
+            stages: Vec::new(),
+            hosts: Vec::new(),
+        },
+    };
+    let every = every.max(std::time::Duration::from_secs(1));
+    loop {
+        beat.updated_at_ms = crate::runner::now_ms();
+        if let Err(e) = store::put_json(store.as_ref(), &key, &beat).await {
+            tracing::warn!("heartbeat not written: {}", chain(&e));
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// The run's masters up to `generation`, for the record: the first as the launcher

@@ -39,6 +39,7 @@ const ROLES: [&str; 2] = ["worker", "master"];
 pub async fn sweep(
     compute: &dyn Compute,
     store: Option<&dyn Store>,
+    control: Option<&dyn crate::seam::control::Control>,
     now_secs: u64,
 ) -> Result<SweepReport, ComputeError> {
     let mut report = SweepReport::default();
@@ -113,7 +114,11 @@ pub async fn sweep(
     for run in runs {
         let swept = report.terminated.get(run).cloned().unwrap_or_default();
         match record_sweep(store, run, &swept, now_secs).await {
-            Ok(true) => report.abandoned.push(run.clone()),
+            Ok(true) => {
+                // Recorded: its watchdog, live marker and login key (if any) go too.
+                super::watch::end_watch(store, control, run).await;
+                report.abandoned.push(run.clone());
+            }
             Ok(false) => {}
             Err(e) => report.errors.push(format!("run {run}: {}", chain(&e))),
         }

@@ -10,12 +10,17 @@
 //!   removed ([`end_watch`]); the master does the same when it records the run;
 //! - heartbeat fresh (younger than `stale_after`, counting the launch and the last
 //!   generation's claim as signs of life): nothing;
-//! - stale: the run's masters are **fenced** first (terminated, and seen terminated),
-//!   then either the run has had `max_masters` masters (or is past its deadline) and is
-//!   recorded `abandoned` with its workers terminated, or generation N+1 is claimed
-//!   with a create-if-absent (`runs/ID/generation/N+1`: two watchdogs at once start one
-//!   successor) and a successor master is launched with `--generation N+1`. The
-//!   successor resumes from the journal ([`super::master`]).
+//! - stale, with `max_masters` masters had (or past its deadline): the masters are
+//!   fenced, the instances terminated, the run recorded `abandoned`;
+//! - stale otherwise: generation N+1 is claimed with a create-if-absent
+//!   (`runs/ID/generation/N+1`: two watchdogs at once start one successor). The claim
+//!   comes before the silent master is touched: from it on that master, should it
+//!   wake or get the shutdown signal its termination brings, writes, drives and tears
+//!   down nothing (its runner checks the claim). Then it is **fenced** (terminated, and
+//!   seen terminated, only masters of generation N or earlier), and only then the
+//!   successor is launched with `--generation N+1`; it resumes from the journal
+//!   ([`super::master`]). A takeover left unfinished (a timeout while fencing) is
+//!   finished by a later look, with the same launch token.
 
 use super::launch::{LaunchError, Launcher};
 use crate::error::chain;
@@ -31,7 +36,12 @@ use std::time::Duration;
 pub const WATCH_EVERY_MINUTES: u32 = 2;
 
 /// How long fencing waits for the old master to be seen terminated.
-const FENCE_WAIT: Duration = Duration::from_secs(30);
+/// (Within the launcher's 60 s timeout; a fence not done yet is finished by the next look.)
+const FENCE_WAIT: Duration = Duration::from_secs(40);
+
+/// How old a claim with no master may be before another look finishes its takeover
+/// (past the launcher's timeout: the watchdog that claimed it has given up).
+const UNFINISHED_TAKEOVER_MS: u64 = 90_000;
 
 /// What one watchdog invocation did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,6 +55,8 @@ pub enum Watched {
     TookOver,
     /// Another watchdog claimed the next generation first.
     Contended,
+    /// The silent masters are being terminated; the next look goes on.
+    Fencing,
     /// The run had all the masters it may have (or is past its deadline): recorded
     /// `abandoned`, its instances terminated.
     Abandoned,
@@ -123,17 +135,12 @@ pub async fn end_watch(store: &dyn Store, control: Option<&dyn Control>, run: &s
 }
 
 impl Launcher {
-    /// Marks the run live and creates its watchdog schedule, before its master is
-    /// started (so that no master runs unwatched). A watchdog that cannot be made is
-    /// logged, not fatal: the run goes, with the dead-man's switches as its net.
-    pub async fn begin_watch(&self, run: &str) {
-        if let Err(e) = self
-            .store
-            .put(&keys::live(run), run.as_bytes().to_vec())
-            .await
-        {
-            tracing::warn!("writing the live marker of {run}: {}", chain(&e));
-        }
+    /// Creates the run's watchdog schedule (ending at `until_unix`), then marks the run
+    /// live, before its master is started (so that no master runs unwatched). A
+    /// watchdog that cannot be made is logged, not fatal: the run goes, with the
+    /// dead-man's switches and the sweep as its net (an unwatched run is not marked
+    /// live, so the sweep records it if its master dies).
+    pub async fn begin_watch(&self, run: &str, until_unix: u64) {
         let Some(control) = &self.control else {
             return;
         };
@@ -146,10 +153,18 @@ impl Launcher {
         }
         let input = serde_json::json!({ "squall_watch": run }).to_string();
         if let Err(e) = control
-            .create_schedule(&schedule_name(run), WATCH_EVERY_MINUTES, &input)
+            .create_schedule(&schedule_name(run), WATCH_EVERY_MINUTES, until_unix, &input)
             .await
         {
             tracing::warn!("creating the watchdog of {run}: {}", chain(&e));
+            return;
+        }
+        if let Err(e) = self
+            .store
+            .put(&keys::live(run), run.as_bytes().to_vec())
+            .await
+        {
+            tracing::warn!("writing the live marker of {run}: {}", chain(&e));
         }
     }
 
@@ -158,12 +173,6 @@ impl Launcher {
         if !crate::record::runid::valid(run) {
             return Err(LaunchError::permanent(format!("`{run}` is not a run id")));
         }
-        let get = |key: String| async move {
-            self.store
-                .get(&key)
-                .await
-                .map_err(|e| LaunchError::retryable(format!("reading {key}: {}", chain(&e))))
-        };
         let mut report = WatchReport {
             run_id: run.to_owned(),
             watched: Watched::Alive,
@@ -172,34 +181,47 @@ impl Launcher {
             fenced: Vec::new(),
             master: None,
         };
-        if get(keys::run_record(run)).await?.is_some() {
+        if self.recorded(run).await? {
             end_watch(self.store.as_ref(), self.control.as_deref(), run).await;
             report.watched = Watched::Finished;
             return Ok(report);
         }
-        let Some(request) = get(keys::request(run))
+        let Some(request) = self
+            .get(keys::request(run))
             .await?
             .and_then(|b| serde_json::from_slice::<RunRequest>(&b).ok())
         else {
+            // Not a run of this bucket: its schedule is of no use.
+            if let Some(c) = &self.control
+                && let Err(e) = c.delete_schedule(&schedule_name(run)).await
+            {
+                tracing::warn!("deleting the watchdog of {run}: {}", chain(&e));
+            }
             report.watched = Watched::Unknown;
             return Ok(report);
         };
+        let claim = self.claim_of(run, report.generation).await?;
+        // A takeover a watchdog claimed and did not finish (it timed out fencing, or
+        // before its launch): this one finishes it, with the same launch token.
+        if let Some(c) = claim.as_ref().filter(|c| c.instance_id.is_none())
+            && now_ms.saturating_sub(c.claimed_at_ms) >= UNFINISHED_TAKEOVER_MS
+        {
+            return self.take_over(run, &request, c.clone(), report).await;
+        }
         // The last sign of life: the heartbeat, the launch, the latest takeover.
-        let beat = get(keys::status(run))
+        let beat = self
+            .get(keys::status(run))
             .await?
             .and_then(|b| serde_json::from_slice::<Heartbeat>(&b).ok())
             .map_or(0, |h| h.updated_at_ms);
-        let launched = get(keys::launch(run))
+        let launched = self
+            .get(keys::launch(run))
             .await?
             .and_then(|b| serde_json::from_slice::<LaunchRecord>(&b).ok())
             .map_or(0, |l| l.launched_at * 1000);
-        let claimed = get(keys::generation(run, report.generation))
-            .await?
-            .and_then(|b| serde_json::from_slice::<Generation>(&b).ok())
-            .map_or(0, |g| g.claimed_at_ms);
         let life = beat
             .max(launched)
-            .max(claimed)
+            .max(claim.as_ref().map_or(0, |c| c.claimed_at_ms))
             .max(request.requested_at * 1000);
         report.silent_ms = now_ms.saturating_sub(life);
         if report.silent_ms < self.settings.stale_after.as_millis() as u64 {
@@ -209,9 +231,8 @@ impl Launcher {
             run,
             silent_s = report.silent_ms / 1000,
             generation = report.generation,
-            "the run's master is silent: fencing it"
+            "the run's master is silent"
         );
-        report.fenced = self.fence(run, report.generation).await?;
         let past_deadline = now_ms / 1000 >= request.master_deadline;
         if report.generation >= request.max_masters.max(1) || past_deadline {
             let why = if past_deadline {
@@ -219,11 +240,21 @@ impl Launcher {
             } else {
                 format!("the run had its {} master(s)", request.max_masters)
             };
+            report.fenced = match self.fence(run, report.generation).await? {
+                Some(f) => f,
+                None => {
+                    report.watched = Watched::Fencing;
+                    return Ok(report);
+                }
+            };
             self.abandon(run, &request, &why, report.silent_ms, now_ms)
                 .await?;
             report.watched = Watched::Abandoned;
             return Ok(report);
         }
+        // The claim comes first: from it on the silent master, should it wake (or get
+        // its shutdown signal), writes, drives and tears down nothing; only then is it
+        // terminated, and the successor launched once it is seen terminated.
         let next = report.generation + 1;
         let claim = Generation {
             run_id: run.to_owned(),
@@ -234,7 +265,7 @@ impl Launcher {
                 report.generation,
                 report.silent_ms / 1000
             ),
-            fenced: report.fenced.clone(),
+            fenced: Vec::new(),
             instance_id: None,
         };
         let key = keys::generation(run, next);
@@ -246,32 +277,85 @@ impl Launcher {
             return Ok(report);
         }
         report.generation = next;
-        let req = self.master_request(run, request.master_deadline, next);
+        self.take_over(run, &request, claim, report).await
+    }
+
+    /// Finishes the takeover `claim` stands for: the earlier masters fenced (terminated
+    /// and seen terminated), then its master launched (the launch token makes a second
+    /// try return the same instance) and noted in the claim.
+    async fn take_over(
+        &self,
+        run: &str,
+        request: &RunRequest,
+        claim: Generation,
+        mut report: WatchReport,
+    ) -> Result<WatchReport, LaunchError> {
+        let n = claim.generation;
+        report.generation = n;
+        let Some(fenced) = self.fence(run, n - 1).await? else {
+            report.watched = Watched::Fencing;
+            return Ok(report);
+        };
+        report.fenced = fenced;
+        // The silent master may have recorded the run as it went.
+        if self.recorded(run).await? {
+            end_watch(self.store.as_ref(), self.control.as_deref(), run).await;
+            report.watched = Watched::Finished;
+            return Ok(report);
+        }
+        let req = self.master_request(run, request.master_deadline, n);
         let launched = self.compute.launch(&req).await.map_err(|e| {
             LaunchError::retryable(format!(
-                "starting master generation {next} of run {run}: {}",
+                "starting master generation {n} of run {run}: {}",
                 chain(&e)
             ))
         })?;
         report.master = launched.first().map(|i| i.id.clone());
+        let mut fenced = claim.fenced.clone();
+        fenced.extend(report.fenced.iter().cloned());
         let claim = Generation {
             instance_id: report.master.clone(),
+            fenced,
             ..claim
         };
+        let key = keys::generation(run, n);
         if let Err(e) = store::put_json(self.store.as_ref(), &key, &claim).await {
             tracing::warn!("noting the successor in {key}: {}", chain(&e));
         }
         report.watched = Watched::TookOver;
-        tracing::warn!(run, generation = next, master = ?report.master, "successor master started");
+        tracing::warn!(run, generation = n, master = ?report.master, "successor master started");
         Ok(report)
     }
 
-    /// Terminates every master of the run and waits (bounded) until each is seen
-    /// terminated: from then on, none can drive a worker or write beside a successor.
-    async fn fence(&self, run: &str, upto: u32) -> Result<Vec<String>, LaunchError> {
+    async fn get(&self, key: String) -> Result<Option<Vec<u8>>, LaunchError> {
+        self.store
+            .get(&key)
+            .await
+            .map_err(|e| LaunchError::retryable(format!("reading {key}: {}", chain(&e))))
+    }
+
+    async fn recorded(&self, run: &str) -> Result<bool, LaunchError> {
+        Ok(self.get(keys::run_record(run)).await?.is_some())
+    }
+
+    /// Generation `n`'s claim (none for the first master, which the launcher started).
+    async fn claim_of(&self, run: &str, n: u32) -> Result<Option<Generation>, LaunchError> {
+        if n <= 1 {
+            return Ok(None);
+        }
+        Ok(self
+            .get(keys::generation(run, n))
+            .await?
+            .and_then(|b| serde_json::from_slice::<Generation>(&b).ok()))
+    }
+
+    /// Terminates every master of the run of generation `upto` or earlier and waits
+    /// (bounded) until each is seen terminated: from then on, none can drive a worker
+    /// or write beside a successor. `None` when some are not terminated yet.
+    pub async fn fence(&self, run: &str, upto: u32) -> Result<Option<Vec<String>>, LaunchError> {
         let alive = live_masters(self.compute.as_ref(), run, upto).await?;
         if alive.is_empty() {
-            return Ok(alive);
+            return Ok(Some(alive));
         }
         // A failed call is judged by what it left: another watchdog may have ended the
         // same instance at the same moment.
@@ -280,16 +364,17 @@ impl Launcher {
         loop {
             let left = live_masters(self.compute.as_ref(), run, upto).await?;
             if left.is_empty() {
-                return Ok(alive);
+                return Ok(Some(alive));
             }
             if started.elapsed() > FENCE_WAIT {
                 let why = call
                     .as_ref()
                     .map_or(String::new(), |e| format!(" ({})", chain(e)));
-                return Err(LaunchError::retryable(format!(
-                    "the masters of {run} are not terminated yet ({}){why}; no successor until they are",
+                tracing::warn!(
+                    "the masters of {run} are not terminated yet ({}){why}: the next look goes on",
                     left.join(", ")
-                )));
+                );
+                return Ok(None);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

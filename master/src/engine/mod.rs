@@ -465,6 +465,7 @@ impl Engine {
         });
         self.book.ended_at_ms = Some(self.now_ms);
         self.enter(State::Record { fate });
+        self.flush_journal(true, out);
         out.push(Action::WriteRecord(Box::new(self.record())));
     }
 
@@ -538,6 +539,8 @@ impl Engine {
                     if done {
                         let fate = fate.clone();
                         self.enter(State::Teardown { fate });
+                        // The journal says the fate before the instances end.
+                        self.flush_journal(true, out);
                         out.push(Action::Teardown);
                     }
                     done

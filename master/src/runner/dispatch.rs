@@ -25,6 +25,9 @@ pub(super) async fn dispatch(
         let job = ctx.clone();
         let host_of = |h: HostId| hosts.get(h).cloned();
         match action {
+            // A successor drives the run's tasks now: none is cancelled from here.
+            Action::CancelTask { .. } | Action::InterruptTask { .. } | Action::Release { .. }
+                if ctx.fence.as_ref().is_some_and(|f| f.is_fenced()) => {}
             Action::Launch { group, spec } => {
                 let stand_in = Event::LaunchFailed {
                     group: group.clone(),
@@ -220,20 +223,20 @@ pub(super) async fn dispatch(
                     result: Err(Failure("internal error: teardown panicked".into())),
                 };
                 jobs.spawn(Some(stand_in), async move {
+                    job.journal_synced().await;
                     if !job.fenced_now().await {
                         teardown(&job).await
                     }
                 });
             }
             Action::Journal(batch) => {
-                if let Ok(tx) = ctx.journal_tx.lock()
-                    && let Some(tx) = tx.as_ref()
-                {
-                    let _ = tx.send(*batch);
+                if let Some(j) = ctx.journal() {
+                    j.send(*batch);
                 }
             }
             Action::WriteRecord(record) => {
                 jobs.spawn(Some(Event::RecordWritten), async move {
+                    job.journal_synced().await;
                     if job.fenced_now().await {
                         return;
                     }

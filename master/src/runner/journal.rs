@@ -3,9 +3,14 @@
 //!
 //! Batches are written in order by one writer task (a batch's key is new: create-if-
 //! absent, never rewritten), so the loop never waits on the store and a crash leaves a
-//! prefix. Before each journal, teardown and record write, the writer's generation is
-//! checked: once `runs/ID/generation/N+1` exists, a successor owns the run and this
-//! master writes nothing more, tears nothing down and stops.
+//! prefix. A batch that fails is tried again (with backoff) before the next one: a
+//! gap would hide every later batch from a successor. A [`Journal::sync`] waits until
+//! every batch sent before it is stored: teardown and the record wait for it, so the
+//! journal always says the run's fate before its instances end.
+//!
+//! Before each journal, teardown and record write the writer's generation is checked:
+//! once `runs/ID/generation/N+1` exists, a successor owns the run and this master
+//! writes nothing more, tears nothing down and stops.
 
 use crate::error::chain;
 use crate::record::journal::Batch;
@@ -13,7 +18,8 @@ use crate::record::keys;
 use crate::seam::store::{self as store, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// The writer's generation and whether a successor has taken the run over.
 #[derive(Debug)]
@@ -42,7 +48,8 @@ impl Fence {
     }
 
     /// Asks the store whether the next generation is claimed. A store that cannot
-    /// answer does not fence: the watchdog terminates a master before it claims.
+    /// answer does not fence: the watchdog claims before it terminates a master, and
+    /// a terminated master drives nothing.
     pub async fn check(&self, store: &dyn Store) -> bool {
         if self.is_fenced() {
             return true;
@@ -60,26 +67,82 @@ impl Fence {
     }
 }
 
-/// Starts the writer; batches sent to the returned channel are stored in order. The
-/// task ends when the channel is closed and every batch is written (or fenced).
-pub fn writer(
-    store: Arc<dyn Store>,
-    fence: Arc<Fence>,
-    run_id: String,
-) -> (mpsc::UnboundedSender<Batch>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Batch>();
-    let task = tokio::spawn(async move {
-        while let Some(batch) = rx.recv().await {
-            if fence.check(store.as_ref()).await {
-                continue; // drained, not written
+/// What the writer is sent.
+#[derive(Debug)]
+enum Message {
+    Batch(Batch),
+    /// Answered once every batch sent before it is stored (or given up on, fenced).
+    Sync(oneshot::Sender<()>),
+}
+
+/// The journal's writer: send batches, wait for them to be stored.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+/// Longest pause between two tries of one batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+impl Journal {
+    /// Starts the writer; the task ends once every [`Journal`] is dropped and every
+    /// batch sent is stored (or fenced).
+    pub fn start(
+        store: Arc<dyn Store>,
+        fence: Arc<Fence>,
+        run_id: String,
+    ) -> (Journal, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let task = tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                match m {
+                    Message::Sync(done) => {
+                        let _ = done.send(());
+                    }
+                    Message::Batch(batch) => write(store.as_ref(), &fence, &run_id, &batch).await,
+                }
             }
-            let key = keys::journal_batch(&run_id, batch.generation, batch.seq);
-            match store::create_json(store.as_ref(), &key, &batch).await {
-                Ok(true) => {}
-                Ok(false) => tracing::error!("journal batch {key} exists already; not rewritten"),
-                Err(e) => tracing::error!("journal batch {key} not written: {}", chain(&e)),
+        });
+        (Journal { tx }, task)
+    }
+
+    pub fn send(&self, batch: Batch) {
+        let _ = self.tx.send(Message::Batch(batch));
+    }
+
+    /// Waits (up to `limit`) until every batch sent so far is stored.
+    pub async fn sync(&self, limit: Duration) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Message::Sync(done)).is_ok()
+            && tokio::time::timeout(limit, wait).await.is_err()
+        {
+            tracing::warn!("the journal is not stored within {limit:?}; going on");
+        }
+    }
+}
+
+/// Stores one batch, trying again until it is stored or the master is fenced.
+async fn write(store: &dyn Store, fence: &Fence, run_id: &str, batch: &Batch) {
+    let key = keys::journal_batch(run_id, batch.generation, batch.seq);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if fence.check(store).await {
+            return; // drained, not written
+        }
+        match store::create_json(store, &key, batch).await {
+            Ok(true) => return,
+            Ok(false) => {
+                tracing::error!("journal batch {key} exists already; not rewritten");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "journal batch {key} not written ({}); trying again in {backoff:?}",
+                    chain(&e)
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
-    });
-    (tx, task)
+    }
 }

@@ -154,7 +154,7 @@ pub struct Ctx {
     /// This master's generation, when the run is journaled.
     fence: Option<Arc<journal::Fence>>,
     /// The journal's writer.
-    journal_tx: Mutex<Option<mpsc::UnboundedSender<crate::record::journal::Batch>>>,
+    journal: Mutex<Option<journal::Journal>>,
 }
 
 /// How many cache lookups or writes go to the store at once.
@@ -164,6 +164,19 @@ impl Ctx {
     /// Reports an event to the run loop (which only stops listening once it is done).
     fn send(&self, event: Event) {
         let _ = self.tx.send(Report::Event(event));
+    }
+
+    /// The journal's writer, when the run keeps a journal.
+    fn journal(&self) -> Option<journal::Journal> {
+        self.journal.lock().ok().and_then(|j| j.clone())
+    }
+
+    /// Waits until the journal sent so far is stored (teardown and the record go
+    /// after the fate they follow from).
+    async fn journal_synced(&self) {
+        if let Some(j) = self.journal() {
+            j.sync(Duration::from_secs(60)).await;
+        }
     }
 
     /// Whether a successor owns the run (asked of the store): then this master writes
@@ -232,10 +245,11 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         .journal
         .as_ref()
         .map(|j| Arc::new(journal::Fence::new(&opts.run_id, j.generation)));
-    let (journal_tx, journal_task) = match &fence {
+    let (journal_writer, journal_task) = match &fence {
         Some(f) => {
-            let (tx, task) = journal::writer(b.store.clone(), f.clone(), opts.run_id.clone());
-            (Some(tx), Some(task))
+            let (j, task) =
+                journal::Journal::start(b.store.clone(), f.clone(), opts.run_id.clone());
+            (Some(j), Some(task))
         }
         None => (None, None),
     };
@@ -251,7 +265,7 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         identities: Mutex::new(std::collections::HashMap::new()),
         notices: Mutex::new(std::collections::BTreeSet::new()),
         fence: fence.clone(),
-        journal_tx: Mutex::new(journal_tx),
+        journal: Mutex::new(journal_writer),
     });
     // A resumed run's hosts, as the earlier masters journaled them (ids in order).
     let mut hosts: Vec<Instance> = adopt::instances(b.compute.as_ref(), &engine).await;
@@ -272,6 +286,11 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
             Some(r) = rx.recv() => r,
             _ = tick.tick() => Report::Event(Event::Tick),
             reason = signals.next() => {
+                // A fenced master's instance is being ended by the watchdog that claimed
+                // the run: the signal is its shutdown, not a cancel of the run.
+                if ctx.fenced_now().await {
+                    break;
+                }
                 tracing::warn!("{reason}: stopping the run (logs are still collected and instances torn down)");
                 Report::Event(Event::Cancel { reason: format!("cancelled by {reason}") })
             }
@@ -333,7 +352,7 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         return Err(RunError::Fenced(f.generation() + 1));
     }
     // The batches out are written (each is small) before the run ends.
-    drop(ctx.journal_tx.lock().ok().and_then(|mut t| t.take()));
+    drop(ctx.journal.lock().ok().and_then(|mut t| t.take()));
     if let Some(task) = journal_task {
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     }

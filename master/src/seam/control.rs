@@ -29,11 +29,13 @@ pub trait Control: Send + Sync + std::fmt::Debug {
     /// Deletes a secret; absent is fine.
     async fn delete_secret(&self, name: &str) -> Result<(), ControlError>;
     /// Creates (or keeps) the schedule `name` that sends `input` to the launcher every
-    /// `every_minutes`.
+    /// `every_minutes`, until `until_unix` (it never outlives the run by much, even if
+    /// nobody deletes it).
     async fn create_schedule(
         &self,
         name: &str,
         every_minutes: u32,
+        until_unix: u64,
         input: &str,
     ) -> Result<(), ControlError>;
     /// Deletes a schedule; absent is fine.

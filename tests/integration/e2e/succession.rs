@@ -16,7 +16,7 @@ use squall::record::{RunRecord, RunStatus, TaskOutcome};
 use squall::seam::Store;
 use squall::seam::compute::{Compute, InstanceState, tags};
 use squall::seam::control::{Control, schedule_name};
-use squall_tests::ec2sim;
+use squall_tests::ec2sim::{self, SimEvent};
 use squall_tests::moto;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -320,9 +320,25 @@ fn a_frozen_master_is_fenced_before_its_successor_drives_the_workers() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The successor booted only after the frozen master had ended: it never drove
+        // a worker beside it.
+        let successor = report.master.clone().expect("a successor");
+        e.generation_started(&run, 2, Duration::from_secs(120))
+            .await;
+        let events = e.sim.timed_events();
+        let ended = events
+            .iter()
+            .find(|(_, ev)| matches!(ev, SimEvent::Ended { id } if *id == first))
+            .map(|(at, _)| *at)
+            .expect("the frozen master ended");
+        let booted = events
+            .iter()
+            .find(|(_, ev)| matches!(ev, SimEvent::Booted { id, .. } if *id == successor))
+            .map(|(at, _)| *at)
+            .expect("the successor booted");
         assert!(
-            e.journal(&run, 2).await.is_empty(),
-            "the frozen master's processes ended before its successor journaled anything"
+            ended < booted,
+            "fenced before the successor booted: {events:?}"
         );
         let rec = e.record(&run, Duration::from_secs(240)).await;
         e.assert_succeeded(&rec);

@@ -123,13 +123,22 @@ fn a_silent_run_is_fenced_and_succeeded_once_up_to_max_masters_then_abandoned() 
         assert_eq!(claim.instance_id.as_deref(), Some(second.as_str()));
         assert!(claim.reason.contains("heartbeat"), "{claim:?}");
 
-        // A watchdog that still saw generation 1 would fence only generation 1: the
-        // successor's claim makes it fresh, and it is left alone.
+        // The successor's claim makes the run fresh again: left alone.
         assert_eq!(
             watch(&s.launcher, &run, T + 450).await.watched,
             Watched::Alive
         );
-        assert_eq!(live(&s.compute, &run).await.len(), 1);
+        // A watchdog that still saw generation 1 fences generation 1 only: the
+        // successor (tagged generation 2) is never touched.
+        assert_eq!(
+            s.launcher.fence(&run, 1).await.expect("fence"),
+            Some(Vec::new())
+        );
+        assert_eq!(
+            live(&s.compute, &run).await.len(),
+            1,
+            "the successor runs on"
+        );
 
         // The successor falls silent too: generation 3, then (max_masters 3) the end.
         let third = watch(&s.launcher, &run, T + 1000).await;

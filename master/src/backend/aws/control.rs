@@ -98,6 +98,7 @@ impl Control for AwsControl {
         &self,
         name: &str,
         every_minutes: u32,
+        until_unix: u64,
         input: &str,
     ) -> Result<(), ControlError> {
         let target = Target::builder()
@@ -129,6 +130,7 @@ impl Control for AwsControl {
             .name(name)
             .schedule_expression(format!("rate({every_minutes} {unit})"))
             .flexible_time_window(window)
+            .end_date(aws_smithy_types::DateTime::from_secs(until_unix as i64))
             .target(target)
             .description("squall: watches one run's master; deleted when the run is recorded")
             .send()
