@@ -125,18 +125,10 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
     ));
     let outcome = match prepare(&opts, store.as_ref(), &run_id).await {
         Ok((pb, request)) => {
-            let compute: Arc<dyn Compute> = Arc::new(aws.compute(Ec2Settings {
-                subnet: Some(request.subnet.clone()),
-                security_groups: request.security_groups.clone(),
-                image: Some(request.image.clone()),
-                instance_type: None,
-                running_deadline: opts.running_deadline,
-            }));
             run_prepared(
                 &opts,
                 pb,
                 request,
-                compute,
                 store.clone(),
                 aws.clone(),
                 me.clone(),
@@ -249,12 +241,18 @@ async fn run_prepared(
     opts: &MasterOptions,
     pb: Plan,
     request: RunRequest,
-    compute: Arc<dyn Compute>,
     store: Arc<dyn Store>,
     aws: Aws,
     me: Option<String>,
     beats: tokio::task::AbortHandle,
 ) -> Result<u8, MasterError> {
+    let compute: Arc<dyn Compute> = Arc::new(aws.compute(Ec2Settings {
+        subnet: Some(request.subnet.clone()),
+        security_groups: request.security_groups.clone(),
+        image: Some(request.image.clone()),
+        instance_type: None,
+        running_deadline: opts.running_deadline,
+    }));
     let run = request.run_id.clone();
     let control = aws.control(crate::backend::aws::control::ScheduleTarget::default());
     let generation = opts.generation.max(1);
