@@ -221,11 +221,13 @@ impl Engine {
         run.sched = Scheduler::Sharded(Box::new(super::sharded::Sharded::new(
             &hosts, n, n_tasks, retries, cached,
         )));
-        self.journal.note(crate::record::journal::Entry::Items {
-            stage,
-            items: listed.items.clone(),
-            file: listed.file.clone(),
-        });
+        if self.resumed_items(stage).is_none() {
+            self.journal.note(crate::record::journal::Entry::Items {
+                stage,
+                items: listed.items.clone(),
+                file: listed.file.clone(),
+            });
+        }
         let Some(run) = self.stage_mut().filter(|r| r.index == stage) else {
             return;
         };

@@ -219,6 +219,7 @@ fn a_run_resumed_from_any_cut_never_reruns_a_completed_unit_and_reattaches_what_
             })
             .map(|(a, h)| (a.stage, a.unit, a.task, a.try_no, *h))
             .collect();
+        let journaled: Vec<_> = r.tasks.clone();
         let mut e = Engine::resume(plan(), "run-1".into(), trigger(), 600_000, options(), r);
         e.set_masters(vec![MasterRecord {
             generation: 2,
@@ -265,8 +266,12 @@ fn a_run_resumed_from_any_cut_never_reruns_a_completed_unit_and_reattaches_what_
         let takeover = rec.masters[0].takeover.clone().expect("the takeover");
         assert_eq!(takeover.completed, completed.len());
         assert_eq!(takeover.reattached.len(), in_flight.len(), "cut {cut}");
-        // The record keeps every attempt of both masters.
-        assert!(rec.tasks.len() >= s.e.record().tasks.len().min(next.started.len()));
+        // The record keeps every attempt of both masters: the journaled ones first.
+        assert_eq!(rec.tasks[..journaled.len()], journaled[..], "cut {cut}");
+        assert!(
+            rec.tasks.len() >= journaled.len() + next.started.len(),
+            "cut {cut}"
+        );
     }
     assert!(reattached_total > 5, "cuts fell while tasks ran");
 }
