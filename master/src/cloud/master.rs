@@ -118,11 +118,8 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
     tracing::info!(run = %run_id, instance = me.as_deref().unwrap_or("?"), generation = opts.generation, "master started");
     // Until the runner beats, this does: reading large inputs or a long journal is not
     // silence for the watchdog.
-    let beats = tokio::spawn(succession::starting_beats(
-        store.clone(),
-        run_id.clone(),
-        opts.heartbeat_every,
-    ));
+    let beats =
+        succession::StartingBeats::start(store.clone(), run_id.clone(), opts.heartbeat_every);
     let outcome = match prepare(&opts, store.as_ref(), &run_id).await {
         Ok((pb, request)) => {
             run_prepared(
@@ -132,13 +129,13 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
                 store.clone(),
                 aws.clone(),
                 me.clone(),
-                beats.abort_handle(),
+                &beats,
             )
             .await
         }
         Err(e) => Err(e),
     };
-    beats.abort();
+    beats.stop().await;
     let code = match outcome {
         Ok(code) => code,
         Err(e) if opts.generation > 1 => {
@@ -244,7 +241,7 @@ async fn run_prepared(
     store: Arc<dyn Store>,
     aws: Aws,
     me: Option<String>,
-    beats: tokio::task::AbortHandle,
+    beats: &succession::StartingBeats,
 ) -> Result<u8, MasterError> {
     let compute: Arc<dyn Compute> = Arc::new(aws.compute(Ec2Settings {
         subnet: Some(request.subnet.clone()),
@@ -349,7 +346,7 @@ async fn run_prepared(
         store,
         data: Arc::new(crate::backend::data::Stores::with_aws(aws)),
     };
-    beats.abort(); // the runner beats from here
+    beats.stop().await; // the runner beats from here
     let summary = runner::run(Arc::new(pb), backends, run_opts).await;
     transport.close_all().await;
     match summary {

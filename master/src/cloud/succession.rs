@@ -125,10 +125,47 @@ pub async fn read_journal(store: Arc<dyn Store>, run: &str) -> Result<Rebuilt, S
     Ok(Rebuilt::from_batches(batches))
 }
 
-/// Refreshes the run's heartbeat every `every` until aborted: what a master says
-/// while it prepares, before its runner beats (the heartbeat an earlier master left is
-/// kept, only its time moves; a first master writes a `provision` one).
-pub async fn starting_beats(store: Arc<dyn Store>, run: String, every: std::time::Duration) {
+/// How long a master may say it is starting: one stuck preparing is let go silent,
+/// so that its watchdog replaces it.
+const STARTING_AT_MOST: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// The heartbeat a master keeps while it prepares, before its runner beats: the one an
+/// earlier master left is kept with only its time moved (a first master writes a
+/// `provision` one), every `every`, until [`StartingBeats::stop`] (or
+/// [`STARTING_AT_MOST`]).
+#[derive(Debug)]
+pub struct StartingBeats {
+    stop: Arc<tokio::sync::Notify>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl StartingBeats {
+    pub fn start(store: Arc<dyn Store>, run: String, every: std::time::Duration) -> StartingBeats {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(starting_beats(store, run, every, stop.clone()));
+        StartingBeats {
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Stops the beats once the one being written (if any) is stored, so that none
+    /// lands after the runner's own; repeatable.
+    pub async fn stop(&self) {
+        self.stop.notify_one();
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(15), task).await;
+        }
+    }
+}
+
+async fn starting_beats(
+    store: Arc<dyn Store>,
+    run: String,
+    every: std::time::Duration,
+    stop: Arc<tokio::sync::Notify>,
+) {
     let key = keys::status(&run);
     let mut beat = match store::get_json::<Heartbeat>(store.as_ref(), &key).await {
         Ok(Some(b)) => b,
@@ -148,13 +185,18 @@ pub async fn starting_beats(store: Arc<dyn Store>, run: String, every: std::time
         },
     };
     let every = every.max(std::time::Duration::from_secs(1));
-    loop {
+    let started = std::time::Instant::now();
+    while started.elapsed() < STARTING_AT_MOST {
         beat.updated_at_ms = crate::runner::now_ms();
         if let Err(e) = store::put_json(store.as_ref(), &key, &beat).await {
             tracing::warn!("heartbeat not written: {}", chain(&e));
         }
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.notified() => return,
+        }
     }
+    tracing::warn!("still preparing after {STARTING_AT_MOST:?}: no more starting heartbeats");
 }
 
 /// The run's masters up to `generation`, for the record: the first as the launcher

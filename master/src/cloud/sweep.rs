@@ -164,11 +164,21 @@ async fn record_sweep(
     // A live run whose watchdog may still start a successor (one with work left before
     // the run's deadline) is not abandoned yet: the watchdog records it when it gives up.
     if let Some(r) = &request
-        && now_secs < r.run_deadline
+        && now_secs < r.master_deadline
         && store.head(&keys::live(run)).await?.is_some()
     {
-        let generations = store.list(&keys::generations_prefix(run)).await?.len() as u32;
-        if generations + 1 < r.max_masters {
+        let claims = store.list(&keys::generations_prefix(run)).await?;
+        let generations = claims.len() as u32;
+        // A takeover claimed and not finished is a master on its way.
+        let coming = match claims.last() {
+            Some(k) => store::get_json::<crate::record::journal::Generation>(store, k)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|g| g.instance_id.is_none()),
+            None => false,
+        };
+        if generations + 1 < r.max_masters || coming {
             return Ok(false);
         }
     }

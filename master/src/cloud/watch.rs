@@ -203,10 +203,14 @@ impl Launcher {
         let claim = self.claim_of(run, report.generation).await?;
         // A takeover a watchdog claimed and did not finish (it timed out fencing, or
         // before its launch): this one finishes it, with the same launch token.
-        if let Some(c) = claim.as_ref().filter(|c| c.instance_id.is_none())
-            && now_ms.saturating_sub(c.claimed_at_ms) >= UNFINISHED_TAKEOVER_MS
-        {
-            return self.take_over(run, &request, c.clone(), report).await;
+        if let Some(c) = claim.as_ref().filter(|c| c.instance_id.is_none()) {
+            if now_ms.saturating_sub(c.claimed_at_ms) < UNFINISHED_TAKEOVER_MS {
+                // Another look is taking over right now, whatever the stale window.
+                return Ok(report);
+            }
+            if now_ms / 1000 < request.master_deadline {
+                return self.take_over(run, &request, c.clone(), report).await;
+            }
         }
         // The last sign of life: the heartbeat, the launch, the latest takeover.
         let beat = self
@@ -247,6 +251,11 @@ impl Launcher {
                     return Ok(report);
                 }
             };
+            // A successor another look started meanwhile is not ended with the run.
+            if current_generation(self.store.as_ref(), run).await? > report.generation {
+                report.watched = Watched::Contended;
+                return Ok(report);
+            }
             self.abandon(run, &request, &why, report.silent_ms, now_ms)
                 .await?;
             report.watched = Watched::Abandoned;

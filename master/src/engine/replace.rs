@@ -365,8 +365,17 @@ impl Engine {
                 None => (*next, None),
             },
             // Before the stages (re)open: none yet, or in a resumed run the stages an
-            // earlier master completed.
-            _ => (self.resumed_upto(), None),
+            // earlier master completed, and the stage it was in when the host's slot
+            // had done its unit there (its effects were on the lost disk).
+            _ => {
+                let upto = self.resumed_upto();
+                let done_there = self.replace.owners.get(&upto).is_some_and(|o| {
+                    o.iter()
+                        .position(|h| *h == host)
+                        .is_some_and(|u| self.completed_units().contains(&(upto, u)))
+                });
+                (upto, done_there.then_some(upto))
+            }
         };
         self.replace
             .owners

@@ -457,6 +457,21 @@ impl Engine {
             .range((index, 0)..(index + 1, 0))
             .map(|(&(_, u), &v)| (u, v))
             .collect();
+        // How each unit's last started attempt ended, if it did.
+        let outcomes: BTreeMap<usize, Option<TaskOutcome>> = starts
+            .iter()
+            .map(|(u, (a, h))| {
+                let id = agent_id(*a);
+                let on = seeds.rebuilt.name(*h);
+                let ended = seeds
+                    .rebuilt
+                    .tasks
+                    .iter()
+                    .rfind(|t| t.id == id && t.host == on)
+                    .map(|t| t.outcome);
+                (*u, ended)
+            })
+            .collect();
         let completed: Vec<usize> = self
             .journal
             .completed
@@ -508,11 +523,17 @@ impl Engine {
                     };
                     if started_on != owner {
                         // A replacement took the unit over from the host that ran it:
-                        // it starts from the first task, as a rehome does.
+                        // it starts from the first task with the next try, as a rehome
+                        // does (the try the lost host's unit had, plus one).
+                        let had = match outcomes.get(&u).copied().flatten() {
+                            Some(TaskOutcome::Succeeded) => 0,
+                            Some(TaskOutcome::Failed | TaskOutcome::TimedOut) => a.try_no + 1,
+                            _ => a.try_no,
+                        };
                         p.restore_unit(
                             u,
                             Unit {
-                                try_no: a.try_no + 1,
+                                try_no: had + 1,
                                 ..Unit::default()
                             },
                         );

@@ -48,22 +48,49 @@ impl Fence {
     }
 
     /// Asks the store whether the next generation is claimed. A store that cannot
-    /// answer does not fence: the watchdog claims before it terminates a master, and
-    /// a terminated master drives nothing.
+    /// answer does not fence here: the journal's writes are retried, and the
+    /// watchdog claims before it terminates a master (see [`Fence::ask`]).
     pub async fn check(&self, store: &dyn Store) -> bool {
+        self.ask(store).await == Some(true)
+    }
+
+    /// Whether the next generation is claimed: `None` when the store did not answer
+    /// (within [`ASK_TIMEOUT`]).
+    pub async fn ask(&self, store: &dyn Store) -> Option<bool> {
         if self.is_fenced() {
-            return true;
+            return Some(true);
         }
         let next = keys::generation(&self.run_id, self.generation + 1);
-        if let Ok(Some(_)) = store.head(&next).await {
-            tracing::error!(
-                generation = self.generation,
-                "generation {} has taken this run over: this master stops here",
-                self.generation + 1
-            );
-            self.fenced.store(true, Ordering::SeqCst);
+        match tokio::time::timeout(ASK_TIMEOUT, store.head(&next)).await {
+            Ok(Ok(Some(_))) => {
+                tracing::error!(
+                    generation = self.generation,
+                    "generation {} has taken this run over: this master stops here",
+                    self.generation + 1
+                );
+                self.fenced.store(true, Ordering::SeqCst);
+                Some(true)
+            }
+            Ok(Ok(None)) => Some(false),
+            Ok(Err(e)) => {
+                tracing::warn!("asking whether a successor owns the run: {}", chain(&e));
+                None
+            }
+            Err(_) => None,
         }
-        self.is_fenced()
+    }
+
+    /// Asks until the store answers, `tries` times at most, a second apart.
+    pub async fn ask_retrying(&self, store: &dyn Store, tries: u32) -> Option<bool> {
+        for i in 0..tries.max(1) {
+            if let Some(answer) = self.ask(store).await {
+                return Some(answer);
+            }
+            if i + 1 < tries {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        None
     }
 }
 
@@ -80,6 +107,9 @@ enum Message {
 pub struct Journal {
     tx: mpsc::UnboundedSender<Message>,
 }
+
+/// How long one fence question may take.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest pause between two tries of one batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(20);

@@ -185,7 +185,8 @@ impl Ctx {
         let Some(f) = &self.fence else {
             return false;
         };
-        let fenced = f.check(self.b.store.as_ref()).await;
+        // A store that keeps not answering does not stop the run's own teardown.
+        let fenced = f.ask_retrying(self.b.store.as_ref(), 3).await == Some(true);
         if fenced {
             // Wakes the loop, which sees the fence and stops.
             self.send(Event::Tick);
@@ -287,9 +288,18 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
             _ = tick.tick() => Report::Event(Event::Tick),
             reason = signals.next() => {
                 // A fenced master's instance is being ended by the watchdog that claimed
-                // the run: the signal is its shutdown, not a cancel of the run.
-                if ctx.fenced_now().await {
-                    break;
+                // the run: the signal is its shutdown, not a cancel of the run. When the
+                // store cannot say (a master is silent when it cannot reach it), the run
+                // is left to its successor too: cancelling would end workers a successor
+                // may be adopting.
+                if let Some(f) = &ctx.fence {
+                    match f.ask_retrying(ctx.b.store.as_ref(), 3).await {
+                        Some(false) => {}
+                        _ => {
+                            tracing::error!("{reason} while a successor may own the run: stopping without cancelling it");
+                            break;
+                        }
+                    }
                 }
                 tracing::warn!("{reason}: stopping the run (logs are still collected and instances torn down)");
                 Report::Event(Event::Cancel { reason: format!("cancelled by {reason}") })
@@ -347,8 +357,9 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         Some(f) => f.is_fenced() || f.check(b.store.as_ref()).await,
         None => false,
     };
-    if let Some(f) = fence.as_ref().filter(|_| fenced) {
-        // The successor drives the workers now: nothing here may end them.
+    if let Some(f) = fence.as_ref().filter(|_| !engine.is_done()) {
+        // The loop stopped before the run was recorded: a successor drives the workers
+        // now (or may): nothing here may end them.
         return Err(RunError::Fenced(f.generation() + 1));
     }
     // The batches out are written (each is small) before the run ends.
@@ -357,8 +368,9 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     }
 
-    // Belt and braces: a launch that finished after teardown must not leave anything.
-    if let Err(e) = compute::teardown_workers(b.compute.as_ref(), &opts.run_id).await {
+    // Belt and braces: a launch that finished after teardown must not leave anything
+    // (unless the run is another master's now).
+    if !fenced && let Err(e) = compute::teardown_workers(b.compute.as_ref(), &opts.run_id).await {
         tracing::error!("final teardown check failed: {}", chain(&e));
     }
     if let Some(e) = ctx.record_error.lock().ok().and_then(|mut e| e.take()) {

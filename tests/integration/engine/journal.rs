@@ -71,19 +71,42 @@ fn drive(s: &mut Sim, seen: impl FnMut(&Sim)) {
 
 /// [`drive`], losing the host that runs `lose` = (stage, unit, task) at its first
 /// attempt (the sim answers its replacement at once).
-fn drive_losing(s: &mut Sim, lose: Option<(usize, usize, usize)>, mut seen: impl FnMut(&Sim)) {
+fn drive_losing(s: &mut Sim, lose: Option<(usize, usize, usize)>, seen: impl FnMut(&Sim)) {
+    drive_with(s, Lose::Running(lose), seen)
+}
+
+/// Which host [`drive_with`] loses, once.
+#[derive(Clone, Copy)]
+enum Lose {
+    /// The host that runs (stage, unit, task).
+    Running(Option<(usize, usize, usize)>),
+    /// Host `.1` as soon as unit `.0` (stage, unit) is complete.
+    After((usize, usize), usize),
+}
+
+fn drive_with(s: &mut Sim, lose: Lose, mut seen: impl FnMut(&Sim)) {
+    let lose_running = match lose {
+        Lose::Running(l) => l,
+        Lose::After(..) => None,
+    };
     let mut lost = false;
     for _ in 0..500 {
         if s.e.is_done() {
             return;
         }
         s.now += 1000;
-        if let Some(host) = s.bootstraps.first().copied() {
+        if let Lose::After(unit, host) = lose
+            && !lost
+            && s.e.completed_units().contains(&unit)
+        {
+            lost = true;
+            s.lose(host);
+        } else if let Some(host) = s.bootstraps.first().copied() {
             s.bootstraps.remove(0);
             s.send(Event::Bootstrapped { host });
         } else if let Some((&key, &(host, _))) = s.running.iter().next()
             && !lost
-            && lose == Some((key.stage, key.unit, key.task))
+            && lose_running == Some((key.stage, key.unit, key.task))
         {
             lost = true;
             s.lose(host);
@@ -140,11 +163,15 @@ fn original() -> (Sim, Points) {
 }
 
 fn original_losing(lose: Option<(usize, usize, usize)>) -> (Sim, Points) {
+    original_with(Lose::Running(lose))
+}
+
+fn original_with(lose: Lose) -> (Sim, Points) {
     let e = Engine::with_options(plan(), "run-1".into(), trigger(), 0, options());
     let mut s = Sim::from_engine(e, 0);
     let mut points = vec![(0, BTreeSet::new())];
     points.push((entries(&s).len(), s.e.completed_units().clone()));
-    drive_losing(&mut s, lose, |s| {
+    drive_with(&mut s, lose, |s| {
         let n: usize = s.journal.iter().map(|b| b.entries.len()).sum();
         if points.last().is_none_or(|(m, _)| *m != n) {
             points.push((n, s.e.completed_units().clone()));
@@ -359,4 +386,52 @@ fn a_run_whose_host_was_lost_and_replaced_resumes_from_any_cut_without_rerunning
             rec.hosts
         );
     }
+}
+
+#[test]
+fn a_replacement_of_a_host_that_had_done_its_unit_replays_it_in_a_resumed_run() {
+    // w-0 (host 1) is lost right after its setup unit completed, while w-1 still runs
+    // setup: its replacement must replay w-0's setup before it takes work, whatever the
+    // cut at which the master died.
+    let (s, points) = original_with(Lose::After((0, 0), 1));
+    assert_eq!(s.replacements.len(), 1, "{:?}", s.replacements);
+    let all = entries(&s);
+    let mut replayed_in_resume = 0;
+    for &(cut, _) in &points {
+        let r = rebuilt(&all, cut);
+        let replaced = r.hosts.values().any(|h| h.rec.name == "w-0-r1");
+        let joined = r
+            .joined
+            .iter()
+            .any(|id| r.hosts.get(id).is_some_and(|h| h.rec.name == "w-0-r1"));
+        let mut e = Engine::resume(plan(), "run-1".into(), trigger(), 600_000, options(), r);
+        e.set_masters(Vec::new());
+        let mut next = Sim::from_engine(e, 600_000);
+        drive(&mut next, |_| {});
+        assert_eq!(
+            next.e.status(),
+            RunStatus::Succeeded,
+            "cut {cut}: {:?}",
+            next.e.record().reason
+        );
+        let rec = next.e.record();
+        let on_new: Vec<&squall::record::TaskRecord> =
+            rec.tasks.iter().filter(|t| t.host == "w-0-r1").collect();
+        // Whoever launched it (either master), the replacement ran setup before score.
+        if let Some(first) = on_new.iter().min_by_key(|t| t.started_at_ms) {
+            assert_eq!(first.stage, "setup", "cut {cut}: {on_new:?}");
+        }
+        if replaced && !joined {
+            replayed_in_resume += 1;
+            assert!(
+                next.started.iter().any(|k| k.stage == 0 && k.unit == 0),
+                "cut {cut}: the adopted replacement replays setup: {:?}",
+                next.started
+            );
+        }
+    }
+    assert!(
+        replayed_in_resume > 0,
+        "some cut fell before the replacement had replayed"
+    );
 }
