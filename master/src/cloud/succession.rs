@@ -81,7 +81,7 @@ pub async fn adopt_access(
         }
     };
     let keys_ = match (login, published) {
-        (Some(login), Some(known)) => RunKeys::adopt(dir, run, &login, &known).await?,
+        (Some(login), Some(known)) => RunKeys::adopt(dir, run, login.expose(), &known).await?,
         _ => {
             tracing::warn!("no login key or host keys for {run}: its workers cannot be adopted");
             RunKeys::generate(dir, run).await?

@@ -19,13 +19,34 @@ pub struct ControlError {
     pub source: BoxError,
 }
 
+/// A secret's value: shown as `***` by `Debug`, so it cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The value itself, for where it must go (a key file, a call).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// See the module docs.
 #[async_trait]
 pub trait Control: Send + Sync + std::fmt::Debug {
     /// Stores a secret under `name` (encrypted at rest), replacing an older value.
     async fn put_secret(&self, name: &str, value: &str) -> Result<(), ControlError>;
     /// Reads a secret; `None` when there is none.
-    async fn get_secret(&self, name: &str) -> Result<Option<String>, ControlError>;
+    async fn get_secret(&self, name: &str) -> Result<Option<Secret>, ControlError>;
     /// Deletes a secret; absent is fine.
     async fn delete_secret(&self, name: &str) -> Result<(), ControlError>;
     /// Creates (or keeps) the schedule `name` that sends `input` to the launcher every

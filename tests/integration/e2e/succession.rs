@@ -183,7 +183,8 @@ fn a_master_crashed_mid_stage_is_succeeded_by_one_that_adopts_the_workers_and_re
         e.mid_stage(&run).await;
         let param = format!("/squall/runs/{run}/login-key");
         let key = control.get_secret(&param).await.expect("ssm").expect("the login key is kept in SSM");
-        assert!(key.contains("PRIVATE KEY"));
+        assert!(key.expose().contains("PRIVATE KEY"));
+        assert_eq!(format!("{key:?}"), "Secret(***)", "a secret never prints");
         let known = e.get(&format!("runs/{run}/known_hosts")).await.expect("the host keys are published");
         assert!(!String::from_utf8_lossy(&known).contains("PRIVATE"), "public keys only");
         let first = e.masters(&run).await.remove(0).id;

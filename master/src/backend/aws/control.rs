@@ -6,7 +6,7 @@
 //! written, answers plainly, so cleanups can be repeated.
 
 use super::retry::AwsError;
-use crate::seam::control::{Control, ControlError};
+use crate::seam::control::{Control, ControlError, Secret};
 use async_trait::async_trait;
 use aws_sdk_scheduler::types::{FlexibleTimeWindow, FlexibleTimeWindowMode, Target};
 use aws_sdk_ssm::types::ParameterType;
@@ -61,7 +61,7 @@ impl Control for AwsControl {
         Ok(())
     }
 
-    async fn get_secret(&self, name: &str) -> Result<Option<String>, ControlError> {
+    async fn get_secret(&self, name: &str) -> Result<Option<Secret>, ControlError> {
         match self
             .ssm
             .get_parameter()
@@ -70,7 +70,7 @@ impl Control for AwsControl {
             .send()
             .await
         {
-            Ok(out) => Ok(out.parameter.and_then(|p| p.value)),
+            Ok(out) => Ok(out.parameter.and_then(|p| p.value).map(Secret::new)),
             Err(e) => {
                 let e = AwsError::from_sdk(e);
                 if e.code() == Some("ParameterNotFound") {
