@@ -10,7 +10,7 @@ use crate::error::{AgentError, Result};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use squall_worker::{TASKS_DIR, valid_task_id};
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -86,12 +86,24 @@ fn append_dir<W: Write>(builder: &mut tar::Builder<W>, name: &str, meta: &Metada
 }
 
 /// Appends the file with exactly the length it has now: bytes written later are left
-/// out, and a file that shrinks meanwhile is padded with zeros.
+/// out, and a file that shrinks meanwhile is padded with zeros. Only a regular file is
+/// packed: a symlink is not followed (a task could point one at the user's keys) and a
+/// FIFO or device is never read (opening one would block or never end).
 fn append_file<W: Write>(builder: &mut tar::Builder<W>, path: &Path, name: &str) -> Result<()> {
-    let file = match File::open(path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path);
+    let file = match opened {
         Ok(file) => file,
         // Removed (or renamed away) since it was listed.
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        // A symlink (NOFOLLOW): not packed.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Ok(());
+        }
         Err(e) => return Err(AgentError::io("opening", path, e)),
     };
     let meta = file

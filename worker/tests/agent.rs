@@ -604,3 +604,63 @@ fn an_interrupted_task_sees_its_interrupt_file_and_its_children_finish_their_che
         "the checkpoint was written before the group was killed"
     );
 }
+
+#[test]
+fn pack_follows_no_symlink_and_reads_no_fifo_in_a_task_folder() {
+    let root = Root::new();
+    root.start("sneaky", &[], &["sh", "-c", "echo done"]);
+    root.finished("sneaky");
+    let secret = root.path.join("secret.txt");
+    fs::write(&secret, "the user's key\n").expect("secret");
+    let dir = root.file("sneaky", "stdout.log");
+    let dir = dir.parent().expect("the task folder");
+    std::os::unix::fs::symlink(&secret, dir.join("stolen.log")).expect("symlink");
+    let made = Command::new("mkfifo")
+        .arg(dir.join("pipe.log"))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    // Bounded: a pack that opened the FIFO would block forever.
+    let mut child = root
+        .command(&["pack"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running pack");
+    let mut out = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        out.read_to_end(&mut bytes).map(|_| bytes)
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for pack") {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pack blocked on the FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let archive = reader.join().expect("reader").expect("pack's output");
+    let listing = gnu_tar_list(&archive);
+    assert!(
+        listing.iter().any(|n| n == "tasks/sneaky/stdout.log"),
+        "{listing:?}"
+    );
+    assert!(
+        !listing
+            .iter()
+            .any(|n| n.contains("stolen") || n.contains("pipe")),
+        "{listing:?}"
+    );
+    assert!(
+        !unpack(&archive)
+            .iter()
+            .any(|(_, data)| data.starts_with(b"the user's key")),
+        "the symlink's target is not packed"
+    );
+}
