@@ -632,17 +632,17 @@ fn pack_follows_no_symlink_and_reads_no_fifo_in_a_task_folder() {
         let mut bytes = Vec::new();
         out.read_to_end(&mut bytes).map(|_| bytes)
     });
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("waiting for pack") {
             break status;
         }
-        if started.elapsed() > std::time::Duration::from_secs(10) {
+        if started.elapsed() > Duration::from_secs(10) {
             let _ = child.kill();
             let _ = child.wait();
             panic!("pack blocked on the FIFO");
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
     let archive = reader.join().expect("reader").expect("pack's output");
