@@ -193,6 +193,11 @@ fn a_group_is_one_run_instances_call_with_every_launch_attribute() {
                 Some("required"),
                 "IMDSv2 required"
             );
+            assert_eq!(
+                md.http_put_response_hop_limit(),
+                Some(1),
+                "a worker's metadata answers the instance only, not its containers"
+            );
             let id = inst.instance_id().expect("id");
             let ud = ec2
                 .describe_instance_attribute()

@@ -125,6 +125,18 @@ impl Ec2Compute {
             .into_iter()
             .rev()
             .collect();
+        // A worker's metadata answers the instance itself only (hop limit 1): a container
+        // on it cannot reach the metadata service (the master's keeps 2).
+        let hops = if req
+            .tags
+            .get(crate::seam::compute::tags::ROLE)
+            .map(String::as_str)
+            == Some("worker")
+        {
+            1
+        } else {
+            2
+        };
         let mut call = self
             .client
             .run_instances()
@@ -139,7 +151,7 @@ impl Ec2Compute {
                 InstanceMetadataOptionsRequest::builder()
                     .http_tokens(HttpTokensState::Required)
                     .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                    .http_put_response_hop_limit(2)
+                    .http_put_response_hop_limit(hops)
                     .build(),
             )
             .tag_specifications(tag_spec(ResourceType::Instance))
