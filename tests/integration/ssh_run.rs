@@ -395,3 +395,29 @@ fn an_inventory_run_asking_for_replacements_is_refused_before_anything_runs() {
         "nothing ran"
     );
 }
+
+#[test]
+fn an_inventory_host_name_address_or_user_that_could_be_a_path_or_an_option_is_refused() {
+    // No sshd needed: the inventory is refused when it is read, before anything runs.
+    let home = Scratch::new("inventory-words");
+    let k = r#"key: k, host_key: "ssh-ed25519 AAAA""#;
+    let inv = home.file(
+        "inv.yml",
+        &format!(
+            "groups:\n  workers:\n    - {{ name: ../../.ssh, address: 127.0.0.1, user: u, {k} }}\n    - {{ name: ok-1, address: \"-oProxyCommand=touch /tmp/x\", user: u, {k} }}\n    - {{ name: ok-2, address: 127.0.0.2, user: \"-x\", {k} }}\n    - {{ name: ok-3, address: 127.0.0.3, user: u, {k} }}\n"
+        ),
+    );
+    let state = home.path.join("state");
+    let err = match squall::backend::inventory::load(&inv, &state) {
+        Ok(_) => panic!("an unsafe inventory was accepted"),
+        Err(e) => e.to_string(),
+    };
+    for want in [
+        "inv.yml:3:7: host name `../../.ssh` must not start with `.`",
+        "inv.yml:4:7: address `-oProxyCommand=touch /tmp/x` of host `ok-1` must not start with `-`",
+        "inv.yml:5:7: user `-x` of host `ok-2` must not start with `-`",
+    ] {
+        assert!(err.contains(want), "{want}\nin:\n{err}");
+    }
+    assert!(!err.contains("ok-3"), "a sound host is not named: {err}");
+}

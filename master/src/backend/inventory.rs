@@ -131,6 +131,35 @@ impl Inventory {
     }
 }
 
+/// Why `word` (a host name, address or user from an inventory) is unsafe, if it is:
+/// empty, too long, starting with `-` (an option to ssh) or `.` (`.`, `..`, hidden), or
+/// holding anything but letters, digits and `.`, `_`, `-` (and `:`, `[`, `]`, `%` for
+/// addresses and names: IPv6).
+fn unsafe_word(word: &str, address_chars: bool) -> Option<&'static str> {
+    let allowed = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, '.' | '_' | '-')
+            || (address_chars && matches!(c, ':' | '[' | ']' | '%'))
+    };
+    if word.is_empty() {
+        Some("is empty")
+    } else if word.len() > 253 {
+        Some("is longer than 253 characters")
+    } else if word.starts_with('-') {
+        Some("must not start with `-` (ssh would read it as an option)")
+    } else if word.starts_with('.') {
+        Some("must not start with `.`")
+    } else if !word.chars().all(allowed) {
+        Some(if address_chars {
+            "may hold only letters, digits and `.` `_` `-` `:` `[` `]` `%`"
+        } else {
+            "may hold only letters, digits and `.` `_` `-`"
+        })
+    } else {
+        None
+    }
+}
+
 /// Reads an inventory. Host keys given inline are written to a known_hosts file in
 /// `state_dir`.
 pub fn load(path: &Path, state_dir: &Path) -> Result<Inventory, Invalid> {
@@ -168,7 +197,24 @@ pub fn load(path: &Path, state_dir: &Path) -> Result<Inventory, Invalid> {
                     format!("host name `{name}` appears twice; names must be unique"),
                 ));
             }
+            // A host's name becomes a folder the run removes (`rm -rf`), its address and
+            // user reach ssh's command line: nothing that could be a path or an option.
+            if let Some(why) = unsafe_word(&name, true) {
+                problems.push(at.diag(l, c, format!("host name `{name}` {why}")));
+            }
+            if let Some(why) = unsafe_word(&v.address, true) {
+                problems.push(at.diag(
+                    l,
+                    c,
+                    format!("address `{}` of host `{name}` {why}", v.address),
+                ));
+            }
             let d = &file.defaults;
+            if let Some(u) = v.user.as_ref().or(d.user.as_ref())
+                && let Some(why) = unsafe_word(u, false)
+            {
+                problems.push(at.diag(l, c, format!("user `{u}` of host `{name}` {why}")));
+            }
             let user = v.user.clone().or_else(|| d.user.clone());
             let key = v.key.clone().or_else(|| d.key.clone());
             let port = v.port.or(d.port).unwrap_or(22);
