@@ -684,3 +684,42 @@ fn the_real_launcher_binary_answers_invocations_under_cargo_lambda_watch() {
         );
     });
 }
+
+#[test]
+fn a_master_refuses_a_request_that_names_another_run() {
+    if !moto::available() {
+        return;
+    }
+    runtime().block_on(async {
+        let c = cloud().await;
+        let (run, master) = c.launch(&[]).await;
+        // A request.json rewritten to carry another run id (with a line break a boot
+        // script would run) reaches no worker.
+        let key = format!("runs/{run}/request.json");
+        let mut request: serde_json::Value = c.json(&key).await;
+        request["run_id"] = serde_json::Value::from("other-run\ntouch /tmp/owned");
+        c.store
+            .put(&key, request.to_string().into_bytes())
+            .await
+            .expect("put");
+        let imds = Imds::start(&master);
+        let work = Scratch::new("master-foreign");
+        let out = c.master(&run, &work, &imds, &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let rec: RunRecord = c.json(&format!("runs/{run}/run.json")).await;
+        assert_eq!(rec.status, RunStatus::Failed);
+        let reason = rec.reason.unwrap_or_default();
+        assert!(
+            reason.contains("names run \"other-run\\ntouch /tmp/owned\", not this run"),
+            "{reason}"
+        );
+        assert!(
+            c.compute
+                .list_by_tag(tags::ROLE, "worker")
+                .await
+                .expect("list")
+                .is_empty(),
+            "no worker was launched"
+        );
+    });
+}

@@ -74,6 +74,8 @@ pub enum MasterError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{key} names run \"{named}\", not this run: refused")]
+    ForeignRequest { key: String, named: String },
     #[error("the playbook is not UTF-8 text")]
     NotText,
     #[error(transparent)]
@@ -183,8 +185,20 @@ async fn prepare(
     run_id: &str,
 ) -> Result<(Plan, RunRequest), MasterError> {
     let key = keys::request(run_id);
-    let request: RunRequest = serde_json::from_slice(&get_required(store, &key).await?)
-        .map_err(|source| MasterError::BadRequest { key, source })?;
+    let request: RunRequest =
+        serde_json::from_slice(&get_required(store, &key).await?).map_err(|source| {
+            MasterError::BadRequest {
+                key: key.clone(),
+                source,
+            }
+        })?;
+    // The run id reaches the workers' boot scripts: only this run's own, as a plain id.
+    if request.run_id != run_id {
+        return Err(MasterError::ForeignRequest {
+            key,
+            named: request.run_id.escape_debug().to_string(),
+        });
+    }
     let source = String::from_utf8(get_required(store, &keys::playbook(run_id)).await?)
         .map_err(|_| MasterError::NotText)?;
     let files = opts.work_dir.join("playbook");
