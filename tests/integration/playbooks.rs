@@ -1305,6 +1305,58 @@ stages:
         "expected `replace` of at most 1000 in group `workers`, found 5000",
     ),
     (
+        "a_deadline_that_disarms_the_dead_mans_switch",
+        r#"name: demo
+deadline: 400d
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        2,
+        11,
+        "expected `deadline` of at most 7d (every instance powers itself off by then), found",
+    ),
+    (
+        "a_task_timeout_past_any_run",
+        r#"name: demo
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    timeout: 8d
+    tasks:
+      - shell: echo hi
+        timeout: 9000h
+"#,
+        11,
+        18,
+        "expected `timeout` of at most 7d, found",
+    ),
+    (
+        "max_masters_out_of_range",
+        r#"name: demo
+max_masters: 0
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        2,
+        14,
+        "expected `max_masters` between 1 and 10, found 0",
+    ),
+    (
         "interrupt_grace_past_the_notice",
         r#"name: demo
 fleet:

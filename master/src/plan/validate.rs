@@ -10,6 +10,11 @@
 
 use super::diagnostic::{Diagnostic, Locator};
 use super::lower::MAX_INTERRUPT_GRACE;
+
+/// The longest deadline or timeout a playbook may ask for: a run (and every instance's
+/// dead-man's switch) is bounded by it.
+const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+const MAX_DURATION_TEXT: &str = "7d";
 use super::model::{ALL_HOSTS, Playbook, Shards, Stage, Task};
 use super::template::{self, TemplateContext, Trigger};
 use super::url;
@@ -88,6 +93,15 @@ pub fn validate(pb: &Input<'_>, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
     }
     if p.fleet.value.is_empty() {
         out.push(at.at(&p.fleet, "expected at least one group under `fleet`"));
+    }
+    // The deadline arms every instance's dead-man's switch: a huge one disarms it.
+    if let Some(d) = &p.deadline
+        && d.value.0 > MAX_DURATION
+    {
+        out.push(at.at(
+            d,
+            format!("expected `deadline` of at most {MAX_DURATION_TEXT} (every instance powers itself off by then), found {}", d.value),
+        ));
     }
     if let Some(m) = &p.max_masters
         && !(1..=10).contains(&m.value)
@@ -196,6 +210,17 @@ pub fn validate(pb: &Input<'_>, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
         {
             validate_cache(s, cache, at, out);
         }
+        if let Some(t) = &s.timeout
+            && t.value.0 > MAX_DURATION
+        {
+            out.push(at.at(
+                t,
+                format!(
+                    "expected `timeout` of at most {MAX_DURATION_TEXT}, found {}",
+                    t.value
+                ),
+            ));
+        }
         if let Some(grace) = &s.interrupt_grace
             && (grace.value.0.is_zero() || grace.value.0 > MAX_INTERRUPT_GRACE)
         {
@@ -225,6 +250,17 @@ fn validate_task(
     out: &mut Vec<Diagnostic>,
 ) {
     let t = &task.value;
+    if let Some(d) = &t.timeout
+        && d.value.0 > MAX_DURATION
+    {
+        out.push(at.at(
+            d,
+            format!(
+                "expected `timeout` of at most {MAX_DURATION_TEXT}, found {}",
+                d.value
+            ),
+        ));
+    }
     let actions = [
         t.shell.is_some(),
         t.command.is_some(),
