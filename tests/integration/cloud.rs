@@ -696,8 +696,8 @@ fn a_master_refuses_a_request_that_names_another_run() {
         // A request.json rewritten to carry another run id (with a line break a boot
         // script would run) reaches no worker.
         let key = format!("runs/{run}/request.json");
-        let mut request: serde_json::Value = c.json(&key).await;
-        request["run_id"] = serde_json::Value::from("other-run\ntouch /tmp/owned");
+        let mut request: Value = c.json(&key).await;
+        request["run_id"] = Value::from("other-run\ntouch /tmp/owned");
         c.store
             .put(&key, request.to_string().into_bytes())
             .await
