@@ -353,18 +353,37 @@ fn squall_launch_uploads_the_playbook_and_starts_one_master() {
             .expect("the run id is printed")
             .to_owned();
         assert!(log.contains(&format!("run {run} launched")), "{log}");
+        let request: squall::record::RunRequest = c.json(&format!("runs/{run}/request.json")).await;
+        // Stored by content: `playbooks/launched/DIGEST/work.yml` and its files beside it.
+        let stored = request
+            .playbook
+            .strip_suffix("work.yml")
+            .expect("the playbook's key ends in its file name")
+            .to_owned();
+        assert!(
+            stored.starts_with("playbooks/launched/")
+                && stored.len() > "playbooks/launched/".len() + 8,
+            "{stored}"
+        );
         for key in [
-            "playbooks/work.yml",
-            "playbooks/files/job.sh",
-            "bin/squall",
-            "bin/squall-worker",
+            format!("{stored}work.yml"),
+            format!("{stored}files/job.sh"),
+            "bin/squall".to_owned(),
+            "bin/squall-worker".to_owned(),
         ] {
             assert!(
-                c.store.get(key).await.expect("get").is_some(),
+                c.store.get(&key).await.expect("get").is_some(),
                 "{key} was uploaded"
             );
         }
-        let request: squall::record::RunRequest = c.json(&format!("runs/{run}/request.json")).await;
+        assert!(
+            c.store
+                .get("playbooks/work.yml")
+                .await
+                .expect("get")
+                .is_none(),
+            "nothing is written where schedules and uploads name playbooks"
+        );
         assert_eq!(request.vars.get("size").map(String::as_str), Some("huge"));
         assert_eq!(request.subnet, s.subnet);
         let masters: Vec<_> = c
@@ -380,6 +399,77 @@ fn squall_launch_uploads_the_playbook_and_starts_one_master() {
         assert!(script.contains(&format!(
             "squall master --run \"s3://{BUCKET}/runs/{run}/\""
         )));
+
+        // Another project's `work.yml` (other content, same name) lands elsewhere: the
+        // first run's playbook is untouched.
+        let other = Scratch::new("launch-other");
+        let pb2 = other.file(
+            "work.yml",
+            &PLAYBOOK.replace("deadline: 20m", "deadline: 25m"),
+        );
+        other.file("files/job.sh", JOB);
+        let out = c.squall(
+            &[
+                "launch",
+                &pb2.to_string_lossy(),
+                "--bucket",
+                BUCKET,
+                "--subnet",
+                &s.subnet,
+                "--security-groups",
+                &s.security_groups[0],
+                "--image",
+                &s.image,
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let first = c
+            .store
+            .get(&request.playbook)
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!(first, std::fs::read(&pb).expect("read"), "not overwritten");
+        assert_eq!(
+            c.compute
+                .list_by_tag(tags::ROLE, "master")
+                .await
+                .expect("list")
+                .len(),
+            2
+        );
+
+        // A copy source that is all template would upload the whole folder: refused.
+        let greedy = dir.file(
+            "greedy.yml",
+            &PLAYBOOK
+                .replace("name: work", "name: greedy")
+                .replace("src: files/job.sh", "src: \"{{ vars.size }}/job.sh\""),
+        );
+        let out = c.squall(
+            &[
+                "launch",
+                &greedy.to_string_lossy(),
+                "--var",
+                "size=files",
+                "--bucket",
+                BUCKET,
+                "--subnet",
+                &s.subnet,
+                "--security-groups",
+                &s.security_groups[0],
+                "--image",
+                &s.image,
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains("greedy.yml:") && text(&out).contains("starts with a template"),
+            "{}",
+            text(&out)
+        );
 
         // A broken playbook launches nothing and says where it is broken.
         let broken = dir.file(
@@ -409,8 +499,8 @@ fn squall_launch_uploads_the_playbook_and_starts_one_master() {
                 .await
                 .expect("list")
                 .len(),
-            1,
-            "no second master"
+            2,
+            "no third master"
         );
     });
 }

@@ -155,7 +155,14 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
         let squall = std::env::current_exe().context("failed to find the squall executable")?;
         upload::upload_binaries(&store, &squall, &default_agent()?).await?;
     }
-    let key = upload::upload_playbook(&store, &pb).await?;
+    let key = match upload::upload_playbook(&store, &pb).await {
+        Ok(key) => key,
+        Err(e @ upload::UploadError::NotLiteral(_)) => {
+            eprintln!("{e}");
+            return Ok(exit::USAGE);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let trigger = Trigger::Direct {
         playbook: key,
         vars: overrides.clone(),

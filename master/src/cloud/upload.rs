@@ -1,6 +1,9 @@
 //! What `squall launch` puts in the bucket before a run can start there: the playbook
-//! and the files of its folder it reads (`copy` sources, local listings) under `playbooks/`, and (on request) the `squall` and
-//! `squall-worker` binaries the master fetches at boot.
+//! and the files of its folder it reads (`copy` sources, local listings), under a key
+//! of their content (`playbooks/launched/DIGEST/`, so two projects' `nightly.yml` never
+//! overwrite each other, nor what a schedule runs under `playbooks/`), and (on request)
+//! the `squall` and `squall-worker` binaries the master fetches at boot. A source whose
+//! path is all template (`{{ ... }}/x`) is refused: it would upload the whole folder.
 //!
 //! Uploading only; validating and launching are [`super::launch`]'s.
 
@@ -21,6 +24,8 @@ pub enum UploadError {
     Io(#[from] IoAt),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    NotLiteral(String),
 }
 
 /// Uploads a local playbook and its `copy` sources to `playbooks/` in the store, for
@@ -35,6 +40,17 @@ pub async fn upload_playbook(store: &dyn Store, pb: &Plan) -> Result<String, Upl
     let key = format!("playbooks/{name}");
     let mut files: Vec<String> = Vec::new();
     for w in source_keys(pb, &key, None)? {
+        if w.written.trim_start().starts_with("{{") {
+            let d = pb.diagnostic(
+                w.at,
+                format!(
+                    "{} `{}` starts with a template: `squall launch` uploads only sources with a literal folder (e.g. `files/{{{{ item }}}}.csv`); nothing was uploaded",
+                    w.used.noun(),
+                    w.written
+                ),
+            );
+            return Err(UploadError::NotLiteral(d.to_string()));
+        }
         let rel = w.key.trim_start_matches("playbooks/");
         if !w.folder {
             // A missing optional source is not uploaded (a missing required one was
@@ -56,15 +72,29 @@ pub async fn upload_playbook(store: &dyn Store, pb: &Plan) -> Result<String, Upl
     }
     files.sort();
     files.dedup();
+    // The folder is named by the content: the playbook's text and each file's path
+    // and digest.
+    let mut content = format!(
+        "{name}\n{}\n",
+        crate::digest::sha256_hex(pb.source.as_bytes())
+    );
+    for rel in &files {
+        let path = pb.base_dir.join(rel);
+        let sha = crate::digest::file_sha256_hex(&path)
+            .await
+            .map_err(io_at("reading copy source", &path))?;
+        content.push_str(&format!("{rel}\n{sha}\n"));
+    }
+    let digest = crate::digest::sha256_hex(content.as_bytes());
+    let dir = format!("playbooks/launched/{}/", &digest[..16]);
     for rel in files {
         let path = pb.base_dir.join(&rel);
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(io_at("opening copy source", &path))?;
-        store
-            .put_stream(&format!("playbooks/{rel}"), &mut file)
-            .await?;
+        store.put_stream(&format!("{dir}{rel}"), &mut file).await?;
     }
+    let key = format!("{dir}{name}");
     store.put(&key, pb.source.clone().into_bytes()).await?;
     Ok(key)
 }
