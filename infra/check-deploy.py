@@ -95,6 +95,7 @@ ENV_KEYS = {
     "SQUALL_WORKER_SECURITY_GROUPS", "SQUALL_MASTER_PROFILE", "SQUALL_IMAGE",
     "SQUALL_MASTER_TYPE", "SQUALL_UPLOADS", "SQUALL_SCHEDULES", "SQUALL_BINARY_KEY",
     "SQUALL_AGENT_KEY", "SQUALL_WATCH_TARGET", "SQUALL_WATCH_ROLE", "SQUALL_STALE_AFTER",
+    "SQUALL_STACK",
 }
 # The only actions allowed on Resource "*".
 ACTIONS_ON_ANY_RESOURCE = {"ec2:DescribeInstances", "ec2:DescribeImages"}
@@ -604,6 +605,7 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
             "SQUALL_WATCH_TARGET": f"arn:aws:lambda:{REGION}:{account}:function:{function_name}",
             "SQUALL_WATCH_ROLE": scheduler_role.get("Arn"),
             "SQUALL_STALE_AFTER": "3m",
+            "SQUALL_STACK": stack,
         }
         assert set(expected_env) == ENV_KEYS
         actual_env = conf.get("Environment", {}).get("Variables", {})

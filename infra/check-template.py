@@ -29,6 +29,11 @@ Checks:
   granted on `*`. `SchedulerRole` is assumed by scheduler.amazonaws.com for this account
   only, may only invoke the launcher function, and is passed (to the scheduler only) by
   the launcher, whose environment names the function and that role.
+- stack-scope: every RunInstances statement on instances and volumes requires the
+  request to tag them `squall:stack` = this stack's name, and every TerminateInstances
+  statement only ends instances so tagged, in both roles; the launcher's environment
+  names the stack (`SQUALL_STACK`), which the launcher and the master tag every
+  instance with.
 - prefix-patterns: `UploadPrefix` and `WorkerDataPrefix` refuse squall's own prefixes
   (runs/, bin/, playbooks/, cache/) and `*` (an IAM wildcard in the statements built
   from them), and accept ordinary prefixes; tried on sample values.
@@ -299,6 +304,25 @@ def check_succession(t):
     return errors
 
 
+def check_stack_scope(t):
+    errors = []
+    stack = {"Ref": "AWS::StackName"}
+    for role in ("MasterRole", "LauncherRole"):
+        for _, st in role_statements(t, role):
+            actions = as_list(st.get("Action"))
+            resources = [show(r) for r in as_list(st.get("Resource"))]
+            cond = st.get("Condition", {}).get("StringEquals", {})
+            if "ec2:RunInstances" in actions and any("instance/*" in r or "volume/*" in r for r in resources):
+                if cond.get("aws:RequestTag/squall:stack") != stack:
+                    errors.append(f"{role} {st.get('Sid')}: RunInstances without the stack tag: {show(st)}")
+            if "ec2:TerminateInstances" in actions and cond.get("ec2:ResourceTag/squall:stack") != stack:
+                errors.append(f"{role} {st.get('Sid')}: TerminateInstances of other stacks' instances: {show(st)}")
+    env = t.get("Resources", {}).get("LauncherFunction", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+    if env.get("SQUALL_STACK") != stack:
+        errors.append(f"SQUALL_STACK is {show(env.get('SQUALL_STACK'))}, not the stack's name")
+    return errors
+
+
 def check_prefix_patterns(t):
     import re
 
@@ -326,6 +350,7 @@ CHECKS = [
     ("cache-lifecycle", check_cache_lifecycle),
     ("worker-role", check_worker_role),
     ("succession", check_succession),
+    ("stack-scope", check_stack_scope),
     ("prefix-patterns", check_prefix_patterns),
 ]
 

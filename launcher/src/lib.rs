@@ -46,6 +46,7 @@ pub async fn handle(
             launcher.compute.as_ref(),
             Some(launcher.store.as_ref()),
             launcher.control.as_deref(),
+            launcher.settings.stack.as_deref(),
             now_secs,
         );
         let (watched, swept) = tokio::join!(watch, sweep);
@@ -69,6 +70,7 @@ pub async fn handle(
         launcher.compute.as_ref(),
         Some(launcher.store.as_ref()),
         launcher.control.as_deref(),
+        launcher.settings.stack.as_deref(),
         now_secs,
     );
     let (runs, swept) = tokio::join!(launches, sweep);

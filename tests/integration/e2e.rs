@@ -287,6 +287,11 @@ impl E2e {
             .filter(|i| i.tag(tags::ROLE) == Some("master"))
             .collect();
         assert_eq!(masters.len(), 1, "exactly one master ever: {all:?}");
+        assert!(
+            all.iter()
+                .all(|i| i.tag(tags::STACK) == Some(moto::TEST_STACK)),
+            "every instance, workers too, is tagged with its stack: {all:?}"
+        );
         let workers = all
             .iter()
             .filter(|i| i.tag(tags::ROLE) == Some("worker"))

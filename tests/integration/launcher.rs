@@ -172,6 +172,11 @@ fn an_s3_upload_starts_exactly_one_master_however_often_it_is_delivered() {
         assert_eq!(found2.len(), 1, "exactly one master: {found2:?}");
         let master = &found[0];
         assert_eq!(master.tag(tags::ROLE), Some("master"));
+        assert_eq!(
+            master.tag(tags::STACK),
+            Some(moto::TEST_STACK),
+            "tagged with its stack, which alone may end it"
+        );
         assert!(
             master
                 .tag(tags::DEADLINE)

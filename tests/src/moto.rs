@@ -242,11 +242,14 @@ pub fn launch_settings(bucket: &str, net: &Network) -> squall::cloud::launch::Se
         stale_after: squall::cloud::settings::DEFAULT_STALE_AFTER,
         watch_target: Some(WATCH_TARGET.into()),
         watch_role: Some(WATCH_ROLE.into()),
+        stack: Some(TEST_STACK.into()),
     }
 }
 
 /// The launcher function a test run's watchdog schedule names (moto never fires it).
 pub const WATCH_TARGET: &str = "arn:aws:lambda:us-east-1:123456789012:function:squall-launcher";
+/// The stack test launchers say they belong to.
+pub const TEST_STACK: &str = "squall-test";
 /// The role the schedule would assume.
 pub const WATCH_ROLE: &str = "arn:aws:iam::123456789012:role/squall-scheduler";
 

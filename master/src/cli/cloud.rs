@@ -206,6 +206,7 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
         watch_role: std::env::var("SQUALL_WATCH_ROLE")
             .ok()
             .filter(|s| !s.is_empty()),
+        stack: std::env::var("SQUALL_STACK").ok().filter(|s| !s.is_empty()),
     };
     let outcome = Launcher::on_aws(&aws, settings)
         .handle_trigger(&trigger, now_ms() / 1000)
@@ -286,6 +287,10 @@ pub async fn sweep(args: SweepArgs) -> anyhow::Result<u8> {
         compute.as_ref(),
         Some(store.as_ref()),
         control.as_deref(),
+        std::env::var("SQUALL_STACK")
+            .ok()
+            .as_deref()
+            .filter(|s| !s.is_empty()),
         now_ms() / 1000,
     )
     .await?;

@@ -263,6 +263,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         allow_absolute_sources: true,
         use_cache: !args.no_cache,
         journal: None,
+        stack: None,
     };
     let summary = runner::run(Arc::new(pb), run_backends, opts).await;
     if let Some(ssh) = ssh_transport {

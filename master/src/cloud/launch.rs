@@ -330,6 +330,7 @@ impl Launcher {
             requested_at: now_secs,
             use_cache: !matches!(trigger, Trigger::Direct { no_cache: true, .. }),
             run_deadline: now_secs + pb.deadline.as_secs(),
+            stack: self.settings.stack.clone(),
             max_masters: pb.max_masters,
         };
         let written = |key: String| {
@@ -531,7 +532,15 @@ impl Launcher {
                 (tags::GROUP.to_owned(), "master".to_owned()),
                 (tags::DEADLINE.to_owned(), deadline.to_string()),
                 (tags::GENERATION.to_owned(), generation.to_string()),
-            ]),
+            ])
+            .into_iter()
+            .chain(
+                self.settings
+                    .stack
+                    .iter()
+                    .map(|s| (tags::STACK.to_owned(), s.clone())),
+            )
+            .collect(),
             user_data: master_user_data(&self.settings, run, deadline, generation),
             client_token: if generation <= 1 {
                 compute::client_token(run, "master")

@@ -346,6 +346,7 @@ async fn run_prepared(
         // The master's own files are not the playbook's to read.
         allow_absolute_sources: false,
         use_cache: request.use_cache,
+        stack: request.stack.clone(),
         journal: Some(runner::JournalOptions {
             generation,
             every: opts.journal_every.min(Duration::from_secs(5)),

@@ -46,6 +46,9 @@ pub struct Settings {
     pub watch_target: Option<String>,
     /// The role EventBridge Scheduler assumes to invoke it (`SQUALL_WATCH_ROLE`).
     pub watch_role: Option<String>,
+    /// The stack the launcher belongs to (`SQUALL_STACK`): every instance of its runs
+    /// is tagged `squall:stack` with it, and the stack's roles end only those.
+    pub stack: Option<String>,
 }
 
 /// How long a run's heartbeat may be silent before its watchdog takes over.
@@ -105,6 +108,7 @@ impl Settings {
             },
             watch_target: get("SQUALL_WATCH_TARGET").filter(|s| !s.trim().is_empty()),
             watch_role: get("SQUALL_WATCH_ROLE").filter(|s| !s.trim().is_empty()),
+            stack: get("SQUALL_STACK").filter(|s| !s.trim().is_empty()),
         })
     }
 }

@@ -40,6 +40,7 @@ pub async fn sweep(
     compute: &dyn Compute,
     store: Option<&dyn Store>,
     control: Option<&dyn crate::seam::control::Control>,
+    stack: Option<&str>,
     now_secs: u64,
 ) -> Result<SweepReport, ComputeError> {
     let mut report = SweepReport::default();
@@ -58,6 +59,10 @@ pub async fn sweep(
             else {
                 continue;
             };
+            // Another stack's runs are its own sweeps' (its roles alone may end them).
+            if stack.is_some_and(|s| inst.tag(tags::STACK).is_some_and(|t| t != s)) {
+                continue;
+            }
             if inst.state.is_gone() || inst.state == InstanceState::Terminated {
                 ended.insert(run);
                 continue;

@@ -44,6 +44,9 @@ pub struct RunRequest {
     /// requests: unknown). Past it a successor master has nothing left to run.
     #[serde(default)]
     pub run_deadline: u64,
+    /// The stack whose launcher started the run: every instance is tagged with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<String>,
     /// How many masters may run the run (the playbook's `max_masters`).
     #[serde(default = "three")]
     pub max_masters: u32,

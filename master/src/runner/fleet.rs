@@ -18,6 +18,9 @@ fn request(ctx: &Ctx, group: &str, spec: &FleetGroup, name: Option<&str>) -> Lau
         (tags::GROUP.to_owned(), group.to_owned()),
         (tags::DEADLINE.to_owned(), ctx.deadline_tag.clone()),
     ]);
+    if let Some(stack) = &ctx.opts.stack {
+        tags.insert(tags::STACK.to_owned(), stack.clone());
+    }
     if let Some(name) = name {
         tags.insert(tags::NAME.to_owned(), format!("squall {run_id} {name}"));
     }

@@ -70,6 +70,8 @@ pub struct RunOptions {
     pub use_cache: bool,
     /// Keep the run's journal (a master on EC2), and resume from it (a successor).
     pub journal: Option<JournalOptions>,
+    /// The stack every instance is tagged with (`squall:stack`), on AWS.
+    pub stack: Option<String>,
 }
 
 /// The journal of a run a successor master may resume.

@@ -23,6 +23,9 @@ pub mod tags {
     pub const DEADLINE: &str = "squall:deadline";
     /// The human-readable name.
     pub const NAME: &str = "Name";
+    /// The CloudFormation stack whose launcher started the run (the roles may end only
+    /// their own stack's instances).
+    pub const STACK: &str = "squall:stack";
     /// A master's generation (1 for the first; absent means 1).
     pub const GENERATION: &str = "squall:generation";
 }
