@@ -440,33 +440,56 @@ fn squall_launch_uploads_the_playbook_and_starts_one_master() {
             2
         );
 
-        // A copy source that is all template would upload the whole folder: refused.
+        // A copy source with no literal folder before its template would upload the
+        // whole playbook folder: refused, nothing launched. One whose template only
+        // names a var is rendered first, and uploads just what it names.
         let greedy = dir.file(
             "greedy.yml",
             &PLAYBOOK
                 .replace("name: work", "name: greedy")
-                .replace("src: files/job.sh", "src: \"{{ vars.size }}/job.sh\""),
+                .replace("src: files/job.sh", "src: \"./{{ host.name }}.sh\""),
         );
-        let out = c.squall(
-            &[
-                "launch",
-                &greedy.to_string_lossy(),
-                "--var",
-                "size=files",
-                "--bucket",
-                BUCKET,
-                "--subnet",
-                &s.subnet,
-                "--security-groups",
-                &s.security_groups[0],
-                "--image",
-                &s.image,
-            ],
-            &[],
-        );
+        let args = |pb: &std::path::Path| -> Vec<String> {
+            vec![
+                "launch".into(),
+                pb.to_string_lossy().into_owned(),
+                "--var".into(),
+                "size=files".into(),
+                "--bucket".into(),
+                BUCKET.into(),
+                "--subnet".into(),
+                s.subnet.clone(),
+                "--security-groups".into(),
+                s.security_groups[0].clone(),
+                "--image".into(),
+                s.image.clone(),
+            ]
+        };
+        let argv = args(&greedy);
+        let out = c.squall(&argv.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         assert!(
-            text(&out).contains("greedy.yml:") && text(&out).contains("starts with a template"),
+            text(&out).contains("greedy.yml:10:")
+                && text(&out).contains("has no literal folder before its template"),
+            "{}",
+            text(&out)
+        );
+        let rendered = dir.file(
+            "rendered.yml",
+            &PLAYBOOK
+                .replace("name: work", "name: rendered")
+                .replace("src: files/job.sh", "src: \"{{ vars.size }}/job.sh\""),
+        );
+        let argv = args(&rendered);
+        let out = c.squall(&argv.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        // A master with a stack's role and no stack tag could launch and end nothing.
+        let mut argv = args(&rendered);
+        argv.extend(["--master-profile".to_owned(), "squall-master".to_owned()]);
+        let out = c.squall(&argv.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains("give --stack STACK_NAME"),
             "{}",
             text(&out)
         );
@@ -499,8 +522,8 @@ fn squall_launch_uploads_the_playbook_and_starts_one_master() {
                 .await
                 .expect("list")
                 .len(),
-            2,
-            "no third master"
+            3,
+            "no fourth master"
         );
     });
 }

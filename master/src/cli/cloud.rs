@@ -63,6 +63,10 @@ pub struct LaunchArgs {
     pub master_profile: Option<String>,
     #[arg(long, env = "SQUALL_MASTER_TYPE", default_value = "t3.small")]
     pub master_type: String,
+    /// The deployed stack whose roles the master runs with: every instance is tagged
+    /// with it, as the stack's IAM requires (the `StackName` of infra/template.yaml).
+    #[arg(long, env = "SQUALL_STACK")]
+    pub stack: Option<String>,
 }
 
 /// `squall master`'s arguments.
@@ -145,16 +149,19 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
         allow_absolute: false,
         s3: true,
     };
+    // The stack's master role launches and ends only instances tagged with the stack.
+    if args.master_profile.is_some() && args.stack.is_none() && args.via_lambda.is_none() {
+        eprintln!(
+            "squall: --master-profile runs the master as a deployed stack's role, which launches and ends only instances tagged with the stack: give --stack STACK_NAME (or SQUALL_STACK); nothing was launched"
+        );
+        return Ok(exit::USAGE);
+    }
     let data = crate::backend::data::Stores::with_aws(aws.clone());
     if let Err(e) = crate::runner::preflight::check(&pb, &data, checks).await {
         eprintln!("{e}");
         return Ok(exit::USAGE);
     }
     let store = aws.store(&args.bucket, "");
-    if args.upload_binaries {
-        let squall = std::env::current_exe().context("failed to find the squall executable")?;
-        upload::upload_binaries(&store, &squall, &default_agent()?).await?;
-    }
     let key = match upload::upload_playbook(&store, &pb).await {
         Ok(key) => key,
         Err(e @ upload::UploadError::NotLiteral(_)) => {
@@ -163,6 +170,10 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
         }
         Err(e) => return Err(e.into()),
     };
+    if args.upload_binaries {
+        let squall = std::env::current_exe().context("failed to find the squall executable")?;
+        upload::upload_binaries(&store, &squall, &default_agent()?).await?;
+    }
     let trigger = Trigger::Direct {
         playbook: key,
         vars: overrides.clone(),
@@ -206,7 +217,7 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
         watch_role: std::env::var("SQUALL_WATCH_ROLE")
             .ok()
             .filter(|s| !s.is_empty()),
-        stack: std::env::var("SQUALL_STACK").ok().filter(|s| !s.is_empty()),
+        stack: args.stack.clone().filter(|s| !s.is_empty()),
     };
     let outcome = Launcher::on_aws(&aws, settings)
         .handle_trigger(&trigger, now_ms() / 1000)

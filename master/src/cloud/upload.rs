@@ -2,8 +2,9 @@
 //! and the files of its folder it reads (`copy` sources, local listings), under a key
 //! of their content (`playbooks/launched/DIGEST/`, so two projects' `nightly.yml` never
 //! overwrite each other, nor what a schedule runs under `playbooks/`), and (on request)
-//! the `squall` and `squall-worker` binaries the master fetches at boot. A source whose
-//! path is all template (`{{ ... }}/x`) is refused: it would upload the whole folder.
+//! the `squall` and `squall-worker` binaries the master fetches at boot. A templated
+//! source with no literal folder (`./{{ item }}`) is refused: it would upload the whole
+//! playbook folder.
 //!
 //! Uploading only; validating and launching are [`super::launch`]'s.
 
@@ -40,18 +41,21 @@ pub async fn upload_playbook(store: &dyn Store, pb: &Plan) -> Result<String, Upl
     let key = format!("playbooks/{name}");
     let mut files: Vec<String> = Vec::new();
     for w in source_keys(pb, &key, None)? {
-        if w.written.trim_start().starts_with("{{") {
+        let rel = w.key.trim_start_matches("playbooks/");
+        // A templated source whose literal part is the playbook's folder itself would
+        // upload all of it (`.git`, `.env` included).
+        let bare = rel.trim_start_matches("./").trim_matches('/');
+        if w.folder && (bare.is_empty() || bare == ".") {
             let d = pb.diagnostic(
                 w.at,
                 format!(
-                    "{} `{}` starts with a template: `squall launch` uploads only sources with a literal folder (e.g. `files/{{{{ item }}}}.csv`); nothing was uploaded",
+                    "{} `{}` has no literal folder before its template: `squall launch` would upload the whole playbook folder; write one (e.g. `files/{{{{ item }}}}.csv`); nothing was launched",
                     w.used.noun(),
                     w.written
                 ),
             );
             return Err(UploadError::NotLiteral(d.to_string()));
         }
-        let rel = w.key.trim_start_matches("playbooks/");
         if !w.folder {
             // A missing optional source is not uploaded (a missing required one was
             // reported by the checks before).
