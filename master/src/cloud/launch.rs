@@ -10,6 +10,7 @@
 //! one the Lambda and `squall launch` use. Parsing Lambda events and the Lambda runtime
 //! loop live in the `squall-launcher` crate; the boot script is [`super::userdata`]'s.
 
+pub use super::invoke::{InvokeError, invoke_launcher};
 pub use super::settings::Settings;
 pub use super::trigger::{Trigger, run_id};
 use super::userdata::master_user_data;
@@ -577,33 +578,4 @@ impl Launcher {
                 ))
             })
     }
-}
-
-/// Why a run could not be sent to the deployed launcher.
-#[derive(Debug, thiserror::Error)]
-pub enum InvokeError {
-    #[error("only direct invocations can be sent to the launcher")]
-    NotDirect,
-    #[error(transparent)]
-    Lambda(#[from] crate::backend::aws::lambda::LambdaError),
-}
-
-/// Invokes the deployed launcher Lambda with a direct invocation, for
-/// `squall launch --via-lambda`; returns the function's answer.
-pub async fn invoke_launcher(
-    aws: &Aws,
-    function: &str,
-    trigger: &Trigger,
-) -> Result<Value, InvokeError> {
-    let Trigger::Direct {
-        playbook,
-        vars,
-        request,
-        no_cache,
-    } = trigger
-    else {
-        return Err(InvokeError::NotDirect);
-    };
-    let payload = serde_json::json!({ "playbook": playbook, "vars": vars, "request_id": request, "no_cache": no_cache });
-    Ok(aws.invoke(function, &payload).await?)
 }
