@@ -60,6 +60,22 @@ async fn cloud() -> Cloud {
 }
 
 impl Cloud {
+    /// Puts `request` as the run's request.json and runs its master, which must fail
+    /// to start it and record that: returns the failed record's reason.
+    async fn master_refusing(&self, run: &str, master: &str, request: Vec<u8>) -> String {
+        self.store
+            .put(&format!("runs/{run}/request.json"), request)
+            .await
+            .expect("put");
+        let imds = Imds::start(master);
+        let work = Scratch::new("master-refusing");
+        let out = self.master(run, &work, &imds, &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let rec: RunRecord = self.json(&format!("runs/{run}/run.json")).await;
+        assert_eq!(rec.status, RunStatus::Failed);
+        rec.reason.unwrap_or_default()
+    }
+
     fn settings(&self) -> Settings {
         moto::launch_settings(BUCKET, &self.net)
     }
@@ -241,17 +257,9 @@ fn a_master_without_its_run_request_records_a_failure_and_terminates_itself() {
     runtime().block_on(async {
         let c = cloud().await;
         let (run, master) = c.launch(&[]).await;
-        c.store
-            .put(&format!("runs/{run}/request.json"), b"{ not json".to_vec())
-            .await
-            .expect("put");
-        let imds = Imds::start(&master);
-        let work = Scratch::new("master-bad");
-        let out = c.master(&run, &work, &imds, &[]);
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        let rec: RunRecord = c.json(&format!("runs/{run}/run.json")).await;
-        assert_eq!(rec.status, RunStatus::Failed);
-        let reason = rec.reason.unwrap_or_default();
+        let reason = c
+            .master_refusing(&run, &master, b"{ not json".to_vec())
+            .await;
         assert!(
             reason.contains("request.json is not a valid run request"),
             "{reason}"
@@ -808,20 +816,11 @@ fn a_master_refuses_a_request_that_names_another_run() {
         let (run, master) = c.launch(&[]).await;
         // A request.json rewritten to carry another run id (with a line break a boot
         // script would run) reaches no worker.
-        let key = format!("runs/{run}/request.json");
-        let mut request: Value = c.json(&key).await;
+        let mut request: Value = c.json(&format!("runs/{run}/request.json")).await;
         request["run_id"] = Value::from("other-run\ntouch /tmp/owned");
-        c.store
-            .put(&key, request.to_string().into_bytes())
-            .await
-            .expect("put");
-        let imds = Imds::start(&master);
-        let work = Scratch::new("master-foreign");
-        let out = c.master(&run, &work, &imds, &[]);
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        let rec: RunRecord = c.json(&format!("runs/{run}/run.json")).await;
-        assert_eq!(rec.status, RunStatus::Failed);
-        let reason = rec.reason.unwrap_or_default();
+        let reason = c
+            .master_refusing(&run, &master, request.to_string().into_bytes())
+            .await;
         assert!(
             reason.contains("names run \"other-run\\ntouch /tmp/owned\", not this run"),
             "{reason}"

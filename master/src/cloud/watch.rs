@@ -32,6 +32,9 @@ use crate::seam::store::{self as store, Store};
 use serde::Serialize;
 use std::time::Duration;
 
+/// Instance ids (of masters fenced, or to fence).
+pub type InstanceIds = Vec<String>;
+
 /// How often a run's watchdog looks at it.
 pub const WATCH_EVERY_MINUTES: u32 = 2;
 
@@ -101,7 +104,7 @@ async fn live_masters(
     compute: &dyn Compute,
     run: &str,
     upto: u32,
-) -> Result<Vec<String>, LaunchError> {
+) -> Result<InstanceIds, LaunchError> {
     let all = compute.list_by_tag(tags::RUN, run).await.map_err(|e| {
         LaunchError::retryable(format!("listing the masters of {run}: {}", chain(&e)))
     })?;
@@ -361,7 +364,7 @@ impl Launcher {
     /// Terminates every master of the run of generation `upto` or earlier and waits
     /// (bounded) until each is seen terminated: from then on, none can drive a worker
     /// or write beside a successor. `None` when some are not terminated yet.
-    pub async fn fence(&self, run: &str, upto: u32) -> Result<Option<Vec<String>>, LaunchError> {
+    pub async fn fence(&self, run: &str, upto: u32) -> Result<Option<InstanceIds>, LaunchError> {
         let alive = live_masters(self.compute.as_ref(), run, upto).await?;
         if alive.is_empty() {
             return Ok(Some(alive));

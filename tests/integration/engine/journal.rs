@@ -190,6 +190,33 @@ fn rebuilt(all: &[Entry], cut: usize) -> Rebuilt {
     r
 }
 
+/// A successor engine resumed from `r` (the journal cut after `cut` entries), with
+/// `masters` for its record, driven to the end; it must succeed.
+fn resumed(r: Rebuilt, cut: usize, masters: Vec<MasterRecord>) -> Sim {
+    let mut e = Engine::resume(plan(), "run-1".into(), trigger(), 600_000, options(), r);
+    e.set_masters(masters);
+    let mut next = Sim::from_engine(e, 600_000);
+    drive(&mut next, |_| {});
+    assert_eq!(
+        next.e.status(),
+        RunStatus::Succeeded,
+        "cut {cut}: {:?}",
+        next.e.record().reason
+    );
+    next
+}
+
+/// No unit complete at the cut was started again by the successor.
+fn never_reran(next: &Sim, completed: &BTreeSet<(usize, usize)>, cut: usize) {
+    for key in &next.started {
+        assert!(
+            !completed.contains(&(key.stage, key.unit)),
+            "cut {cut}: completed unit {:?} ran again as {key:?}",
+            (key.stage, key.unit)
+        );
+    }
+}
+
 #[test]
 fn a_journal_cut_at_any_entry_rebuilds_the_completed_units_of_that_moment() {
     let (s, points) = original();
@@ -247,31 +274,17 @@ fn a_run_resumed_from_any_cut_never_reruns_a_completed_unit_and_reattaches_what_
             .map(|(a, h)| (a.stage, a.unit, a.task, a.try_no, *h))
             .collect();
         let journaled: Vec<_> = r.tasks.clone();
-        let mut e = Engine::resume(plan(), "run-1".into(), trigger(), 600_000, options(), r);
-        e.set_masters(vec![MasterRecord {
+        let master = MasterRecord {
             generation: 2,
             claimed_at_ms: 600_000,
             reason: "test".into(),
             instance_id: None,
             fenced: Vec::new(),
             takeover: None,
-        }]);
-        let mut next = Sim::from_engine(e, 600_000);
-        drive(&mut next, |_| {});
-        assert_eq!(
-            next.e.status(),
-            RunStatus::Succeeded,
-            "cut {cut}: {:?}",
-            next.e.record().reason
-        );
+        };
+        let next = resumed(r, cut, vec![master]);
         assert_eq!(*next.e.completed_units(), all_units(), "cut {cut}");
-        for key in &next.started {
-            assert!(
-                !completed.contains(&(key.stage, key.unit)),
-                "cut {cut}: completed unit {:?} ran again as {key:?}",
-                (key.stage, key.unit)
-            );
-        }
+        never_reran(&next, completed, cut);
         // What ran when the master died is started again with the same key on the
         // same host: the agent re-attaches to it.
         for (stage, unit, task, try_no, host) in &in_flight {
@@ -350,25 +363,9 @@ fn a_run_whose_host_was_lost_and_replaced_resumes_from_any_cut_without_rerunning
     assert_eq!(s.replacements.len(), 1, "{:?}", s.replacements);
     let all = entries(&s);
     for &(cut, ref completed) in &points {
-        let r = rebuilt(&all, cut);
-        let mut e = Engine::resume(plan(), "run-1".into(), trigger(), 600_000, options(), r);
-        e.set_masters(Vec::new());
-        let mut next = Sim::from_engine(e, 600_000);
-        drive(&mut next, |_| {});
-        assert_eq!(
-            next.e.status(),
-            RunStatus::Succeeded,
-            "cut {cut}: {:?}",
-            next.e.record().reason
-        );
+        let next = resumed(rebuilt(&all, cut), cut, Vec::new());
         assert_eq!(*next.e.completed_units(), all_units(), "cut {cut}");
-        for key in &next.started {
-            assert!(
-                !completed.contains(&(key.stage, key.unit)),
-                "cut {cut}: completed unit {:?} ran again as {key:?}",
-                (key.stage, key.unit)
-            );
-        }
+        never_reran(&next, completed, cut);
         // The unit the replacement took over starts from its first task there.
         let rec = next.e.record();
         let first_on_replacement = rec
@@ -404,16 +401,7 @@ fn a_replacement_of_a_host_that_had_done_its_unit_replays_it_in_a_resumed_run() 
             .joined
             .iter()
             .any(|id| r.hosts.get(id).is_some_and(|h| h.rec.name == "w-0-r1"));
-        let mut e = Engine::resume(plan(), "run-1".into(), trigger(), 600_000, options(), r);
-        e.set_masters(Vec::new());
-        let mut next = Sim::from_engine(e, 600_000);
-        drive(&mut next, |_| {});
-        assert_eq!(
-            next.e.status(),
-            RunStatus::Succeeded,
-            "cut {cut}: {:?}",
-            next.e.record().reason
-        );
+        let next = resumed(r, cut, Vec::new());
         let rec = next.e.record();
         let on_new: Vec<&squall::record::TaskRecord> =
             rec.tasks.iter().filter(|t| t.host == "w-0-r1").collect();
