@@ -10,7 +10,10 @@
 //! On-disk layout under the agent root (default `~/.squall`):
 //!
 //! ```text
-//! ROOT/tasks/TASK_ID/spec.json     what to run (written by `start`)
+//! ROOT/tasks/TASK_ID/spec.json     what to run (written by `start`; secret values
+//!                                  masked)
+//! ROOT/tasks/TASK_ID/private.json  the environment and the values to mask (0600;
+//!                                  read and removed by the supervisor, never packed)
 //! ROOT/tasks/TASK_ID/status.json   the task's status (atomically replaced)
 //! ROOT/tasks/TASK_ID/stdout.log    the task's standard output
 //! ROOT/tasks/TASK_ID/stderr.log    the task's standard error
@@ -18,6 +21,8 @@
 //! ROOT/tasks/TASK_ID/supervisor.log the supervisor's own errors (normally empty)
 //! ROOT/tasks/TASK_ID/boot_id       the host's boot id when the task was started (Linux)
 //! ```
+
+pub mod mask;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -79,7 +84,8 @@ pub struct TaskSpec {
     pub id: String,
     /// Program and arguments, run without a shell.
     pub argv: Vec<String>,
-    /// Extra environment variables, added to the agent's own.
+    /// Extra environment variables, added to the agent's own. They reach the agent
+    /// on its standard input ([`Private`]), never in its argv.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Working directory; the agent root when absent.
@@ -88,7 +94,45 @@ pub struct TaskSpec {
     /// Killed (whole process group) after this many seconds.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Secret values the agent masks as `***` in the task's stdout and stderr (and in
+    /// the spec it writes); sent with the environment, never stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masks: Vec<String>,
 }
+
+impl TaskSpec {
+    /// The spec as the agent stores it in `spec.json`: every value masked, and no
+    /// masks.
+    pub fn public(&self) -> TaskSpec {
+        let m = mask::Masks::new(&self.masks);
+        TaskSpec {
+            id: self.id.clone(),
+            argv: self.argv.iter().map(|a| m.mask(a).into_owned()).collect(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), m.mask(v).into_owned()))
+                .collect(),
+            cwd: self.cwd.clone(),
+            timeout_secs: self.timeout_secs,
+            masks: Vec::new(),
+        }
+    }
+}
+
+/// What `start --stdin` reads on its standard input: the parts of a [`TaskSpec`] that
+/// must not be in any process's argv (readable in `/proc/PID/cmdline` by every user).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Private {
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub masks: Vec<String>,
+}
+
+/// The most `start --stdin` reads.
+pub const MAX_PRIVATE_BYTES: u64 = 1 << 20;
 
 /// Where a task is in its life.
 ///
@@ -297,6 +341,21 @@ pub fn segment_matches(segment: &str, name: &str) -> bool {
 }
 
 impl Request {
+    /// What the agent reads on its standard input for this request: a task's
+    /// environment and masks ([`Private`]), when it has any.
+    pub fn stdin(&self) -> Option<Vec<u8>> {
+        match self {
+            Request::Start { spec, .. } if !spec.env.is_empty() || !spec.masks.is_empty() => {
+                serde_json::to_vec(&Private {
+                    env: spec.env.clone(),
+                    masks: spec.masks.clone(),
+                })
+                .ok()
+            }
+            _ => None,
+        }
+    }
+
     /// The agent's argv for this request, starting with `agent` (the program path) and
     /// `--root root`.
     pub fn argv(&self, agent: &str, root: &str) -> Vec<String> {
@@ -313,8 +372,8 @@ impl Request {
                 if let Some(cwd) = &spec.cwd {
                     argv.extend(["--cwd".to_owned(), cwd.display().to_string()]);
                 }
-                for (k, v) in &spec.env {
-                    argv.extend(["--env".to_owned(), format!("{k}={v}")]);
+                if self.stdin().is_some() {
+                    argv.push("--stdin".to_owned());
                 }
                 argv.push("--".to_owned());
                 argv.extend(spec.argv.iter().cloned());
@@ -418,8 +477,10 @@ mod tests {
             env: BTreeMap::from([("A".into(), "b=c".into())]),
             cwd: None,
             timeout_secs: Some(5),
+            masks: vec!["s3cr3t-value".into()],
         };
-        let argv = Request::Start { spec, wait_secs: 2 }.argv("/bin/agent", "/r");
+        let req = Request::Start { spec, wait_secs: 2 };
+        let argv = req.argv("/bin/agent", "/r");
         assert_eq!(
             argv,
             [
@@ -433,13 +494,37 @@ mod tests {
                 "2",
                 "--timeout-secs",
                 "5",
-                "--env",
-                "A=b=c",
+                "--stdin",
                 "--",
                 "sh",
                 "-c",
                 "echo --root"
             ]
         );
+        // The environment and the masks travel on stdin, never in the argv.
+        let private: Private = serde_json::from_slice(&req.stdin().expect("stdin")).unwrap();
+        assert_eq!(private.env["A"], "b=c");
+        assert_eq!(private.masks, ["s3cr3t-value"]);
+        assert!(
+            !argv
+                .iter()
+                .any(|a| a.contains("b=c") || a.contains("s3cr3t"))
+        );
+    }
+
+    #[test]
+    fn the_stored_spec_masks_secret_values() {
+        let spec = TaskSpec {
+            id: "t1".into(),
+            argv: vec!["sh".into(), "-c".into(), "echo s3cr3t-value".into()],
+            env: BTreeMap::from([("TOKEN".into(), "s3cr3t-value".into())]),
+            cwd: None,
+            timeout_secs: None,
+            masks: vec!["s3cr3t-value".into()],
+        };
+        let p = spec.public();
+        assert_eq!(p.argv[2], "echo ***");
+        assert_eq!(p.env["TOKEN"], "***");
+        assert!(p.masks.is_empty());
     }
 }

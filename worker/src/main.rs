@@ -23,7 +23,8 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: squall-worker [--root DIR] COMMAND
 commands:
-  start --id ID [--timeout-secs N] [--wait-secs N] [--cwd DIR] [--env K=V]... -- PROGRAM [ARG]...
+  start --id ID [--timeout-secs N] [--wait-secs N] [--cwd DIR] [--stdin] -- PROGRAM [ARG]...
+         (--stdin: the environment and the values to mask, as JSON on stdin)
   status --id ID
   wait --id ID --timeout-secs N
   cancel (--id ID | --all) --grace-secs N
@@ -45,6 +46,8 @@ enum Cmd {
     Start {
         spec: TaskSpec,
         wait_secs: u64,
+        /// Read the task's environment and masks from stdin.
+        stdin: bool,
     },
     Supervise {
         id: String,
@@ -105,7 +108,13 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Start {
             mut spec,
             wait_secs,
+            stdin,
         } => {
+            if stdin {
+                let private = read_private()?;
+                spec.env = private.env;
+                spec.masks = private.masks;
+            }
             // A relative working directory is relative to where `start` was run (the
             // login home over SSH), as `cd` would have it, not to the agent root.
             if let Some(cwd) = spec.cwd.take() {
@@ -268,13 +277,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
             "--wait-secs" => flags.wait_secs = Some(number(&arg, value(&mut args)?)?),
             "--grace-secs" => flags.grace_secs = Some(number(&arg, value(&mut args)?)?),
             "--cwd" => flags.cwd = Some(PathBuf::from(value(&mut args)?)),
-            "--env" => {
-                let pair = text(value(&mut args)?)?;
-                let Some((k, v)) = pair.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-                    return Err(usage(format!("--env expects K=V, got `{pair}`")));
-                };
-                flags.env.insert(k.to_owned(), v.to_owned());
-            }
+            "--stdin" => flags.stdin = true,
             "--all" => flags.all = true,
             _ => {
                 return Err(usage(format!(
@@ -287,19 +290,21 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
         "start" => {
             flags.allow(
                 &command,
-                &["--id", "--timeout-secs", "--wait-secs", "--cwd", "--env"],
+                &["--id", "--timeout-secs", "--wait-secs", "--cwd", "--stdin"],
             )?;
             if rest.is_empty() {
                 return Err(usage("start needs `-- PROGRAM [ARG]...`"));
             }
             Cmd::Start {
                 wait_secs: flags.wait_secs.unwrap_or(0),
+                stdin: flags.stdin,
                 spec: TaskSpec {
                     id: flags.id(&command)?,
                     argv: rest,
-                    env: flags.env,
+                    env: BTreeMap::new(),
                     cwd: flags.cwd,
                     timeout_secs: flags.timeout_secs,
+                    masks: Vec::new(),
                 },
             }
         }
@@ -382,7 +387,7 @@ struct Flags {
     wait_secs: Option<u64>,
     grace_secs: Option<u64>,
     cwd: Option<PathBuf>,
-    env: BTreeMap<String, String>,
+    stdin: bool,
     all: bool,
 }
 
@@ -395,7 +400,7 @@ impl Flags {
             ("--wait-secs", self.wait_secs.is_some()),
             ("--grace-secs", self.grace_secs.is_some()),
             ("--cwd", self.cwd.is_some()),
-            ("--env", !self.env.is_empty()),
+            ("--stdin", self.stdin),
             ("--all", self.all),
         ];
         match given
@@ -412,6 +417,29 @@ impl Flags {
             .take()
             .ok_or_else(|| usage(format!("{command} needs --id ID")))
     }
+}
+
+/// The task's environment and masks from stdin (at most
+/// [`squall_worker::MAX_PRIVATE_BYTES`]).
+fn read_private() -> Result<squall_worker::Private> {
+    use std::io::Read;
+    let mut body = Vec::new();
+    io::stdin()
+        .lock()
+        .take(squall_worker::MAX_PRIVATE_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| AgentError::io("reading", "standard input", e))?;
+    if body.len() as u64 > squall_worker::MAX_PRIVATE_BYTES {
+        return Err(usage(format!(
+            "--stdin reads at most {} bytes",
+            squall_worker::MAX_PRIVATE_BYTES
+        )));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        usage(format!(
+            "--stdin expects the task's environment as JSON: {e}"
+        ))
+    })
 }
 
 fn text(arg: OsString) -> Result<String> {
@@ -445,6 +473,12 @@ mod tests {
             env: BTreeMap::from([("A".into(), "b=c".into()), ("D".into(), String::new())]),
             cwd: Some(PathBuf::from("/w d")),
             timeout_secs: Some(5),
+            masks: Vec::new(),
+        };
+        // The environment travels on stdin: the command line says so and holds none.
+        let on_the_line = TaskSpec {
+            env: BTreeMap::new(),
+            ..spec.clone()
         };
         let cases = [
             (
@@ -452,7 +486,22 @@ mod tests {
                     spec: spec.clone(),
                     wait_secs: 3,
                 },
-                Cmd::Start { spec, wait_secs: 3 },
+                Cmd::Start {
+                    spec: on_the_line.clone(),
+                    wait_secs: 3,
+                    stdin: true,
+                },
+            ),
+            (
+                Request::Start {
+                    spec: on_the_line.clone(),
+                    wait_secs: 0,
+                },
+                Cmd::Start {
+                    spec: on_the_line,
+                    wait_secs: 0,
+                    stdin: false,
+                },
             ),
             (
                 Request::Status { id: "a".into() },
@@ -531,7 +580,8 @@ mod tests {
             &["cancel", "--id", "a", "--all", "--grace-secs", "1"],
             &["start", "--id", "a"],
             &["start", "--id", "a", "--"],
-            &["start", "--id", "a", "--env", "=x", "--", "true"],
+            &["start", "--id", "a", "--env", "A=x", "--", "true"],
+            &["start", "--id", "a", "--stdin", "x", "--", "true"],
             &["pack", "--id", "a"],
         ] {
             let args = argv.iter().map(OsString::from);

@@ -3,7 +3,8 @@
 //! The archive is produced as it is written (tar over gzip over the given writer), never
 //! held in memory. Each file is archived with the length it had when opened, so logs that
 //! are still growing (or being replaced) cannot corrupt the archive. Only the regular
-//! files directly inside each task folder are packed, without `*.tmp` files; it does not
+//! files directly inside each task folder are packed, without `*.tmp` files and the
+//! task's `private.json`; it does not
 //! follow anything else (subfolders, symlinks) and does not delete anything.
 
 use crate::error::{AgentError, Result};
@@ -67,7 +68,9 @@ fn append_task<W: Write>(builder: &mut tar::Builder<W>, dir: &Path, id: &str) ->
     };
     append_dir(builder, &format!("{TASKS_DIR}/{id}"), &meta)?;
     for name in sorted_names(dir)? {
-        if !name.ends_with(".tmp") {
+        // A task's environment and masks (briefly on disk while it starts) are never
+        // archived.
+        if !name.ends_with(".tmp") && name != crate::store::PRIVATE_FILE {
             append_file(
                 builder,
                 &dir.join(&name),

@@ -16,6 +16,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const SPEC_FILE: &str = "spec.json";
+/// The task's environment and masks (0600), removed by the supervisor once read and
+/// never packed.
+pub const PRIVATE_FILE: &str = "private.json";
 pub const STATUS_FILE: &str = "status.json";
 pub const STDOUT_FILE: &str = "stdout.log";
 pub const STDERR_FILE: &str = "stderr.log";
@@ -96,25 +99,68 @@ impl TaskDir {
         self.replace(STATUS_FILE, &bytes)
     }
 
-    /// Writes `spec.json` atomically.
+    /// Writes `spec.json` atomically, with secret values masked; the environment and
+    /// the masks themselves go to `private.json`, created 0600 (never readable by
+    /// others, not even for a moment).
     pub fn write_spec(&self, spec: &TaskSpec) -> Result<()> {
-        let mut bytes = serde_json::to_vec_pretty(spec).map_err(|source| AgentError::Json {
-            action: "serializing",
-            path: self.path(SPEC_FILE),
-            source,
-        })?;
+        let unwritable = |file: &str| {
+            let path = self.path(file);
+            move |source| AgentError::Json {
+                action: "serializing",
+                path,
+                source,
+            }
+        };
+        if !spec.env.is_empty() || !spec.masks.is_empty() {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let private = squall_worker::Private {
+                env: spec.env.clone(),
+                masks: spec.masks.clone(),
+            };
+            let bytes = serde_json::to_vec(&private).map_err(unwritable(PRIVATE_FILE))?;
+            let path = self.path(PRIVATE_FILE);
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&bytes))
+                .map_err(|e| AgentError::io("writing", &path, e))?;
+        }
+        let mut bytes = serde_json::to_vec_pretty(&spec.public()).map_err(unwritable(SPEC_FILE))?;
         bytes.push(b'\n');
         self.replace(SPEC_FILE, &bytes)
     }
 
-    pub fn read_spec(&self) -> Result<TaskSpec> {
+    /// The spec as `start` was given it: `spec.json` with `private.json`'s
+    /// environment and masks, which is removed once read (the supervisor holds them).
+    pub fn take_spec(&self) -> Result<TaskSpec> {
         let path = self.path(SPEC_FILE);
         let bytes = fs::read(&path).map_err(|e| AgentError::io("reading", &path, e))?;
-        serde_json::from_slice(&bytes).map_err(|source| AgentError::Json {
-            action: "parsing",
-            path,
-            source,
-        })
+        let mut spec: TaskSpec =
+            serde_json::from_slice(&bytes).map_err(|source| AgentError::Json {
+                action: "parsing",
+                path,
+                source,
+            })?;
+        let path = self.path(PRIVATE_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let private: squall_worker::Private =
+                    serde_json::from_slice(&bytes).map_err(|source| AgentError::Json {
+                        action: "parsing",
+                        path: path.clone(),
+                        source,
+                    })?;
+                fs::remove_file(&path).map_err(|e| AgentError::io("removing", &path, e))?;
+                spec.env = private.env;
+                spec.masks = private.masks;
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(AgentError::io("reading", path, e)),
+        }
+        Ok(spec)
     }
 
     /// Writes `file` through a temporary `*.tmp` sibling (unique per process, so two

@@ -6,10 +6,15 @@
 //! `timeout_secs` and, once the task's process has ended, kills whatever is left of its
 //! process group. It does not talk to the master: `start` spawns it and everyone else
 //! only reads the files it writes. Its own stderr is the task's `supervisor.log`.
+//!
+//! A task given secret values to mask writes into pipes instead of its log files: a
+//! thread per stream copies through a [`StreamMasker`] into the log, so no value it was
+//! given reaches the disk, even split across two writes.
 
 use crate::error::{AgentError, Result, chain};
 use crate::store::{STDERR_FILE, STDOUT_FILE, TaskDir, now_ms, signal_group};
 use rustix::process::{Pid, Signal};
+use squall_worker::mask::{Masks, StreamMasker};
 use squall_worker::{TaskSpec, TaskState, TaskStatus};
 use std::fs::File;
 use std::io;
@@ -44,7 +49,7 @@ pub fn supervise(root: &Path, id: &str) -> Result<()> {
         interruption: None,
     };
 
-    let spec = match task.read_spec() {
+    let spec = match task.take_spec() {
         Ok(spec) => spec,
         Err(e) => return fail_to_start(&task, base, chain(&e)),
     };
@@ -57,13 +62,14 @@ pub fn supervise(root: &Path, id: &str) -> Result<()> {
         return task.write_status(&status);
     }
     crate::imds::spawn_watch(root);
-    let mut child = match spawn(root, &task, &spec) {
+    let masks = Masks::new(&spec.masks);
+    let mut child = match spawn(root, &task, &spec, &masks) {
         Ok(child) => child,
-        Err(e) => return fail_to_start(&task, base, e.to_string()),
+        Err(e) => return fail_to_start(&task, base, masks.mask(&e.to_string()).into_owned()),
     };
-    let pid = child.id();
+    let pid = child.0.id();
     // The task is its own group leader, so its pid is the group's id.
-    let pgid = Pid::from_child(&child);
+    let pgid = Pid::from_child(&child.0);
     task.record_boot_id();
     let running = TaskStatus {
         state: TaskState::Running,
@@ -74,10 +80,11 @@ pub fn supervise(root: &Path, id: &str) -> Result<()> {
     if let Err(e) = task.write_status(&running) {
         // Nobody could ever learn about this task: do not let it run unobserved.
         let _ = signal_group(pgid, Signal::KILL);
-        let _ = child.wait();
+        let _ = child.0.wait();
         return Err(e);
     }
 
+    let (mut child, copiers) = child;
     let waited = wait(&mut child, pgid, spec.timeout_secs);
     // A cancelled (or interrupted) task's top process may end at SIGTERM before the
     // processes it started have done with theirs (a checkpoint being written): they get
@@ -91,6 +98,7 @@ pub fn supervise(root: &Path, id: &str) -> Result<()> {
         }
     }
     let _ = signal_group(pgid, Signal::KILL);
+    copiers.finish();
     let ended_at_ms = Some(now_ms());
     let status = match waited {
         Ok((exit, timed_out)) => TaskStatus {
@@ -146,8 +154,14 @@ enum SpawnError {
     Program { program: String, source: io::Error },
 }
 
-/// Spawns the task in its own process group with its output in the task's log files.
-fn spawn(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<Child, SpawnError> {
+/// Spawns the task in its own process group with its output in the task's log files
+/// (through masking copiers when it has values to mask).
+fn spawn(
+    root: &Path,
+    task: &TaskDir,
+    spec: &TaskSpec,
+    masks: &Masks,
+) -> Result<(Child, Copiers), SpawnError> {
     let Some((program, args)) = spec.argv.split_first() else {
         return Err(SpawnError::EmptyArgv);
     };
@@ -165,7 +179,8 @@ fn spawn(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<Child, SpawnErr
     if let Err(source) = std::fs::metadata(&cwd) {
         return Err(SpawnError::Cwd { cwd, source });
     }
-    Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .envs(&spec.env)
         .env(
@@ -174,14 +189,82 @@ fn spawn(root: &Path, task: &TaskDir, spec: &TaskSpec) -> Result<Child, SpawnErr
         )
         .current_dir(&cwd)
         .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .map_err(|source| SpawnError::Program {
+        .stdin(Stdio::null());
+    let spawned = |command: &mut Command| {
+        command.spawn().map_err(|source| SpawnError::Program {
             program: program.clone(),
             source,
         })
+    };
+    if masks.is_empty() {
+        let child = spawned(command.stdout(stdout).stderr(stderr))?;
+        return Ok((child, Copiers(Vec::new())));
+    }
+    let mut child = spawned(command.stdout(Stdio::piped()).stderr(Stdio::piped()))?;
+    let mut copiers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        copiers.push(copy_masked(out, stdout, masks.stream()));
+    }
+    if let Some(err) = child.stderr.take() {
+        copiers.push(copy_masked(err, stderr, masks.stream()));
+    }
+    Ok((child, Copiers(copiers)))
+}
+
+/// How long the supervisor waits for a task's output to drain once its group is gone
+/// (a process that left the group may hold a pipe open for ever).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// The threads copying a task's output into its logs, masked.
+struct Copiers(Vec<std::thread::JoinHandle<()>>);
+
+impl Copiers {
+    /// Waits (at most [`DRAIN`]) for the copies to reach the end of their pipes.
+    fn finish(self) {
+        let until = Instant::now() + DRAIN;
+        for copier in self.0 {
+            while !copier.is_finished() && Instant::now() < until {
+                std::thread::sleep(POLL);
+            }
+            if copier.is_finished() {
+                let _ = copier.join();
+            }
+        }
+    }
+}
+
+/// Copies `from` into `to` through `masker` until the end of the pipe; each chunk is
+/// written as soon as it is read (less a tail that could begin a value).
+fn copy_masked(
+    mut from: impl io::Read + Send + 'static,
+    mut to: File,
+    mut masker: StreamMasker,
+) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out = Vec::with_capacity(buf.len());
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("squall-worker: reading the task's output: {e}");
+                    break;
+                }
+            };
+            out.clear();
+            masker.feed(&buf[..n], &mut out);
+            if let Err(e) = to.write_all(&out) {
+                eprintln!("squall-worker: writing the task's log: {e}");
+                break;
+            }
+        }
+        out.clear();
+        masker.finish(&mut out);
+        let _ = to.write_all(&out);
+    })
 }
 
 /// Waits for the task's process; with a timeout, TERMs its group at the deadline and

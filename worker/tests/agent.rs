@@ -93,6 +93,43 @@ impl Root {
         out.status()
     }
 
+    /// `start --id ID --stdin OPTIONS... -- ARGV...` with `private` (JSON) on stdin,
+    /// which must succeed.
+    fn start_private(
+        &self,
+        id: &str,
+        options: &[&str],
+        private: &serde_json::Value,
+        argv: &[&str],
+    ) -> TaskStatus {
+        let mut args = vec!["start", "--id", id, "--stdin"];
+        args.extend(options);
+        args.push("--");
+        args.extend(argv);
+        let mut child = self
+            .command(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running the agent");
+        let body = serde_json::to_vec(private).expect("json");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&body)
+            .expect("writing stdin");
+        let output = child.wait_with_output().expect("the agent ends");
+        let out = Out {
+            code: output.status.code().expect("the agent exited normally"),
+            stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
+        };
+        assert_eq!(out.code, exit::OK, "{out:?}");
+        out.status()
+    }
+
     fn wait(&self, id: &str, timeout_secs: u64) -> (i32, TaskStatus) {
         let out = self.run(&[
             "wait",
@@ -190,9 +227,10 @@ fn env_and_cwd_are_honoured() {
     fs::create_dir(&work).expect("creating the work dir");
     let script = r#"printf '%s|%s\n' "$FOO" "${EMPTY-unset}"; pwd"#;
     let work_str = work.to_str().expect("utf-8 path");
-    root.start(
+    root.start_private(
         "env",
-        &["--env", "FOO=bar=baz", "--env", "EMPTY=", "--cwd", work_str],
+        &["--cwd", work_str],
+        &serde_json::json!({ "env": { "FOO": "bar=baz", "EMPTY": "" } }),
         &["sh", "-c", script],
     );
     assert!(root.finished("env").succeeded());
@@ -210,6 +248,67 @@ fn env_and_cwd_are_honoured() {
     let pwd = |id| canonical(Path::new(root.read(id, "stdout.log").trim_end()));
     assert_eq!(pwd("rel"), canonical(&work));
     assert_eq!(pwd("default"), canonical(&root.path));
+}
+
+/// The processes whose command line holds `needle`, read from `/proc`.
+fn argv_holding(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(needle) {
+            found.push(text);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_task_s_secrets_are_masked_in_its_logs_even_split_across_writes_and_never_stored_or_in_an_argv()
+{
+    let root = Root::new();
+    let secret = "s3cr3t-Tok3n-v4lue";
+    let pem = "-----BEGIN KEY-----\nMIIEpAIBAAKCAQEA\n-----END KEY-----";
+    // The value is written in two writes a moment apart (two reads of the pipe), then
+    // whole on stderr, and a multi-line one line by line.
+    let script = r#"printf '%s' "$TOKEN" | head -c 7; sleep 0.3; printf '%s\n' "$TOKEN" | tail -c +8
+echo "full $TOKEN, twice $TOKEN." >&2
+printf '%s\n' "$PEM"
+touch started; sleep 1"#;
+    let private = serde_json::json!({
+        "env": { "TOKEN": secret, "PEM": pem, "PLAIN": "visible" },
+        "masks": [secret, pem],
+    });
+    root.start_private("sec", &[], &private, &["sh", "-c", script]);
+    eventually("the task to run", 10, || {
+        root.path.join("started").exists().then_some(())
+    });
+    // No process's argv holds a value: not the agent's, the supervisor's or the task's.
+    assert_eq!(argv_holding(secret), Vec::<String>::new());
+    assert!(root.finished("sec").succeeded());
+    assert_eq!(root.read("sec", "stdout.log"), "***\n***\n***\n***\n");
+    assert_eq!(root.read("sec", "stderr.log"), "full ***, twice ***.\n");
+    // The stored spec masks what it holds; the private file is gone once read.
+    let spec = root.read("sec", "spec.json");
+    assert!(
+        !spec.contains(secret) && !spec.contains("MIIEpAIBAAKCAQEA"),
+        "{spec}"
+    );
+    assert!(
+        spec.contains(r#""TOKEN": "***""#) && spec.contains(r#""PLAIN": "visible""#),
+        "{spec}"
+    );
+    assert!(!root.file("sec", "private.json").exists());
+    for (name, body) in unpack(&pack(&root)) {
+        assert!(!name.ends_with("private.json"), "{name}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains(secret) && !text.contains("MIIEpAIBAAKCAQEA"),
+            "{name}: {text}"
+        );
+    }
 }
 
 #[test]

@@ -98,17 +98,23 @@ impl E2e {
     /// Waits (bounded) until the first master's journal shows a completed score item
     /// and another running: the master dies with work done and work under way.
     async fn mid_stage(&self, run: &str) {
+        self.score_progress(run, true).await;
+    }
+
+    /// Waits (bounded) until the first master's journal shows score items running
+    /// (one per host) and, when `done`, one more started after a completed one.
+    async fn score_progress(&self, run: &str, done: bool) {
         let started = Instant::now();
         loop {
             let j = self.journal(run, 1).await;
-            let done = j
+            let completed = j
                 .iter()
                 .any(|e| matches!(e, Entry::Completed { stage: 1, .. }));
             let running = j
                 .iter()
                 .filter(|e| matches!(e, Entry::Started { attempt, .. } if attempt.stage == 1))
                 .count();
-            if done && running >= 4 {
+            if (completed && running >= 4) || (!done && running >= 3) {
                 return;
             }
             assert!(
@@ -355,11 +361,13 @@ fn masters_that_keep_dying_stop_at_max_masters_and_the_run_is_recorded_abandoned
         return;
     }
     runtime().block_on(async {
-        let pb = playbook("5m", 5, None).replace("name: e2e\n", "name: e2e\nmax_masters: 2\n");
+        // Items far longer than the test: no master can finish the run before it dies,
+        // and nothing waits for an item to end.
+        let pb = playbook("5m", 120, None).replace("name: e2e\n", "name: e2e\nmax_masters: 2\n");
         let (e, control) = watched(&pb).await;
         let run = e.start("inbox/dying.csv").await;
         e.booted_workers(&run, 3, Duration::from_secs(120)).await;
-        e.mid_stage(&run).await;
+        e.score_progress(&run, false).await;
         let first = e.masters(&run).await.remove(0).id;
         e.sim.crash(&first).await;
         let took = e
