@@ -16,6 +16,7 @@
 //!   expected line and column.
 //! - `engine`: the run state machine as data: events in, actions out.
 //! - `local_run`: the real `squall` binary end to end on the local backend, with faults.
+//! - `secrets`: secrets masked everywhere a real run writes, and never in an argv.
 //! - `ssh_run`: the real binary over SSH to real sshd servers (static inventory), with
 //!   connection faults and errors.
 
@@ -30,4 +31,5 @@ mod inspect;
 mod launcher;
 mod local_run;
 mod playbooks;
+mod secrets;
 mod ssh_run;

@@ -945,7 +945,7 @@ stages:
 "#,
         12,
         51,
-        r#"undefined value in `item.rows`; templates can use vars, run.id, run.files, host.name, host.index, host.count, host.group, item (sharded stages) and trigger (with item = {"input":"b.csv"})"#,
+        r#"undefined value in `item.rows`; templates can use vars, run.id, run.files, host.name, host.index, host.count, host.group, item (sharded stages), trigger and secrets (with item = {"input":"b.csv"})"#,
     ),
     (
         "template_in_environment",
@@ -1338,6 +1338,113 @@ stages:
         11,
         18,
         "expected `timeout` of at most 7d, found",
+    ),
+    (
+        "secret_in_a_command",
+        r#"name: demo
+secrets: { TOKEN: "ssm:/squall/demo/token" }
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - command: [curl, -H, "Authorization: {{ secrets.TOKEN }}", https://x]
+"#,
+        10,
+        29,
+        "`secrets` may be used in `shell` and `environment` only, not in `command`",
+    ),
+    (
+        "secret_in_a_name",
+        r#"name: demo
+secrets: { TOKEN: "env:TOKEN" }
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - name: "with {{ secrets.TOKEN }}"
+        shell: echo hi
+"#,
+        10,
+        15,
+        "not in a task's `name`",
+    ),
+    (
+        "secret_undeclared",
+        r#"name: demo
+secrets: { TOKEN: "env:TOKEN" }
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo "$T"
+        environment: { T: "{{ secrets.TOKN }}" }
+"#,
+        11,
+        27,
+        "undefined value in `secrets.TOKN`",
+    ),
+    (
+        "secret_source_unknown",
+        r#"name: demo
+secrets:
+  TOKEN: vault:kv/token
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        3,
+        10,
+        "secret `TOKEN`: expected `ssm:/path/to/parameter`, `env:VARIABLE` or `file:PATH`, found `vault:kv/token`",
+    ),
+    (
+        "secret_ssm_path_relative",
+        r#"name: demo
+secrets:
+  TOKEN: ssm:squall/token
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        3,
+        10,
+        "starting with `/`",
+    ),
+    (
+        "secret_name_not_an_identifier",
+        r#"name: demo
+secrets:
+  api-token: env:TOKEN
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        3,
+        14,
+        "expected a secret name of letters, digits and `_`",
     ),
     (
         "max_masters_out_of_range",

@@ -20,7 +20,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 /// Seconds an idle control master stays up; see `connect_once`.
@@ -394,6 +394,42 @@ impl Transport for SshTransport {
         };
         self.with_session(host, argv, |s| async move {
             let out = s.command(program.as_str()).args(args).output().await?;
+            Ok(Output {
+                code: out.status.code(),
+                stdout: out.stdout,
+                stderr: out.stderr,
+            })
+        })
+        .await
+    }
+
+    async fn run_input(
+        &self,
+        host: &Instance,
+        argv: &[String],
+        input: &[u8],
+    ) -> Result<Output, TransportError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(TransportError::Command {
+                host: host.id.clone(),
+                argv: String::new(),
+                source: Message::boxed("empty command"),
+            });
+        };
+        self.with_session(host, argv, |s| async move {
+            let mut child = s
+                .command(program.as_str())
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .await?;
+            if let Some(mut stdin) = child.stdin().take() {
+                // A command that exits without reading shows in its output.
+                let _ = stdin.write_all(input).await;
+            }
+            let out = child.wait_with_output().await?;
             Ok(Output {
                 code: out.status.code(),
                 stdout: out.stdout,

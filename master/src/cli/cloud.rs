@@ -141,6 +141,11 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
     let Some(pb) = super::run::load_for_trigger(&args.playbook, &overrides, Some(&fields))? else {
         return Ok(exit::USAGE);
     };
+    // A master on EC2 reads secrets from SSM only.
+    if let Err(e) = crate::plan::secrets::refuse_local(&pb) {
+        eprintln!("{e}");
+        return Ok(exit::USAGE);
+    }
     let aws = Aws::from_env().await;
     // Every source known now is checked before the upload, as the master will read it:
     // no absolute local path.

@@ -11,10 +11,11 @@ pub mod inspect;
 pub mod run;
 
 use anyhow::{Context, bail};
+use squall_worker::mask::Masks;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// A command-line value that is not a duration.
@@ -53,8 +54,61 @@ pub fn default_agent() -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The secret values masked in every log line from now on (set once they are read).
+static LOG_MASKS: RwLock<Option<Masks>> = RwLock::new(None);
+
+/// Masks `masks`' values in every log line written from now on (the console and the
+/// master's log file).
+pub fn mask_logs(masks: &Masks) {
+    if let Ok(mut m) = LOG_MASKS.write() {
+        *m = (!masks.is_empty()).then(|| masks.clone());
+    }
+}
+
+/// A log writer that masks the run's secret values in what it writes. Each log event
+/// arrives as one write of its whole line.
+struct Masking<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Masking<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let masks = LOG_MASKS.read().ok().and_then(|m| m.clone());
+        match masks {
+            Some(m) => {
+                self.0.write_all(&m.mask_bytes(buf))?;
+                Ok(buf.len())
+            }
+            None => self.0.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A file shared by the log's writers, locked per write.
+#[derive(Clone)]
+struct SharedFile(Arc<Mutex<std::fs::File>>);
+
+impl std::io::Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.lock() {
+            Ok(mut f) => f.write(buf),
+            Err(_) => Err(std::io::Error::other("the log file's lock is poisoned")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0.lock() {
+            Ok(mut f) => f.flush(),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
 /// Logging to stderr (`SQUALL_LOG` filters; warnings only under a live progress bar)
-/// and, at info, to `log_file` (the master's log, archived with the run).
+/// and, at info, to `log_file` (the master's log, archived with the run). Secret
+/// values are masked in both once [`mask_logs`] has them.
 pub fn init_tracing(log_file: &Path, live: bool) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::Layer as _;
@@ -64,14 +118,15 @@ pub fn init_tracing(log_file: &Path, live: bool) -> anyhow::Result<()> {
         .with_context(|| format!("failed to create {}", log_file.display()))?;
     let console_level = if live { "warn" } else { "info" };
     let console = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| Masking(std::io::stderr()))
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .with_filter(
             EnvFilter::try_from_env("SQUALL_LOG").unwrap_or_else(|_| EnvFilter::new(console_level)),
         );
+    let file = SharedFile(Arc::new(Mutex::new(file)));
     let to_file = tracing_subscriber::fmt::layer()
-        .with_writer(Mutex::new(file))
+        .with_writer(move || Masking(file.clone()))
         .with_ansi(false)
         .with_target(false)
         .with_filter(EnvFilter::new("info"));
@@ -94,7 +149,7 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    pub async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn crate::seam::Store>> {
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn crate::seam::Store>> {
         Ok(crate::backend::open_store(self.store.as_deref(), &self.home).await?)
     }
 }

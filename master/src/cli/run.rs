@@ -190,6 +190,29 @@ fn backends(
     Ok(Some((b, Some(transport))))
 }
 
+/// The playbook's secrets, read where squall runs (`ssm:` ones with the AWS
+/// configuration of the environment).
+async fn read_secrets(pb: &Plan) -> Result<plan::secrets::Secrets, plan::Invalid> {
+    use plan::secrets::SecretSource;
+    let control = if pb
+        .secrets
+        .values()
+        .any(|d| matches!(d.source, SecretSource::Ssm(_)))
+    {
+        let aws = crate::backend::aws::Aws::from_env().await;
+        Some(aws.control(Default::default()))
+    } else {
+        None
+    };
+    runner::secrets::resolve(
+        pb,
+        control
+            .as_ref()
+            .map(|c| c as &dyn crate::seam::control::Control),
+    )
+    .await
+}
+
 /// `squall run`: the playbook to the end; prints where its record and logs are.
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let overrides = parse_vars(&args.vars)?;
@@ -249,6 +272,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("{e}");
         return Ok(exit::USAGE);
     }
+    // Secrets are read now, before anything launches, and masked from here on in the
+    // master's log.
+    let secrets = match read_secrets(&pb).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    crate::cli::mask_logs(secrets.masks());
     let opts = RunOptions {
         run_id: run_id.clone(),
         trigger,
@@ -264,6 +297,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         use_cache: !args.no_cache,
         journal: None,
         stack: None,
+        secrets,
     };
     let summary = runner::run(Arc::new(pb), run_backends, opts).await;
     if let Some(ssh) = ssh_transport {

@@ -443,6 +443,10 @@ impl Launcher {
             Ok(pb) => pb,
             Err(e) => return reject(e.to_string()),
         };
+        // The master reads secrets from SSM only.
+        if let Err(e) = crate::plan::secrets::refuse_local(&pb) {
+            return reject(e.to_string());
+        }
         let wanted = match source_keys(&pb, key, Some(&fields)) {
             Ok(k) => k,
             Err(e) => return reject(format!("{key}: {e}")),

@@ -267,6 +267,11 @@ async fn run_prepared(
     let run = request.run_id.clone();
     let control = aws.control(crate::backend::aws::control::ScheduleTarget::default());
     let generation = opts.generation.max(1);
+    // The run's secrets, from SSM Parameter Store (the only source a master on EC2
+    // has), before anything launches; masked in the master's log from here on.
+    crate::plan::secrets::refuse_local(&pb)?;
+    let secrets = Arc::new(runner::secrets::resolve(&pb, Some(&control)).await?);
+    crate::cli::mask_logs(secrets.masks());
     let ssh_dir = opts.work_dir.join("ssh");
     let (keys, resume) = if generation == 1 {
         let keys = RunKeys::generate(&ssh_dir, &run).await?;
@@ -347,6 +352,7 @@ async fn run_prepared(
         allow_absolute_sources: false,
         use_cache: request.use_cache,
         stack: request.stack.clone(),
+        secrets,
         journal: Some(runner::JournalOptions {
             generation,
             every: opts.journal_every.min(Duration::from_secs(5)),

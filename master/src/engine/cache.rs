@@ -287,6 +287,7 @@ impl Engine {
                     host_count: self.hosts.group_count(group),
                     group,
                     item,
+                    secrets: &self.secrets,
                 },
             )
             .ok()?;
@@ -336,6 +337,8 @@ impl Engine {
     fn canonical(&self, c: &TaskCommand) -> String {
         match c {
             TaskCommand::Exec(spec) => {
+                // Secrets never enter the key: their values are masked.
+                let spec = spec.public();
                 let env: Vec<String> = spec
                     .env
                     .iter()

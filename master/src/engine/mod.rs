@@ -113,6 +113,8 @@ pub struct Engine {
     takeover: Option<crate::record::journal::Takeover>,
     /// The run's masters, for the record.
     masters: Vec<crate::record::journal::MasterRecord>,
+    /// The run's secret values (for rendering; masked in everything the engine shows).
+    secrets: Arc<crate::plan::secrets::Secrets>,
 }
 
 impl Engine {
@@ -156,6 +158,7 @@ impl Engine {
             seeds: None,
             takeover: None,
             masters: Vec::new(),
+            secrets: Arc::default(),
             run_id,
             trigger,
             deadline_at_ms,
@@ -179,6 +182,12 @@ impl Engine {
     /// absolute sources are allowed and the cache is used).
     pub fn with_data(mut self, data: DataOptions) -> Engine {
         self.data = data;
+        self
+    }
+
+    /// The run's secret values, for `{{ secrets.NAME }}` (none by default).
+    pub fn with_secrets(mut self, secrets: Arc<crate::plan::secrets::Secrets>) -> Engine {
+        self.secrets = secrets;
         self
     }
 

@@ -6,6 +6,7 @@
 //! is checked before the run by [`crate::plan::validate`].
 
 use super::types::{TaskCommand, TaskKey};
+use crate::plan::secrets::{self, Secrets};
 use crate::plan::template::{self, HostVars, TemplateContext, TemplateError, Trigger};
 use crate::plan::url::{self, DataUrl, FetchDest};
 use crate::plan::{Plan, TaskAction, short_name};
@@ -28,7 +29,19 @@ pub struct For<'a> {
     pub host_count: u32,
     pub group: &'a str,
     pub item: Option<&'a Value>,
+    /// The run's secret values.
+    pub secrets: &'a Secrets,
 }
+
+/// The environment variable a `shell` text that uses secrets travels in (the
+/// environment reaches the agent on its stdin), instead of the task's argv.
+pub const SHELL_SCRIPT_ENV: &str = "SQUALL_SHELL_SCRIPT";
+
+/// The argv of a `shell` task whose text uses secrets: the shell takes its text from
+/// [`SHELL_SCRIPT_ENV`], out of its environment before anything runs, and evaluates
+/// it, so the text is in no process's argv and no child inherits it.
+pub const SHELL_FROM_ENV: &str =
+    "__squall_script=$SQUALL_SHELL_SCRIPT; unset SQUALL_SHELL_SCRIPT; eval \"$__squall_script\"";
 
 /// Why a task could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,8 +96,16 @@ pub fn render(
         },
         item: at.item,
         trigger: Trigger::Known(at.trigger),
+        secrets: at.secrets.values(),
     };
-    let r = |s: &str| template::render(s, &ctx).map_err(RenderError::from);
+    let masks = at.secrets.masks();
+    // A template error may quote what it rendered.
+    let r = |s: &str| {
+        template::render(s, &ctx).map_err(|mut e| {
+            e.what = masks.mask(&e.what).into_owned();
+            RenderError::from(e)
+        })
+    };
     let name = match &task.name {
         Some(n) => r(n)?,
         None => String::new(), // named below from the rendered command
@@ -123,26 +144,60 @@ pub fn render(
     for (k, v) in &task.environment {
         env.insert(k.clone(), r(v)?);
     }
+    // The values of the secrets this task uses: the agent masks them in its output.
+    let used = secrets_used(task, at.secrets);
+    let shown = match &task.action {
+        TaskAction::Shell(_) => masks.mask(&argv[2]).into_owned(),
+        _ => masks.mask(&argv.join(" ")).into_owned(),
+    };
+    let mut argv = argv;
+    if matches!(&task.action, TaskAction::Shell(sh) if secrets::uses_secrets(sh)) {
+        env.insert(SHELL_SCRIPT_ENV.into(), argv.pop().unwrap_or_default());
+        argv.push(SHELL_FROM_ENV.to_owned());
+    }
     env.insert("SQUALL_RUN_ID".into(), at.run_id.to_owned());
     env.insert("SQUALL_HOST".into(), at.host_name.to_owned());
     env.insert("SQUALL_HOST_INDEX".into(), at.host_index.to_string());
     if let Some(v) = at.item {
         env.insert("SQUALL_ITEM".into(), json_scalar(v));
     }
-    let shown = match &task.action {
-        TaskAction::Shell(_) => argv[2].clone(),
-        _ => argv.join(" "),
-    };
     Ok((
-        short_name(name, &shown),
+        short_name(masks.mask(&name).into_owned(), &shown),
         TaskCommand::Exec(TaskSpec {
             id: key.agent_id(),
             argv,
             env,
             cwd: Some(PathBuf::from(".")),
             timeout_secs: task.timeout.map(|t| t.0.as_secs().max(1)),
+            masks: used,
         }),
     ))
+}
+
+/// The values of the secrets `task`'s `shell` and `environment` refer to.
+fn secrets_used(task: &crate::plan::TaskPlan, all: &Secrets) -> Vec<String> {
+    if all.is_empty() {
+        return Vec::new();
+    }
+    let mut texts: Vec<&str> = task.environment.values().map(String::as_str).collect();
+    if let TaskAction::Shell(sh) = &task.action {
+        texts.push(sh);
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for text in texts {
+        for r in template::references(text).unwrap_or_default() {
+            if let Some(name) = r.strip_prefix("secrets.") {
+                names.insert(name.split('.').next().unwrap_or(name).to_owned());
+            } else if r == "secrets" {
+                // The whole map (e.g. iterated): every value.
+                names.extend(all.values().keys().cloned());
+            }
+        }
+    }
+    names
+        .iter()
+        .filter_map(|n| all.values().get(n).cloned())
+        .collect()
 }
 
 /// A JSON value as an environment variable: strings bare, everything else as JSON.

@@ -184,6 +184,7 @@ impl Engine {
                 host_count: self.hosts.group_count(&h.rec.group),
                 group: &h.rec.group,
                 item: item.and_then(|i| items.get(i)),
+                secrets: &self.secrets,
             },
         );
         match rendered {
@@ -373,6 +374,7 @@ impl Engine {
                 group: String::new(),
             },
             item: None,
+            secrets: &template::NO_SECRETS,
             trigger: Trigger::Known(&self.trigger),
         };
         let rendered = template::render(url, &ctx)

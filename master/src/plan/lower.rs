@@ -54,6 +54,8 @@ pub struct Plan {
     pub stages: Vec<StagePlan>,
     /// How many masters may run the run in all (the first and its successors).
     pub max_masters: u32,
+    /// The declared secrets by name (where each value is read, not the value).
+    pub secrets: BTreeMap<String, super::secrets::SecretDecl>,
 }
 
 /// Where something is written in the playbook (1-based), for messages about it found
@@ -311,6 +313,20 @@ pub fn lower(
             .max_masters
             .as_ref()
             .map_or(DEFAULT_MAX_MASTERS, |m| m.value),
+        secrets: playbook
+            .secrets
+            .iter()
+            .filter_map(|(name, s)| {
+                let source = super::secrets::SecretSource::parse(&s.value).ok()?;
+                Some((
+                    name.clone(),
+                    super::secrets::SecretDecl {
+                        source,
+                        at: Pos::of(s),
+                    },
+                ))
+            })
+            .collect(),
         fleet,
         fleet_at,
         stages,

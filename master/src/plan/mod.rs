@@ -11,6 +11,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod lower;
 pub mod model;
+pub mod secrets;
 pub mod sources;
 pub mod template;
 pub mod url;
@@ -78,11 +79,13 @@ pub fn parse_for(
         vars.insert(k.clone(), serde_json::Value::String(v.clone()));
     }
     let mut problems = Vec::new();
+    let placeholders = secrets::placeholders(&playbook);
     validate::validate(
         &validate::Input {
             playbook: &playbook,
             vars: &vars,
             trigger,
+            secrets: &placeholders,
         },
         &at,
         &mut problems,

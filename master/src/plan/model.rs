@@ -50,6 +50,11 @@ pub struct Playbook {
     /// successor that resumes from the journal, up to this many (default 3; 1: none).
     #[serde(default)]
     pub max_masters: Option<Spanned<u32>>,
+    /// Values never written anywhere, as `{{ secrets.NAME }}` in `shell` and
+    /// `environment`: `NAME: ssm:/path`, `env:VAR` or `file:PATH` (see
+    /// [`super::secrets`]).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Spanned<String>>,
 }
 
 /// A named group of identical workers.

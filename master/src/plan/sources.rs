@@ -81,6 +81,7 @@ pub fn sources(plan: &Plan, trigger: Option<&BTreeMap<String, Value>>) -> Vec<So
         },
         item: None,
         trigger: trigger.map_or(Trigger::Any, Trigger::Known),
+        secrets: &template::NO_SECRETS,
     };
     let know = |text: &str| -> Known {
         let renderable = refs(text).is_some_and(|r| {

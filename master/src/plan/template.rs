@@ -1,7 +1,8 @@
 //! Jinja templating of task fields (minijinja), with strict undefined values.
 //!
 //! A template sees `vars`, `run.id`, `run.files`, `host.name`, `host.index`,
-//! `host.count`, `host.group`, `item` (in sharded stages) and `trigger.*`, and the
+//! `host.count`, `host.group`, `item` (in sharded stages), `trigger.*` and `secrets.*`
+//! (where [`super::secrets`] allows them), and the
 //! `quote` filter (POSIX shell quoting, for values an uploader controls in `shell:`) and
 //! the `basename` filter (a path's or URL's last part).
 //! This module renders one string against one context; deciding which contexts a
@@ -26,7 +27,12 @@ pub struct TemplateContext<'a> {
     pub host: HostVars,
     pub item: Option<&'a serde_json::Value>,
     pub trigger: Trigger<'a>,
+    /// `secrets.*`: the values (or, while validating, placeholders).
+    pub secrets: &'a BTreeMap<String, String>,
 }
+
+/// No secrets (contexts that may not use them).
+pub static NO_SECRETS: BTreeMap<String, String> = BTreeMap::new();
 
 /// `host.*` in templates.
 #[derive(Debug, Clone, Serialize)]
@@ -70,7 +76,14 @@ impl<'a> TemplateContext<'a> {
             },
             item,
             trigger: Trigger::Any,
+            secrets: &NO_SECRETS,
         }
+    }
+
+    /// The same context with `secrets.*` set.
+    pub fn with_secrets(mut self, secrets: &'a BTreeMap<String, String>) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     fn to_value(&self) -> Value {
@@ -84,6 +97,7 @@ impl<'a> TemplateContext<'a> {
             ])),
         );
         m.insert("host", Value::from_serialize(&self.host));
+        m.insert("secrets", Value::from_serialize(self.secrets));
         if let Some(item) = self.item {
             m.insert("item", Value::from_serialize(item));
         }
@@ -131,7 +145,7 @@ impl fmt::Display for TemplateError {
         if let Some(line) = self.line.filter(|l| *l > 1) {
             write!(f, " (line {line} of the template)")?;
         }
-        f.write_str("; templates can use vars, run.id, run.files, host.name, host.index, host.count, host.group, item (sharded stages) and trigger")
+        f.write_str("; templates can use vars, run.id, run.files, host.name, host.index, host.count, host.group, item (sharded stages), trigger and secrets")
     }
 }
 
@@ -223,6 +237,7 @@ mod tests {
             },
             item: item.map(|i| &*Box::leak(Box::new(i))),
             trigger: Trigger::Known(trigger),
+            secrets: &NO_SECRETS,
         }
     }
 

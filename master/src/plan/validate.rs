@@ -30,6 +30,8 @@ pub struct Input<'a> {
     pub playbook: &'a Playbook,
     pub vars: &'a BTreeMap<String, Value>,
     pub trigger: Option<&'a BTreeMap<String, Value>>,
+    /// What `secrets.*` renders as (placeholders: the values are not known yet).
+    pub secrets: &'a BTreeMap<String, String>,
 }
 
 impl Input<'_> {
@@ -94,6 +96,7 @@ pub fn validate(pb: &Input<'_>, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
     if p.fleet.value.is_empty() {
         out.push(at.at(&p.fleet, "expected at least one group under `fleet`"));
     }
+    super::secrets::validate(p, at, out);
     // The deadline arms every instance's dead-man's switch: a huge one disarms it.
     if let Some(d) = &p.deadline
         && d.value.0 > MAX_DURATION
@@ -336,6 +339,7 @@ fn validate_task(
             ));
         }
     }
+    super::secrets::check_task(t, at, out);
     if !known_group {
         return;
     }
@@ -367,7 +371,8 @@ fn validate_task(
         }
         for index in indices {
             for item in &items {
-                let mut ctx = TemplateContext::for_validation(pb.vars, &group, index, count, *item);
+                let mut ctx = TemplateContext::for_validation(pb.vars, &group, index, count, *item)
+                    .with_secrets(pb.secrets);
                 ctx.trigger = trigger.clone();
                 for (spanned, text) in &templates {
                     if let Err(e) = template::render(text, &ctx) {
@@ -420,7 +425,8 @@ fn validate_shard_url(
         .into_iter()
         .next()
         .unwrap_or_default();
-    let mut ctx = TemplateContext::for_validation(pb.vars, &group, 0, 1, None);
+    let mut ctx =
+        TemplateContext::for_validation(pb.vars, &group, 0, 1, None).with_secrets(pb.secrets);
     ctx.trigger = pb.trigger.map_or(Trigger::Any, Trigger::Known);
     if let Err(e) = template::render(&u.value, &ctx) {
         out.push(at.at(u, template_message(&e, None, pb.trigger)));
@@ -495,7 +501,8 @@ fn check_fetch_varies(
         return;
     }
     let render = |(group, index, count, item): &(String, u32, u32, Option<&Value>)| {
-        let ctx = TemplateContext::for_validation(pb.vars, group, *index, *count, *item);
+        let ctx = TemplateContext::for_validation(pb.vars, group, *index, *count, *item)
+            .with_secrets(pb.secrets);
         (
             template::render(&f.src.value, &ctx).ok(),
             template::render(&f.dest.value, &ctx).ok(),

@@ -121,15 +121,15 @@ async fn exec_task(
     spec: squall_worker::TaskSpec,
 ) -> Result<TaskStatus, TaskError> {
     let id = spec.id.clone();
-    // `start` also waits, so a short task costs one round trip.
-    let start = agent_argv(
-        ctx,
-        inst,
-        &Request::Start {
-            spec,
-            wait_secs: ctx.opts.wait_poll_secs,
-        },
-    );
+    // `start` also waits, so a short task costs one round trip. The task's environment
+    // and secrets go on its stdin.
+    let start_request = Request::Start {
+        spec,
+        wait_secs: ctx.opts.wait_poll_secs,
+    };
+    let start = agent_argv(ctx, inst, &start_request);
+    let private = start_request.stdin();
+    drop(start_request);
     let wait = agent_argv(
         ctx,
         inst,
@@ -142,7 +142,10 @@ async fn exec_task(
     let mut errors = 0;
     loop {
         let argv = if started { &wait } else { &start };
-        let result = ctx.b.transport.run(inst, argv).await;
+        let result = match (&private, started) {
+            (Some(input), false) => ctx.b.transport.run_input(inst, argv, input).await,
+            _ => ctx.b.transport.run(inst, argv).await,
+        };
         let failure = match result {
             Err(e) if e.is_unreachable() => return Err(TaskError::HostLost(chain(&e))),
             Err(e) => chain(&e),

@@ -168,7 +168,7 @@ async fn still_there(ctx: &Ctx, url: &str) -> Result<(), StoreError> {
 /// Writes an item's cache entry (a failure costs a recomputation later, nothing more).
 pub async fn write_cache(ctx: &Ctx, entry: &CacheEntry) {
     let key = keys::cache_entry(&entry.key);
-    if let Err(e) = store::put_json(ctx.b.store.as_ref(), &key, entry).await {
+    if let Err(e) = store::put_json_masked(ctx.b.store.as_ref(), &key, entry, ctx.masks()).await {
         tracing::warn!("cache entry {key} not written: {}", chain(&e));
     }
 }

@@ -163,7 +163,9 @@ pub(super) async fn dispatch(
             }
             Action::Heartbeat(beat) => {
                 let key = keys::status(&beat.run_id);
-                if let Err(e) = store::put_json(ctx.b.store.as_ref(), &key, &beat).await {
+                if let Err(e) =
+                    store::put_json_masked(ctx.b.store.as_ref(), &key, &beat, ctx.masks()).await
+                {
                     tracing::warn!("heartbeat not written: {}", chain(&e));
                 }
             }
@@ -242,7 +244,10 @@ pub(super) async fn dispatch(
                     }
                     let key = keys::run_record(&record.run_id);
                     // The S3 store retries passing trouble itself.
-                    if let Err(e) = store::put_json(job.b.store.as_ref(), &key, &record).await {
+                    if let Err(e) =
+                        store::put_json_masked(job.b.store.as_ref(), &key, &record, job.masks())
+                            .await
+                    {
                         tracing::error!("failed to write the run record {key}: {}", chain(&e));
                         if let Ok(mut slot) = job.record_error.lock() {
                             *slot = Some(e);

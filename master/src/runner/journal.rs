@@ -121,6 +121,7 @@ impl Journal {
         store: Arc<dyn Store>,
         fence: Arc<Fence>,
         run_id: String,
+        masks: squall_worker::mask::Masks,
     ) -> (Journal, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         let task = tokio::spawn(async move {
@@ -129,7 +130,9 @@ impl Journal {
                     Message::Sync(done) => {
                         let _ = done.send(());
                     }
-                    Message::Batch(batch) => write(store.as_ref(), &fence, &run_id, &batch).await,
+                    Message::Batch(batch) => {
+                        write(store.as_ref(), &fence, &run_id, &batch, &masks).await
+                    }
                 }
             }
         });
@@ -152,14 +155,20 @@ impl Journal {
 }
 
 /// Stores one batch, trying again until it is stored or the master is fenced.
-async fn write(store: &dyn Store, fence: &Fence, run_id: &str, batch: &Batch) {
+async fn write(
+    store: &dyn Store,
+    fence: &Fence,
+    run_id: &str,
+    batch: &Batch,
+    masks: &squall_worker::mask::Masks,
+) {
     let key = keys::journal_batch(run_id, batch.generation, batch.seq);
     let mut backoff = Duration::from_millis(500);
     loop {
         if fence.check(store).await {
             return; // drained, not written
         }
-        match store::create_json(store, &key, batch).await {
+        match store::create_json_masked(store, &key, batch, masks).await {
             Ok(true) => return,
             Ok(false) => {
                 tracing::error!("journal batch {key} exists already; not rewritten");

@@ -23,6 +23,7 @@ pub mod listing;
 pub mod logs;
 pub mod preflight;
 pub mod progress;
+pub mod secrets;
 
 use crate::engine::{DataOptions, Engine, EngineOptions, Event, HostId, LaunchedInstance};
 use crate::error::chain;
@@ -72,6 +73,8 @@ pub struct RunOptions {
     pub journal: Option<JournalOptions>,
     /// The stack every instance is tagged with (`squall:stack`), on AWS.
     pub stack: Option<String>,
+    /// The run's secret values (masked in everything the run stores or logs).
+    pub secrets: Arc<crate::plan::secrets::Secrets>,
 }
 
 /// The journal of a run a successor master may resume.
@@ -173,6 +176,11 @@ impl Ctx {
         self.journal.lock().ok().and_then(|j| j.clone())
     }
 
+    /// The run's secret values' needles: masked in whatever the run stores.
+    fn masks(&self) -> &squall_worker::mask::Masks {
+        self.opts.secrets.masks()
+    }
+
     /// Waits until the journal sent so far is stored (teardown and the record go
     /// after the fate they follow from).
     async fn journal_synced(&self) {
@@ -224,15 +232,17 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
             engine_opts,
         ),
     };
-    let mut engine = engine.with_data(DataOptions {
-        run_files: b
-            .store
-            .locate(&keys::files_prefix(&opts.run_id))
-            .trim_end_matches('/')
-            .to_owned(),
-        allow_absolute_sources: opts.allow_absolute_sources,
-        use_cache: opts.use_cache,
-    });
+    let mut engine = engine
+        .with_secrets(opts.secrets.clone())
+        .with_data(DataOptions {
+            run_files: b
+                .store
+                .locate(&keys::files_prefix(&opts.run_id))
+                .trim_end_matches('/')
+                .to_owned(),
+            allow_absolute_sources: opts.allow_absolute_sources,
+            use_cache: opts.use_cache,
+        });
     // Instances may be swept once the run's deadline and its collect/teardown grace
     // have passed.
     let grace = (plan.stop_grace() + plan.collect_grace()).as_secs();
@@ -250,8 +260,12 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         .map(|j| Arc::new(journal::Fence::new(&opts.run_id, j.generation)));
     let (journal_writer, journal_task) = match &fence {
         Some(f) => {
-            let (j, task) =
-                journal::Journal::start(b.store.clone(), f.clone(), opts.run_id.clone());
+            let (j, task) = journal::Journal::start(
+                b.store.clone(),
+                f.clone(),
+                opts.run_id.clone(),
+                opts.secrets.masks().clone(),
+            );
             (Some(j), Some(task))
         }
         None => (None, None),
@@ -381,7 +395,9 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
             source: e,
         });
     }
-    let record = engine.record();
+    // What the record holds is masked before anyone sees it: the report, the summary
+    // and the CLI's output are made from it.
+    let record = masked(&engine.record(), opts.secrets.masks());
     tracing::info!(
         status = record.status.as_str(),
         reason = record.reason.as_deref().unwrap_or(""),
@@ -417,6 +433,17 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         record,
         archives,
     })
+}
+
+/// `record` with every secret value in it masked.
+fn masked(record: &RunRecord, masks: &squall_worker::mask::Masks) -> RunRecord {
+    if masks.is_empty() {
+        return record.clone();
+    }
+    crate::seam::store::masked_json(record, masks)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_else(|| record.clone())
 }
 
 fn log_event(engine: &Engine, event: &Event) {

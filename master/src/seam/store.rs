@@ -118,6 +118,43 @@ pub async fn create_json<T: Serialize + ?Sized>(
     store.create_if_absent(key, body).await
 }
 
+/// `value` as pretty JSON with every secret value in it masked: masked in the value's
+/// strings before they are encoded (JSON escaping would hide a value with a quote or a
+/// newline in it from a text search afterwards).
+pub fn masked_json<T: Serialize + ?Sized>(
+    value: &T,
+    masks: &squall_worker::mask::Masks,
+) -> serde_json::Result<Vec<u8>> {
+    if masks.is_empty() {
+        return serde_json::to_vec_pretty(value);
+    }
+    let mut v = serde_json::to_value(value)?;
+    masks.mask_json(&mut v);
+    serde_json::to_vec_pretty(&v)
+}
+
+/// [`put_json`], with the run's secret values masked (see [`masked_json`]).
+pub async fn put_json_masked<T: Serialize + ?Sized>(
+    store: &dyn Store,
+    key: &str,
+    value: &T,
+    masks: &squall_worker::mask::Masks,
+) -> Result<(), StoreError> {
+    let body = masked_json(value, masks).map_err(|e| StoreError::failed("put", key, e))?;
+    store.put(key, body).await
+}
+
+/// [`create_json`], with the run's secret values masked (see [`masked_json`]).
+pub async fn create_json_masked<T: Serialize + ?Sized>(
+    store: &dyn Store,
+    key: &str,
+    value: &T,
+    masks: &squall_worker::mask::Masks,
+) -> Result<bool, StoreError> {
+    let body = masked_json(value, masks).map_err(|e| StoreError::failed("create", key, e))?;
+    store.create_if_absent(key, body).await
+}
+
 /// Reads `key` as JSON; `None` when absent, an error when it does not parse.
 pub async fn get_json<T: DeserializeOwned>(
     store: &dyn Store,

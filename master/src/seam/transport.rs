@@ -93,6 +93,15 @@ impl TransportError {
 pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Runs `argv` on `host` and collects its output.
     async fn run(&self, host: &Instance, argv: &[String]) -> Result<Output, TransportError>;
+    /// Like [`Transport::run`], with `input` on the command's stdin: what must not be
+    /// in an argv (a task's environment and secrets; every user of a host can read
+    /// every process's command line).
+    async fn run_input(
+        &self,
+        host: &Instance,
+        argv: &[String],
+        input: &[u8],
+    ) -> Result<Output, TransportError>;
     /// Puts the `size` bytes `body` gives at `dest` on `host` with `mode`, creating
     /// parent folders, in constant memory. `dest` is left untouched unless exactly
     /// `size` bytes arrived.

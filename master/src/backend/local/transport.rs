@@ -105,6 +105,35 @@ impl Transport for LocalTransport {
         })
     }
 
+    async fn run_input(
+        &self,
+        host: &Instance,
+        argv: &[String],
+        input: &[u8],
+    ) -> Result<Output, TransportError> {
+        let home = self.check_up(host)?;
+        let mut child = self
+            .command(host, &home, argv)?
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| cmd_err(host, argv, e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A command that exits without reading shows in its output.
+            let _ = stdin.write_all(input).await;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| cmd_err(host, argv, e))?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+
     async fn put_stream(
         &self,
         host: &Instance,

@@ -1,0 +1,272 @@
+//! Secrets: values a run needs that are never written anywhere, declared at the
+//! playbook's top level and used as `{{ secrets.NAME }}`.
+//!
+//! ```yaml
+//! secrets:
+//!   API_TOKEN: ssm:/squall/nightly/api-token   # SSM Parameter Store, read by the master
+//!   DB_PASSWORD: env:DB_PASSWORD               # local and inventory runs only
+//!   TLS_KEY: file:secrets/tls.key              # likewise; relative to the playbook
+//! ```
+//!
+//! A secret may be used in a task's `shell` text and `environment` values only: in a
+//! `command` it would be in the task's argv (readable by every user of the host), in a
+//! `copy` or `fetch` in a path, and in a `name` in the record. This module declares and
+//! checks them (no IO); reading the values is the runner's ([`crate::runner::secrets`]),
+//! and masking them is [`squall_worker::mask`]'s.
+
+use super::diagnostic::{Diagnostic, Locator};
+use super::lower::Pos;
+use super::model::{Playbook, Shards, Task};
+use super::template;
+use serde_saphyr::Spanned;
+use squall_worker::mask::Masks;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Where a secret's value is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `ssm:/path`: an SSM Parameter Store parameter (SecureString), read by the master.
+    Ssm(String),
+    /// `env:VAR`: an environment variable where squall runs.
+    Env(String),
+    /// `file:PATH`: a file where squall runs (relative to the playbook's folder); one
+    /// trailing newline is dropped.
+    File(String),
+}
+
+impl SecretSource {
+    /// Parses `ssm:/path`, `env:VAR` or `file:PATH`.
+    pub fn parse(text: &str) -> Result<SecretSource, String> {
+        let expected = "expected `ssm:/path/to/parameter`, `env:VARIABLE` or `file:PATH`";
+        let Some((scheme, rest)) = text.split_once(':') else {
+            return Err(format!("{expected}, found `{text}`"));
+        };
+        match scheme {
+            "ssm" if valid_parameter(rest) => Ok(SecretSource::Ssm(rest.to_owned())),
+            "ssm" => Err(format!(
+                "expected an SSM parameter name after `ssm:`, starting with `/` (letters, digits and `_.-/` only), found `{rest}`"
+            )),
+            "env" if valid_name(rest) => Ok(SecretSource::Env(rest.to_owned())),
+            "env" => Err(format!(
+                "expected an environment variable name after `env:`, found `{rest}`"
+            )),
+            "file" if !rest.trim().is_empty() => Ok(SecretSource::File(rest.to_owned())),
+            "file" => Err("expected a path after `file:`".to_owned()),
+            _ => Err(format!("{expected}, found `{text}`")),
+        }
+    }
+
+    /// Whether the value is read where squall runs (not by a master on EC2).
+    pub fn is_local(&self) -> bool {
+        !matches!(self, SecretSource::Ssm(_))
+    }
+}
+
+impl fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Ssm(p) => write!(f, "ssm:{p}"),
+            SecretSource::Env(v) => write!(f, "env:{v}"),
+            SecretSource::File(p) => write!(f, "file:{p}"),
+        }
+    }
+}
+
+/// One declared secret, in a [`super::Plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretDecl {
+    pub source: SecretSource,
+    pub at: Pos,
+}
+
+/// A secret's name: a letter or `_`, then letters, digits and `_`; at most 64.
+fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 64
+}
+
+/// An SSM parameter name as squall accepts it: absolute, `[A-Za-z0-9_.-/]`, at most
+/// 1011 characters (SSM's own limit for a full name).
+fn valid_parameter(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() > 1
+        && p.len() <= 1011
+        && !p.contains("//")
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
+}
+
+/// What `{{ secrets.NAME }}` renders as while validating: the value is not known.
+pub fn placeholders(pb: &Playbook) -> BTreeMap<String, String> {
+    pb.secrets
+        .keys()
+        .map(|name| (name.clone(), format!("<secret {name}>")))
+        .collect()
+}
+
+/// Whether a template refers to `secrets` (a template that does not compile is
+/// reported elsewhere).
+pub fn uses_secrets(text: &str) -> bool {
+    template::references(text).is_some_and(|refs| {
+        refs.iter()
+            .any(|r| r == "secrets" || r.starts_with("secrets."))
+    })
+}
+
+/// The declarations: names and sources.
+pub fn validate(pb: &Playbook, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
+    for (name, source) in &pb.secrets {
+        if !valid_name(name) {
+            out.push(at.at(
+                source,
+                format!("expected a secret name of letters, digits and `_` (not starting with a digit), found `{name}`"),
+            ));
+        }
+        if let Err(why) = SecretSource::parse(&source.value) {
+            out.push(at.at(source, format!("secret `{name}`: {why}")));
+        }
+    }
+    for stage in &pb.stages.value {
+        if let Some(s) = &stage.value.shards
+            && let Shards::Objects(u) | Shards::Lines(u) = &s.value
+            && uses_secrets(&u.value)
+        {
+            out.push(at.at(u, misplaced("a shard listing's URL")));
+        }
+    }
+}
+
+/// A task's templates outside `shell` and `environment` use no secret.
+pub fn check_task(t: &Task, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
+    let mut check = |s: &Spanned<String>, field: &str| {
+        if uses_secrets(&s.value) {
+            out.push(at.at(s, misplaced(field)));
+        }
+    };
+    if let Some(c) = &t.command {
+        for a in &c.value {
+            check(
+                a,
+                "`command` (it would be in the task's argv, which every user of the host can read; use `shell` with an `environment` variable)",
+            );
+        }
+    }
+    if let Some(c) = &t.copy {
+        check(&c.value.src, "`copy.src`");
+        check(&c.value.dest, "`copy.dest`");
+    }
+    if let Some(f) = &t.fetch {
+        check(&f.value.src, "`fetch.src`");
+        check(&f.value.dest, "`fetch.dest`");
+    }
+    if let Some(n) = &t.name {
+        check(n, "a task's `name` (it is shown in the record)");
+    }
+}
+
+fn misplaced(field: &str) -> String {
+    format!("`secrets` may be used in `shell` and `environment` only, not in {field}")
+}
+
+/// Refuses secrets read where squall runs (`env:`, `file:`) in a playbook a master on
+/// EC2 will run: that master cannot read them. Each at its file:line:column.
+pub fn refuse_local(plan: &super::Plan) -> Result<(), super::Invalid> {
+    let problems: Vec<Diagnostic> = plan
+        .secrets
+        .iter()
+        .filter(|(_, d)| d.source.is_local())
+        .map(|(name, d)| {
+            plan.diagnostic(
+                d.at,
+                format!(
+                    "secret `{name}` is read from `{}` where squall runs, which a master on EC2 cannot do: use `ssm:/path` on AWS (`env:` and `file:` are for local and inventory runs); nothing was launched",
+                    d.source
+                ),
+            )
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(super::Invalid(problems))
+    }
+}
+
+/// A run's secret values, by name. `Debug` shows the names only.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    values: BTreeMap<String, String>,
+    masks: Masks,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.values.keys()).finish()
+    }
+}
+
+impl Secrets {
+    pub fn new(values: BTreeMap<String, String>) -> Secrets {
+        let masks = Masks::new(values.values());
+        Secrets { values, masks }
+    }
+
+    /// The values by name, for rendering.
+    pub fn values(&self) -> &BTreeMap<String, String> {
+        &self.values
+    }
+
+    /// Every value's needles.
+    pub fn masks(&self) -> &Masks {
+        &self.masks
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse_or_say_what_was_expected() {
+        assert_eq!(
+            SecretSource::parse("ssm:/squall/a-b/c_d.e"),
+            Ok(SecretSource::Ssm("/squall/a-b/c_d.e".into()))
+        );
+        assert_eq!(
+            SecretSource::parse("env:API_TOKEN"),
+            Ok(SecretSource::Env("API_TOKEN".into()))
+        );
+        assert_eq!(
+            SecretSource::parse("file:keys/a.pem"),
+            Ok(SecretSource::File("keys/a.pem".into()))
+        );
+        for bad in [
+            "plain",
+            "vault:x",
+            "ssm:relative",
+            "ssm:/a b",
+            "ssm:/",
+            "env:1X",
+            "env:",
+            "file:",
+        ] {
+            assert!(SecretSource::parse(bad).is_err(), "{bad}");
+        }
+        assert!(!SecretSource::Ssm("/a".into()).is_local());
+        assert!(SecretSource::Env("A".into()).is_local());
+    }
+
+    #[test]
+    fn secrets_show_their_names_only() {
+        let s = Secrets::new(BTreeMap::from([("TOKEN".into(), "hunter22".into())]));
+        assert_eq!(format!("{s:?}"), r#"{"TOKEN"}"#);
+        assert_eq!(s.masks().mask("x hunter22"), "x ***");
+    }
+}
