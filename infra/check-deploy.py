@@ -89,13 +89,14 @@ DEFAULTS = {
     "UploadPlaybook": "playbooks/upload.yml",
     "CacheDays": "30",
     "WorkerDataPrefix": "",
+    "SecretsPrefix": "/squall/secrets/",
 }
 ENV_KEYS = {
     "SQUALL_BUCKET", "SQUALL_SUBNET", "SQUALL_SECURITY_GROUPS",
     "SQUALL_WORKER_SECURITY_GROUPS", "SQUALL_MASTER_PROFILE", "SQUALL_IMAGE",
     "SQUALL_MASTER_TYPE", "SQUALL_UPLOADS", "SQUALL_SCHEDULES", "SQUALL_BINARY_KEY",
     "SQUALL_AGENT_KEY", "SQUALL_WATCH_TARGET", "SQUALL_WATCH_ROLE", "SQUALL_STALE_AFTER",
-    "SQUALL_STACK",
+    "SQUALL_STACK", "SQUALL_SECRETS_PREFIX",
 }
 # The only actions allowed on Resource "*".
 ACTIONS_ON_ANY_RESOURCE = {"ec2:DescribeInstances", "ec2:DescribeImages"}
@@ -551,9 +552,11 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
                      "launcher role: squall's watchdog schedules only")
         if master_role_name:
             mstmts = role_statements(master_role_name)
+            secrets = f"arn:aws:ssm:{REGION}:{account}:parameter{p['SecretsPrefix']}*"
             checks.equal(sorted(allowed(mstmts, "ssm:")),
-                         sorted((a, params) for a in ("ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameter")),
-                         "master role: the runs' login keys only")
+                         sorted([(a, params) for a in ("ssm:PutParameter", "ssm:GetParameter", "ssm:DeleteParameter")]
+                                + [("ssm:GetParameter", secrets)]),
+                         "master role: the runs' login keys, and reads the playbooks' secrets under SecretsPrefix only")
             checks.equal(sorted(allowed(mstmts, "scheduler:")), [("scheduler:DeleteSchedule", schedules)],
                          "master role: ends its run's watchdog only")
         if scheduler_role_name:
@@ -606,6 +609,7 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
             "SQUALL_WATCH_ROLE": scheduler_role.get("Arn"),
             "SQUALL_STALE_AFTER": "3m",
             "SQUALL_STACK": stack,
+            "SQUALL_SECRETS_PREFIX": p["SecretsPrefix"],
         }
         assert set(expected_env) == ENV_KEYS
         actual_env = conf.get("Environment", {}).get("Variables", {})

@@ -34,6 +34,10 @@ Checks:
   statement only ends instances so tagged, in both roles; the launcher's environment
   names the stack (`SQUALL_STACK`), which the launcher and the master tag every
   instance with.
+- secrets-scope: playbooks' `ssm:` secrets are read by the master role only
+  (`ssm:GetParameter` on `parameter${SecretsPrefix}*`), the launcher's environment names
+  that prefix (it refuses a secret outside it), and `SecretsPrefix` refuses `*`, `/`
+  alone and the runs' own `/squall/runs/`; tried on sample values.
 - prefix-patterns: `UploadPrefix` and `WorkerDataPrefix` refuse squall's own prefixes
   (runs/, bin/, playbooks/, cache/) and `*` (an IAM wildcard in the statements built
   from them), and accept ordinary prefixes; tried on sample values.
@@ -256,9 +260,10 @@ def check_succession(t):
     errors = []
     key = show({"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/squall/runs/*"})
     sched = show({"Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/default/squall-*"})
+    secrets = show({"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SecretsPrefix}*"})
     want = {
         "MasterRole": (
-            {("ssm:PutParameter", key), ("ssm:GetParameter", key), ("ssm:DeleteParameter", key)},
+            {("ssm:PutParameter", key), ("ssm:GetParameter", key), ("ssm:DeleteParameter", key), ("ssm:GetParameter", secrets)},
             {("scheduler:DeleteSchedule", sched)},
         ),
         "LauncherRole": (
@@ -323,6 +328,34 @@ def check_stack_scope(t):
     return errors
 
 
+def check_secrets_scope(t):
+    import re
+
+    errors = []
+    secrets = show({"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SecretsPrefix}*"})
+    for name in t.get("Resources", {}):
+        readers = {a for a, r in allowed(t, name, "ssm:") if r == secrets}
+        want = {"ssm:GetParameter"} if name == "MasterRole" else set()
+        if readers != want:
+            errors.append(f"{name} may {sorted(readers)} on the secrets prefix, expected {sorted(want)}")
+    env = t.get("Resources", {}).get("LauncherFunction", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+    if env.get("SQUALL_SECRETS_PREFIX") != {"Ref": "SecretsPrefix"}:
+        errors.append(f"SQUALL_SECRETS_PREFIX is {show(env.get('SQUALL_SECRETS_PREFIX'))}, not the SecretsPrefix parameter")
+    pattern = t.get("Parameters", {}).get("SecretsPrefix", {}).get("AllowedPattern")
+    if not pattern:
+        return errors + ["SecretsPrefix has no AllowedPattern"]
+    for v in ["/", "*", "/*/", "/squall/runs/", "squall/secrets/", "/squall/secrets", "/a*/"]:
+        if re.fullmatch(pattern, v):
+            errors.append(f"SecretsPrefix accepts {v!r}")
+    for v in ["/squall/secrets/", "/team-a/prod/"]:
+        if not re.fullmatch(pattern, v):
+            errors.append(f"SecretsPrefix refuses {v!r}")
+    default = t.get("Parameters", {}).get("SecretsPrefix", {}).get("Default")
+    if default != "/squall/secrets/":
+        errors.append(f"SecretsPrefix defaults to {default!r}")
+    return errors
+
+
 def check_prefix_patterns(t):
     import re
 
@@ -351,6 +384,7 @@ CHECKS = [
     ("worker-role", check_worker_role),
     ("succession", check_succession),
     ("stack-scope", check_stack_scope),
+    ("secrets-scope", check_secrets_scope),
     ("prefix-patterns", check_prefix_patterns),
 ]
 

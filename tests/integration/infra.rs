@@ -74,6 +74,10 @@ fn a_reading_of_the_template_proves_the_notification_upload_read_cache_expiry_wo
         "upload-read",
         "cache-lifecycle",
         "worker-role",
+        "succession",
+        "stack-scope",
+        "secrets-scope",
+        "prefix-patterns",
     ] {
         assert!(log.contains(&format!("ok {check}\n")), "{log}");
     }

@@ -338,6 +338,37 @@ fn a_broken_playbook_launches_nothing_and_leaves_a_failed_run_record() {
             "{reason}"
         );
 
+        // Secrets the master could not read: from where squall runs, or outside the
+        // stack's secrets prefix.
+        for (source, want) in [
+            (
+                "env:TOKEN",
+                "playbooks/secret-env.yml:2:19: secret `TOKEN` is read from `env:TOKEN` where squall runs",
+            ),
+            (
+                "ssm:/elsewhere/token",
+                "playbooks/secret-ssm.yml:2:19: secret `TOKEN` is `ssm:/elsewhere/token`, outside the stack's secrets prefix `/squall/secrets/`",
+            ),
+        ] {
+            let pb = format!(
+                "name: demo\nsecrets: {{ TOKEN: \"{source}\" }}\nfleet:\n  w: {{ count: 1 }}\nstages:\n  - name: s\n    hosts: w\n    tasks:\n      - shell: echo \"$T\"\n        environment: {{ T: \"{{{{ secrets.TOKEN }}}}\" }}\n"
+            );
+            let key = format!("playbooks/secret-{}.yml", &source[..3]);
+            s.store.put(&key, pb.into_bytes()).await.expect("put");
+            let out = handle(
+                &s.launcher,
+                &json!({ "playbook": key }),
+                1_795_400_000,
+            )
+            .await
+            .expect("handled");
+            assert_eq!(out[0].status, "rejected", "{out:?}");
+            let reason = out[0].reason.clone().unwrap_or_default();
+            assert!(reason.contains(want), "{reason}");
+            let run = out[0].run_id.clone().expect("run id");
+            assert!(masters(&s.compute, &run).await.is_empty(), "zero instances");
+        }
+
         let missing = json!({"playbook": "playbooks/nope.yml"});
         let out = handle(&s.launcher, &missing, 1_795_400_000)
             .await

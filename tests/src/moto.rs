@@ -243,6 +243,7 @@ pub fn launch_settings(bucket: &str, net: &Network) -> squall::cloud::launch::Se
         watch_target: Some(WATCH_TARGET.into()),
         watch_role: Some(WATCH_ROLE.into()),
         stack: Some(TEST_STACK.into()),
+        secrets_prefix: Some(TEST_SECRETS_PREFIX.into()),
     }
 }
 
@@ -250,6 +251,8 @@ pub fn launch_settings(bucket: &str, net: &Network) -> squall::cloud::launch::Se
 pub const WATCH_TARGET: &str = "arn:aws:lambda:us-east-1:123456789012:function:squall-launcher";
 /// The stack test launchers say they belong to.
 pub const TEST_STACK: &str = "squall-test";
+/// The SSM path the test stack's master may read secrets under.
+pub const TEST_SECRETS_PREFIX: &str = "/squall/secrets/";
 /// The role the schedule would assume.
 pub const WATCH_ROLE: &str = "arn:aws:iam::123456789012:role/squall-scheduler";
 

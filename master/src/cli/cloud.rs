@@ -142,7 +142,7 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
         return Ok(exit::USAGE);
     };
     // A master on EC2 reads secrets from SSM only.
-    if let Err(e) = crate::plan::secrets::refuse_local(&pb) {
+    if let Err(e) = crate::plan::secrets::check_for_ec2(&pb, None) {
         eprintln!("{e}");
         return Ok(exit::USAGE);
     }
@@ -223,6 +223,7 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
             .ok()
             .filter(|s| !s.is_empty()),
         stack: args.stack.clone().filter(|s| !s.is_empty()),
+        secrets_prefix: None,
     };
     let outcome = Launcher::on_aws(&aws, settings)
         .handle_trigger(&trigger, now_ms() / 1000)

@@ -444,7 +444,9 @@ impl Launcher {
             Err(e) => return reject(e.to_string()),
         };
         // The master reads secrets from SSM only.
-        if let Err(e) = crate::plan::secrets::refuse_local(&pb) {
+        if let Err(e) =
+            crate::plan::secrets::check_for_ec2(&pb, self.settings.secrets_prefix.as_deref())
+        {
             return reject(e.to_string());
         }
         let wanted = match source_keys(&pb, key, Some(&fields)) {

@@ -269,7 +269,7 @@ async fn run_prepared(
     let generation = opts.generation.max(1);
     // The run's secrets, from SSM Parameter Store (the only source a master on EC2
     // has), before anything launches; masked in the master's log from here on.
-    crate::plan::secrets::refuse_local(&pb)?;
+    crate::plan::secrets::check_for_ec2(&pb, None)?;
     let secrets = Arc::new(runner::secrets::resolve(&pb, Some(&control)).await?);
     crate::cli::mask_logs(secrets.masks());
     let ssh_dir = opts.work_dir.join("ssh");

@@ -49,6 +49,10 @@ pub struct Settings {
     /// The stack the launcher belongs to (`SQUALL_STACK`): every instance of its runs
     /// is tagged `squall:stack` with it, and the stack's roles end only those.
     pub stack: Option<String>,
+    /// The SSM path the stack's master may read secrets under (`SQUALL_SECRETS_PREFIX`,
+    /// the stack's `SecretsPrefix`): a playbook's `ssm:` secret elsewhere is refused
+    /// before launch.
+    pub secrets_prefix: Option<String>,
 }
 
 /// How long a run's heartbeat may be silent before its watchdog takes over.
@@ -109,6 +113,7 @@ impl Settings {
             watch_target: get("SQUALL_WATCH_TARGET").filter(|s| !s.trim().is_empty()),
             watch_role: get("SQUALL_WATCH_ROLE").filter(|s| !s.trim().is_empty()),
             stack: get("SQUALL_STACK").filter(|s| !s.trim().is_empty()),
+            secrets_prefix: get("SQUALL_SECRETS_PREFIX").filter(|s| !s.trim().is_empty()),
         })
     }
 }

@@ -171,21 +171,26 @@ fn misplaced(field: &str) -> String {
     format!("`secrets` may be used in `shell` and `environment` only, not in {field}")
 }
 
-/// Refuses secrets read where squall runs (`env:`, `file:`) in a playbook a master on
-/// EC2 will run: that master cannot read them. Each at its file:line:column.
-pub fn refuse_local(plan: &super::Plan) -> Result<(), super::Invalid> {
+/// Refuses what a master on EC2 cannot read: secrets read where squall runs (`env:`,
+/// `file:`), and `ssm:` parameters outside `prefix` (the stack's `SecretsPrefix`, when
+/// known). Each at its file:line:column.
+pub fn check_for_ec2(plan: &super::Plan, prefix: Option<&str>) -> Result<(), super::Invalid> {
     let problems: Vec<Diagnostic> = plan
         .secrets
         .iter()
-        .filter(|(_, d)| d.source.is_local())
-        .map(|(name, d)| {
-            plan.diagnostic(
-                d.at,
-                format!(
-                    "secret `{name}` is read from `{}` where squall runs, which a master on EC2 cannot do: use `ssm:/path` on AWS (`env:` and `file:` are for local and inventory runs); nothing was launched",
-                    d.source
+        .filter_map(|(name, d)| {
+            let why = match &d.source {
+                SecretSource::Ssm(p) => match prefix {
+                    Some(prefix) if !p.starts_with(prefix) => format!(
+                        "secret `{name}` is `ssm:{p}`, outside the stack's secrets prefix `{prefix}` (its master may read only there)"
+                    ),
+                    _ => return None,
+                },
+                local => format!(
+                    "secret `{name}` is read from `{local}` where squall runs, which a master on EC2 cannot do: use `ssm:/path` on AWS (`env:` and `file:` are for local and inventory runs)"
                 ),
-            )
+            };
+            Some(plan.diagnostic(d.at, format!("{why}; nothing was launched")))
         })
         .collect();
     if problems.is_empty() {
