@@ -610,7 +610,28 @@ fn a_failing_task_fails_the_run_with_its_reason_and_every_log_shipped() {
         return;
     }
     runtime().block_on(async {
-        let e = setup(&playbook("5m", 0, Some("d")), &[]).await;
+        // The failing item echoes a secret the master reads from SSM Parameter Store.
+        let pb = playbook("5m", 0, Some("d"))
+            .replace(
+                "name: e2e\n",
+                "name: e2e\nsecrets: { TOKEN: \"ssm:/squall/secrets/e2e-token\" }\n",
+            )
+            .replace(
+                "echo 'shard d is broken' >&2;",
+                "echo \"shard d is broken, token={{ secrets.TOKEN }}\" >&2;",
+            );
+        let e = setup(&pb, &[]).await;
+        const TOKEN: &str = "e2e-t0ken-from-ssm";
+        {
+            use squall::seam::control::Control;
+            let ssm = squall::backend::aws::control::AwsControl::new(
+                &e._moto.sdk_config().await,
+                Default::default(),
+            );
+            ssm.put_secret("/squall/secrets/e2e-token", TOKEN)
+                .await
+                .expect("put parameter");
+        }
         let started = Instant::now();
         let out = e.deliver(&s3_event("inbox/broken-shard.csv")).await;
         let run = out.run_id.expect("run id");
@@ -639,7 +660,25 @@ fn a_failing_task_fails_the_run_with_its_reason_and_every_log_shipped() {
                 }
             }
         }
-        assert!(stderr.contains("shard d is broken"), "{stderr}");
+        assert!(stderr.contains("shard d is broken, token=***"), "{stderr}");
+        // The secret is nowhere in the bucket: records, status, report, journal, every
+        // archive unpacked (the master's log with them).
+        let mut leaks = Vec::new();
+        let keys = e.store.list("").await.expect("list");
+        for key in keys.iter().filter(|k| !k.starts_with("bin/")) {
+            let body = e.get(key).await.unwrap_or_default();
+            if String::from_utf8_lossy(&body).contains(TOKEN) {
+                leaks.push(key.clone());
+            }
+            if key.ends_with(".tar.gz") {
+                for (m, text) in members(&body) {
+                    if text.contains(TOKEN) {
+                        leaks.push(format!("{key}!{m}"));
+                    }
+                }
+            }
+        }
+        assert_eq!(leaks, Vec::<String>::new(), "the secret's value was stored");
         e.assert_all_ended(&run, Duration::from_secs(60)).await;
         eprintln!("e2e failing task: {:.1}s", started.elapsed().as_secs_f64());
     });
