@@ -1191,3 +1191,94 @@ fn a_fetch_listed_after_the_run_stopped_stores_nothing() {
         .expect("w-0's fetch is recorded");
     assert_eq!(t.outcome, TaskOutcome::Cancelled);
 }
+
+const SECRET_CACHED: &str = r#"
+name: t
+secrets: { TOKEN: "env:SQUALL_TEST_UNUSED" }
+fleet: { w: { count: 1 } }
+stages:
+  - name: work
+    hosts: w
+    cache: true
+    shards: [a]
+    tasks:
+      - shell: echo {{ item }} {{ secrets.TOKEN | quote }}
+        environment: { TOKEN: "{{ secrets.TOKEN }}", PLAIN: "p" }
+      - fetch: { src: "out/{{ item }}", dest: out/ }
+"#;
+
+/// A booted sim of `SECRET_CACHED` whose secret is `value`.
+fn secret_sim(value: &str) -> Sim {
+    let pb = plan::parse(
+        Path::new("t.yml"),
+        SECRET_CACHED,
+        Path::new("."),
+        &BTreeMap::new(),
+    )
+    .expect("valid");
+    let trigger = BTreeMap::from([("kind".to_owned(), serde_json::json!("manual"))]);
+    let secrets = plan::secrets::Secrets::new(BTreeMap::from([("TOKEN".into(), value.into())]));
+    let e = Engine::with_options(
+        Arc::new(pb),
+        "run-1".into(),
+        trigger,
+        0,
+        EngineOptions::default(),
+    )
+    .with_secrets(Arc::new(secrets));
+    let mut s = Sim::from_engine(e, 0);
+    s.send(Event::Bootstrapped { host: 0 });
+    s
+}
+
+#[test]
+fn a_secret_reaches_the_task_off_its_argv_masked_in_what_is_shown_and_never_in_the_cache_key() {
+    let mut a = secret_sim("s3cr3t-one");
+    let mut b = secret_sim("s3cr3t-two");
+    let query = |s: &mut Sim| match s.take_data().remove(0) {
+        Action::LookupCache { query, .. } => query,
+        other => panic!("{other:?}"),
+    };
+    let (qa, qb) = (query(&mut a), query(&mut b));
+    // A changed secret is the same item: the key holds no value, masked or not.
+    assert_eq!(qa.material, qb.material);
+    assert!(!qa.material.contains("s3cr3t"), "{}", qa.material);
+    a.send(Event::CacheAnswered {
+        stage: 0,
+        unit: 0,
+        cache_key: "k".into(),
+        hit: None,
+    });
+    let (_, command) = a
+        .running
+        .values()
+        .next()
+        .expect("the item's first task runs");
+    let TaskCommand::Exec(spec) = command else {
+        panic!("{command:?}")
+    };
+    // The shell text travels in the environment; the argv holds no value.
+    assert!(
+        spec.argv.iter().all(|arg| !arg.contains("s3cr3t")),
+        "{:?}",
+        spec.argv
+    );
+    assert_eq!(spec.argv[2], squall::engine::render::SHELL_FROM_ENV);
+    assert_eq!(
+        spec.env[squall::engine::render::SHELL_SCRIPT_ENV],
+        "echo a s3cr3t-one"
+    );
+    assert_eq!(spec.env["TOKEN"], "s3cr3t-one");
+    assert_eq!(
+        spec.masks,
+        ["s3cr3t-one"],
+        "the agent masks what the task uses"
+    );
+    // What the run shows of the task is masked: its name, from the rendered text.
+    a.ok(0);
+    let record = a.e.record();
+    let task = record.tasks.first().expect("the task is recorded");
+    assert_eq!(task.task, "echo a ***");
+    let record = serde_json::to_string(&record).expect("json");
+    assert!(!record.contains("s3cr3t"), "{record}");
+}
