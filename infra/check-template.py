@@ -37,7 +37,8 @@ Checks:
 - secrets-scope: playbooks' `ssm:` secrets are read by the master role only
   (`ssm:GetParameter` on `parameter${SecretsPrefix}*`), the launcher's environment names
   that prefix (it refuses a secret outside it), and `SecretsPrefix` refuses `*`, `/`
-  alone and the runs' own `/squall/runs/`; tried on sample values.
+  alone, `/squall/` and the runs' own `/squall/runs/` (login keys); tried on sample
+  values.
 - prefix-patterns: `UploadPrefix` and `WorkerDataPrefix` refuse squall's own prefixes
   (runs/, bin/, playbooks/, cache/) and `*` (an IAM wildcard in the statements built
   from them), and accept ordinary prefixes; tried on sample values.
@@ -344,7 +345,7 @@ def check_secrets_scope(t):
     pattern = t.get("Parameters", {}).get("SecretsPrefix", {}).get("AllowedPattern")
     if not pattern:
         return errors + ["SecretsPrefix has no AllowedPattern"]
-    for v in ["/", "*", "/*/", "/squall/runs/", "squall/secrets/", "/squall/secrets", "/a*/"]:
+    for v in ["/", "/squall/", "*", "/*/", "/squall/runs/", "/squall/runs/x/", "squall/secrets/", "/squall/secrets", "/a*/"]:
         if re.fullmatch(pattern, v):
             errors.append(f"SecretsPrefix accepts {v!r}")
     for v in ["/squall/secrets/", "/team-a/prod/"]:

@@ -60,7 +60,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("squall: error: {e:#}");
+            let text = format!("{e:#}");
+            let text = match squall::runner::secrets::log_masks() {
+                Some(m) => m.mask(&text).into_owned(),
+                None => text,
+            };
+            eprintln!("squall: error: {text}");
             ExitCode::from(exit::ERROR)
         }
     }

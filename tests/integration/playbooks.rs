@@ -1447,6 +1447,93 @@ stages:
         "expected a secret name of letters, digits and `_`",
     ),
     (
+        "secret_in_a_copy_source",
+        r#"name: demo
+secrets: { TOKEN: "env:TOKEN" }
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - copy: { src: "files/{{ secrets.TOKEN }}", dest: x }
+"#,
+        10,
+        22,
+        "not in `copy.src`",
+    ),
+    (
+        "secret_in_a_fetch_dest",
+        r#"name: demo
+secrets: { TOKEN: "env:TOKEN" }
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - fetch: { src: out.csv, dest: "out/{{ secrets.TOKEN }}/" }
+"#,
+        10,
+        38,
+        "not in `fetch.dest`",
+    ),
+    (
+        "secret_in_a_shard_listing",
+        r#"name: demo
+secrets: { TOKEN: "env:TOKEN" }
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    shards: { lines: "s3://b/{{ secrets.TOKEN }}.txt" }
+    tasks:
+      - shell: echo {{ item }}
+"#,
+        9,
+        22,
+        "not in a shard listing's URL",
+    ),
+    (
+        "secret_through_a_filter",
+        r#"name: demo
+secrets: { TOKEN: "env:TOKEN" }
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo {{ secrets.TOKEN | upper }}
+"#,
+        10,
+        16,
+        "expected `{{ secrets.NAME }}` or `{{ secrets.NAME | quote }}`",
+    ),
+    (
+        "secret_under_the_runs_login_keys",
+        r#"name: demo
+secrets:
+  KEY: ssm:/squall/runs/other-run/login-key
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: echo hi
+"#,
+        3,
+        8,
+        "where squall keeps the runs' own login keys",
+    ),
+    (
         "max_masters_out_of_range",
         r#"name: demo
 max_masters: 0

@@ -13,7 +13,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-const TOKEN: &str = "tok3n-\"quoted\"-v4lue";
+/// Quotes, `'`, `!`, `$` and `\`: shell quoting (`| quote`) splits such a value into
+/// differently quoted pieces, and JSON escapes it.
+const TOKEN: &str = "tok3n-\"q'u!o$t\\ed\"-v4lue";
 /// A multi-line value (masked line by line).
 const PEM: &str = "-----BEGIN TEST KEY-----\nMIIEpAIBAAKCAQEAsecretline\n-----END TEST KEY-----\n";
 const SSM_VALUE: &str = "ssm-s3cr3t-from-moto";
@@ -23,6 +25,7 @@ fn needles() -> Vec<&'static str> {
     vec![
         TOKEN,
         "tok3n-",
+        "v4lue",
         "MIIEpAIBAAKCAQEAsecretline",
         "-----BEGIN TEST KEY-----",
     ]
@@ -54,10 +57,10 @@ stages:
     hosts: w
     tasks:
       - shell: |
-          echo "token=$TOKEN"
-          echo inline={{{{ secrets.TOKEN | quote }}}}{echo_ssm}
+          printf 'token=%s\n' "$TOKEN"
+          printf 'inline=%s\n' {{{{ secrets.TOKEN | quote }}}}{echo_ssm}
           printf '%s\n' "$KEY"
-          echo "to stderr $TOKEN" >&2
+          printf 'to stderr %s\n' "$TOKEN" >&2
           touch "$HOME/task-running"
           sleep 2
           exit 5
@@ -135,14 +138,16 @@ fn argv_leaks(needles: &[&str]) -> Vec<String> {
 }
 
 /// Runs the playbook, checking `/proc` while the task runs; the run's output.
-fn run_checking_argv(home: &Scratch, pb: &Path, extra_env: &[(&str, String)]) -> String {
+/// Local instance ids derive from the run id, and a local instance's processes are
+/// found by it: each test has its own.
+fn run_checking_argv(home: &Scratch, pb: &Path, run: &str, extra_env: &[(&str, String)]) -> String {
     let mut cmd = squall_command(
         &home.path,
         &[
             "run",
             pb.to_str().expect("utf-8"),
             "--run-id",
-            "secrets-1",
+            run,
             "--no-progress",
         ],
     );
@@ -174,8 +179,8 @@ fn a_task_that_echoes_its_secrets_and_fails_leaves_them_nowhere_but_masked_outpu
     let home = Scratch::new("secrets");
     let pbdir = Scratch::new("secrets-pb");
     let pb = playbook(&pbdir, false);
-    let out = run_checking_argv(&home, &pb, &[]);
-    let rec = run_record(&home.path, "secrets-1");
+    let out = run_checking_argv(&home, &pb, "secrets-env", &[]);
+    let rec = run_record(&home.path, "secrets-env");
     assert_eq!(rec.status, RunStatus::Failed, "{:?}", rec.reason);
     // Nowhere: the store (run.json, status.json, report.html, every archive unpacked),
     // the master's log, the workers' disks, the CLI's output.
@@ -183,8 +188,9 @@ fn a_task_that_echoes_its_secrets_and_fails_leaves_them_nowhere_but_masked_outpu
     for n in needles() {
         assert!(!out.contains(n), "the CLI printed `{n}`:\n{out}");
     }
-    // The output is there, masked, line by line for the multi-line value.
-    let logs = archive(&home.path, "secrets-1", "w-0");
+    // The output is there, masked, line by line for the multi-line value. (The task
+    // prints with `printf '%s'`: dash's `echo` would interpret the value's `\`.)
+    let logs = archive(&home.path, "secrets-env", "w-0");
     let stdout = squall_tests::gnu_tar_cat(&logs, "tasks/s0-u0-t0-a0/stdout.log");
     assert_eq!(
         stdout, "token=***\ninline=***\n***\n***\n***\n",
@@ -226,13 +232,13 @@ fn a_secret_read_from_ssm_is_masked_as_well() {
     let pbdir = Scratch::new("secrets-ssm-pb");
     let pb = playbook(&pbdir, true);
     let env: Vec<(&str, String)> = moto.env();
-    let out = run_checking_argv(&home, &pb, &env);
+    let out = run_checking_argv(&home, &pb, "secrets-ssm", &env);
     let mut all = needles();
     all.push(SSM_VALUE);
     assert_eq!(leaks(&home.path, &all), Vec::<String>::new());
     assert!(!out.contains(SSM_VALUE), "{out}");
     let stdout = squall_tests::gnu_tar_cat(
-        &archive(&home.path, "secrets-1", "w-0"),
+        &archive(&home.path, "secrets-ssm", "w-0"),
         "tasks/s0-u0-t0-a0/stdout.log",
     );
     assert!(stdout.contains("ssm=***\n"), "{stdout}");
@@ -254,7 +260,7 @@ fn a_secret_that_is_missing_or_too_short_launches_nothing_and_launch_refuses_loc
         ),
     ] {
         let home = Scratch::new("secrets-bad");
-        let mut cmd = squall_command(&home.path, &["run", pb, "--run-id", "bad-1"]);
+        let mut cmd = squall_command(&home.path, &["run", pb, "--run-id", "secrets-bad"]);
         cmd.env_remove("SQUALL_TEST_TOKEN");
         if let Some(v) = value {
             cmd.env("SQUALL_TEST_TOKEN", v);

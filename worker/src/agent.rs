@@ -57,8 +57,9 @@ pub fn start(root: &Path, spec: &TaskSpec) -> Result<TaskStatus> {
     match launch(root, &task, spec) {
         Ok(status) => Ok(status),
         // Record the failure so that a retried `start` finds a final status instead of
-        // a task folder without one.
+        // a task folder without one; the task's secrets leave the disk with it.
         Err(e) => {
+            task.drop_private();
             let status = TaskStatus {
                 id: spec.id.clone(),
                 state: TaskState::FailedToStart,

@@ -26,8 +26,9 @@ pub const MIN_SECRET_LEN: usize = 4;
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Masks {
     needles: Vec<Vec<u8>>,
-    /// Whether a byte begins some needle.
-    first: Vec<bool>,
+    /// For each byte, the needles (indices, longest first) that begin with it: a long
+    /// key's hundreds of lines cost a handful of comparisons per byte, not hundreds.
+    by_first: Vec<Vec<usize>>,
 }
 
 impl std::fmt::Debug for Masks {
@@ -66,11 +67,11 @@ impl Masks {
         }
         needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         needles.dedup();
-        let mut first = vec![false; 256];
-        for n in &needles {
-            first[usize::from(n[0])] = true;
+        let mut by_first = vec![Vec::new(); 256];
+        for (i, n) in needles.iter().enumerate() {
+            by_first[usize::from(n[0])].push(i);
         }
-        Masks { needles, first }
+        Masks { needles, by_first }
     }
 
     /// Whether there is nothing to mask.
@@ -109,22 +110,36 @@ impl Masks {
 
     /// Every string of `value` (keys included) masked, in place.
     pub fn mask_json(&self, value: &mut serde_json::Value) {
+        self.mask_json_keeping(value, &|_| false);
+    }
+
+    /// Like [`Masks::mask_json`], leaving the strings `keep` picks as they are.
+    pub fn mask_json_keeping(&self, value: &mut serde_json::Value, keep: &dyn Fn(&str) -> bool) {
         use serde_json::Value;
         if self.is_empty() {
             return;
         }
         match value {
             Value::String(s) => {
-                if let Cow::Owned(m) = self.mask(s) {
+                if !keep(s)
+                    && let Cow::Owned(m) = self.mask(s)
+                {
                     *s = m;
                 }
             }
-            Value::Array(items) => items.iter_mut().for_each(|v| self.mask_json(v)),
+            Value::Array(items) => items
+                .iter_mut()
+                .for_each(|v| self.mask_json_keeping(v, keep)),
             Value::Object(map) => {
                 let old = std::mem::take(map);
                 for (k, mut v) in old {
-                    self.mask_json(&mut v);
-                    map.insert(self.mask(&k).into_owned(), v);
+                    self.mask_json_keeping(&mut v, keep);
+                    let k = if keep(&k) {
+                        k
+                    } else {
+                        self.mask(&k).into_owned()
+                    };
+                    map.insert(k, v);
                 }
             }
             _ => {}
@@ -152,7 +167,7 @@ impl Masks {
             // Bulk-copy up to the next byte that may begin a needle.
             let next = bytes[i..]
                 .iter()
-                .position(|b| self.first[usize::from(*b)])
+                .position(|b| !self.by_first[usize::from(*b)].is_empty())
                 .map_or(bytes.len(), |p| i + p);
             out.extend_from_slice(&bytes[i..next]);
             i = next;
@@ -163,7 +178,10 @@ impl Masks {
             // Longest first: a longer needle that may still match wins over a shorter
             // one that does.
             let mut decided = false;
-            for n in &self.needles {
+            for n in self.by_first[usize::from(bytes[i])]
+                .iter()
+                .map(|&k| &self.needles[k])
+            {
                 if rest.len() < n.len() {
                     if !end && n.starts_with(rest) {
                         return (i, hit);

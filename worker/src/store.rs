@@ -119,14 +119,19 @@ impl TaskDir {
                 masks: spec.masks.clone(),
             };
             let bytes = serde_json::to_vec(&private).map_err(unwritable(PRIVATE_FILE))?;
-            let path = self.path(PRIVATE_FILE);
-            fs::OpenOptions::new()
+            // Whole or not at all: through a temporary file, renamed into place.
+            let tmp = self.path(&format!("{PRIVATE_FILE}.{}.tmp", std::process::id()));
+            let written = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path)
+                .open(&tmp)
                 .and_then(|mut f| f.write_all(&bytes))
-                .map_err(|e| AgentError::io("writing", &path, e))?;
+                .and_then(|()| fs::rename(&tmp, self.path(PRIVATE_FILE)));
+            if let Err(e) = written {
+                let _ = fs::remove_file(&tmp);
+                return Err(AgentError::io("writing", self.path(PRIVATE_FILE), e));
+            }
         }
         let mut bytes = serde_json::to_vec_pretty(&spec.public()).map_err(unwritable(SPEC_FILE))?;
         bytes.push(b'\n');
@@ -136,6 +141,8 @@ impl TaskDir {
     /// The spec as `start` was given it: `spec.json` with `private.json`'s
     /// environment and masks, which is removed once read (the supervisor holds them).
     pub fn take_spec(&self) -> Result<TaskSpec> {
+        // The private file first: it is removed whatever else goes wrong.
+        let private = self.take_private();
         let path = self.path(SPEC_FILE);
         let bytes = fs::read(&path).map_err(|e| AgentError::io("reading", &path, e))?;
         let mut spec: TaskSpec =
@@ -144,23 +151,37 @@ impl TaskDir {
                 path,
                 source,
             })?;
-        let path = self.path(PRIVATE_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let private: squall_worker::Private =
-                    serde_json::from_slice(&bytes).map_err(|source| AgentError::Json {
-                        action: "parsing",
-                        path: path.clone(),
-                        source,
-                    })?;
-                fs::remove_file(&path).map_err(|e| AgentError::io("removing", &path, e))?;
-                spec.env = private.env;
-                spec.masks = private.masks;
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(AgentError::io("reading", path, e)),
+        if let Some(private) = private? {
+            spec.env = private.env;
+            spec.masks = private.masks;
         }
         Ok(spec)
+    }
+
+    /// `private.json`, read and removed (`None` when there is none).
+    fn take_private(&self) -> Result<Option<squall_worker::Private>> {
+        let path = self.path(PRIVATE_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(AgentError::io("reading", path, e));
+            }
+        };
+        fs::remove_file(&path).map_err(|e| AgentError::io("removing", &path, e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| AgentError::Json {
+                action: "parsing",
+                path,
+                source,
+            })
+    }
+
+    /// Removes `private.json` if it is there (a task that never started).
+    pub fn drop_private(&self) {
+        let _ = fs::remove_file(self.path(PRIVATE_FILE));
     }
 
     /// Writes `file` through a temporary `*.tmp` sibling (unique per process, so two

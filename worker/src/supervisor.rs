@@ -234,7 +234,9 @@ impl Copiers {
 }
 
 /// Copies `from` into `to` through `masker` until the end of the pipe; each chunk is
-/// written as soon as it is read (less a tail that could begin a value).
+/// written as soon as it is read (less a tail that could begin a value). A log that
+/// cannot be written (a full disk) loses output but keeps the pipe drained: the task
+/// must not die of SIGPIPE for it.
 fn copy_masked(
     mut from: impl io::Read + Send + 'static,
     mut to: File,
@@ -244,6 +246,7 @@ fn copy_masked(
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(buf.len());
+        let mut writable = true;
         loop {
             let n = match from.read(&mut buf) {
                 Ok(0) => break,
@@ -256,14 +259,18 @@ fn copy_masked(
             };
             out.clear();
             masker.feed(&buf[..n], &mut out);
-            if let Err(e) = to.write_all(&out) {
-                eprintln!("squall-worker: writing the task's log: {e}");
-                break;
+            if writable && let Err(e) = to.write_all(&out) {
+                eprintln!(
+                    "squall-worker: writing the task's log (its output is dropped from now on): {e}"
+                );
+                writable = false;
             }
         }
         out.clear();
         masker.finish(&mut out);
-        let _ = to.write_all(&out);
+        if writable {
+            let _ = to.write_all(&out);
+        }
     })
 }
 

@@ -11,11 +11,10 @@ pub mod inspect;
 pub mod run;
 
 use anyhow::{Context, bail};
-use squall_worker::mask::Masks;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A command-line value that is not a duration.
@@ -54,24 +53,13 @@ pub fn default_agent() -> anyhow::Result<PathBuf> {
     }
 }
 
-/// The secret values masked in every log line from now on (set once they are read).
-static LOG_MASKS: RwLock<Option<Masks>> = RwLock::new(None);
-
-/// Masks `masks`' values in every log line written from now on (the console and the
-/// master's log file).
-pub fn mask_logs(masks: &Masks) {
-    if let Ok(mut m) = LOG_MASKS.write() {
-        *m = (!masks.is_empty()).then(|| masks.clone());
-    }
-}
-
 /// A log writer that masks the run's secret values in what it writes. Each log event
 /// arrives as one write of its whole line.
 struct Masking<W>(W);
 
 impl<W: std::io::Write> std::io::Write for Masking<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let masks = LOG_MASKS.read().ok().and_then(|m| m.clone());
+        let masks = crate::runner::secrets::log_masks();
         match masks {
             Some(m) => {
                 self.0.write_all(&m.mask_bytes(buf))?;
@@ -108,7 +96,7 @@ impl std::io::Write for SharedFile {
 
 /// Logging to stderr (`SQUALL_LOG` filters; warnings only under a live progress bar)
 /// and, at info, to `log_file` (the master's log, archived with the run). Secret
-/// values are masked in both once [`mask_logs`] has them.
+/// values are masked in both once [`crate::runner::secrets::mask_logs`] has them.
 pub fn init_tracing(log_file: &Path, live: bool) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::Layer as _;

@@ -281,7 +281,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
             return Ok(exit::USAGE);
         }
     };
-    crate::cli::mask_logs(secrets.masks());
+    runner::secrets::mask_logs(secrets.masks());
     let opts = RunOptions {
         run_id: run_id.clone(),
         trigger,

@@ -158,8 +158,13 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
                 format!("the master could not start the run: {reason}"),
                 runner::now_ms(),
             );
+            // The reason may come from after the secrets were read.
+            let masks = runner::secrets::log_masks()
+                .map(|m| (*m).clone())
+                .unwrap_or_default();
             if let Err(e) =
-                store::put_json(store.as_ref(), &keys::run_record(&run_id), &record).await
+                store::put_json_masked(store.as_ref(), &keys::run_record(&run_id), &record, &masks)
+                    .await
             {
                 tracing::error!("writing the run record failed: {}", chain(&e));
             }
@@ -271,7 +276,7 @@ async fn run_prepared(
     // has), before anything launches; masked in the master's log from here on.
     crate::plan::secrets::check_for_ec2(&pb, None)?;
     let secrets = Arc::new(runner::secrets::resolve(&pb, Some(&control)).await?);
-    crate::cli::mask_logs(secrets.masks());
+    runner::secrets::mask_logs(secrets.masks());
     let ssh_dir = opts.work_dir.join("ssh");
     let (keys, resume) = if generation == 1 {
         let keys = RunKeys::generate(&ssh_dir, &run).await?;

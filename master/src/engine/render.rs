@@ -196,7 +196,8 @@ fn secrets_used(task: &crate::plan::TaskPlan, all: &Secrets) -> Vec<String> {
     }
     names
         .iter()
-        .filter_map(|n| all.values().get(n).cloned())
+        .filter_map(|n| all.values().get(n))
+        .flat_map(|v| secrets::forms(v))
         .collect()
 }
 

@@ -83,9 +83,19 @@ fn outcome_class(o: TaskOutcome) -> &'static str {
 }
 
 /// Renders the report of `rec` (with the stderr tails of its failures, read from the
-/// archives already stored) and stores it; returns its key.
-pub async fn publish(store: &dyn Store, rec: &RunRecord) -> Result<String, StoreError> {
-    let tails = stderr_tails(store, rec, 20).await;
+/// archives already stored, with `masks`' values masked: a task may print a secret
+/// another task was given) and stores it; returns its key.
+pub async fn publish(
+    store: &dyn Store,
+    rec: &RunRecord,
+    masks: &squall_worker::mask::Masks,
+) -> Result<String, StoreError> {
+    let mut tails = stderr_tails(store, rec, 20).await;
+    for tail in tails.values_mut() {
+        if let std::borrow::Cow::Owned(m) = masks.mask(tail) {
+            *tail = m;
+        }
+    }
     let key = keys::report(&rec.run_id);
     store.put(&key, render(rec, &tails).into_bytes()).await?;
     Ok(key)

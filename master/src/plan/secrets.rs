@@ -23,6 +23,11 @@ use squall_worker::mask::Masks;
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Why a secret's source is not one squall reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadSource(pub String);
+
 /// Where a secret's value is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
@@ -37,23 +42,28 @@ pub enum SecretSource {
 
 impl SecretSource {
     /// Parses `ssm:/path`, `env:VAR` or `file:PATH`.
-    pub fn parse(text: &str) -> Result<SecretSource, String> {
+    pub fn parse(text: &str) -> Result<SecretSource, BadSource> {
         let expected = "expected `ssm:/path/to/parameter`, `env:VARIABLE` or `file:PATH`";
         let Some((scheme, rest)) = text.split_once(':') else {
-            return Err(format!("{expected}, found `{text}`"));
+            return Err(BadSource(format!("{expected}, found `{text}`")));
         };
         match scheme {
+            "ssm" if rest == RUN_KEYS.trim_end_matches('/') || rest.starts_with(RUN_KEYS) => {
+                Err(BadSource(format!(
+                    "`ssm:{rest}` is under `{RUN_KEYS}`, where squall keeps the runs' own login keys: keep secrets elsewhere (on AWS, under the stack's SecretsPrefix)"
+                )))
+            }
             "ssm" if valid_parameter(rest) => Ok(SecretSource::Ssm(rest.to_owned())),
-            "ssm" => Err(format!(
+            "ssm" => Err(BadSource(format!(
                 "expected an SSM parameter name after `ssm:`, starting with `/` (letters, digits and `_.-/` only), found `{rest}`"
-            )),
+            ))),
             "env" if valid_name(rest) => Ok(SecretSource::Env(rest.to_owned())),
-            "env" => Err(format!(
+            "env" => Err(BadSource(format!(
                 "expected an environment variable name after `env:`, found `{rest}`"
-            )),
+            ))),
             "file" if !rest.trim().is_empty() => Ok(SecretSource::File(rest.to_owned())),
-            "file" => Err("expected a path after `file:`".to_owned()),
-            _ => Err(format!("{expected}, found `{text}`")),
+            "file" => Err(BadSource("expected a path after `file:`".to_owned())),
+            _ => Err(BadSource(format!("{expected}, found `{text}`"))),
         }
     }
 
@@ -72,6 +82,9 @@ impl fmt::Display for SecretSource {
         }
     }
 }
+
+/// Where squall keeps each run's login key (never a playbook's secret).
+const RUN_KEYS: &str = "/squall/runs/";
 
 /// One declared secret, in a [`super::Plan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,8 +152,51 @@ pub fn validate(pb: &Playbook, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// A task's templates outside `shell` and `environment` use no secret.
+/// A template uses secrets only as `{{ secrets.NAME }}` or `{{ secrets.NAME | quote }}`:
+/// what a filter makes of a value (`replace`, `upper`, ...) could not be masked.
+fn plain_uses(text: &str) -> bool {
+    let mut rest = String::with_capacity(text.len());
+    let mut tail = text;
+    while let Some(open) = tail.find("{{") {
+        let Some(len) = tail[open..].find("}}") else {
+            break;
+        };
+        let inner = tail[open + 2..open + len]
+            .trim_start_matches('-')
+            .trim_end_matches('-');
+        rest.push_str(&tail[..open]);
+        if plain_form(inner) {
+            rest.push('x');
+        } else {
+            rest.push_str(&tail[open..open + len + 2]);
+        }
+        tail = &tail[open + len + 2..];
+    }
+    rest.push_str(tail);
+    !uses_secrets(&rest)
+}
+
+/// `secrets.NAME`, optionally `| quote`, with any spacing.
+fn plain_form(inner: &str) -> bool {
+    let (value, filter) = match inner.split_once('|') {
+        Some((v, f)) => (v.trim(), Some(f.trim())),
+        None => (inner.trim(), None),
+    };
+    value.strip_prefix("secrets.").is_some_and(valid_name) && filter.is_none_or(|f| f == "quote")
+}
+
+/// A task's templates outside `shell` and `environment` use no secret, and those use
+/// them plainly (see [`plain_uses`]).
 pub fn check_task(t: &Task, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
+    let plain = t.shell.iter().chain(t.environment.values());
+    for s in plain {
+        if !plain_uses(&s.value) {
+            out.push(at.at(
+                s,
+                "expected `{{ secrets.NAME }}` or `{{ secrets.NAME | quote }}`: a secret passed through another filter, or used in a block, could not be masked",
+            ));
+        }
+    }
     let mut check = |s: &Spanned<String>, field: &str| {
         if uses_secrets(&s.value) {
             out.push(at.at(s, misplaced(field)));
@@ -213,9 +269,20 @@ impl fmt::Debug for Secrets {
     }
 }
 
+/// What a value may look like in rendered text: as is, and shell-quoted (`quote`).
+pub fn forms(value: &str) -> Vec<String> {
+    let mut out = vec![value.to_owned()];
+    if let Ok(q) = shlex::try_quote(value)
+        && q != value
+    {
+        out.push(q.into_owned());
+    }
+    out
+}
+
 impl Secrets {
     pub fn new(values: BTreeMap<String, String>) -> Secrets {
-        let masks = Masks::new(values.values());
+        let masks = Masks::new(values.values().flat_map(|v| forms(v)));
         Secrets { values, masks }
     }
 

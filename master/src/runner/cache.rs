@@ -168,7 +168,14 @@ async fn still_there(ctx: &Ctx, url: &str) -> Result<(), StoreError> {
 /// Writes an item's cache entry (a failure costs a recomputation later, nothing more).
 pub async fn write_cache(ctx: &Ctx, entry: &CacheEntry) {
     let key = keys::cache_entry(&entry.key);
-    if let Err(e) = store::put_json_masked(ctx.b.store.as_ref(), &key, entry, ctx.masks()).await {
+    // An entry holding a secret's value (in a key or a path) would be wrong masked and a
+    // leak unmasked: it is not written (the item is computed again next time).
+    let plain = serde_json::to_vec_pretty(entry).ok();
+    if plain.is_some_and(|p| ctx.masks().hits(&p)) {
+        tracing::warn!("cache entry {key} not written: it holds a secret's value");
+        return;
+    }
+    if let Err(e) = store::put_json(ctx.b.store.as_ref(), &key, entry).await {
         tracing::warn!("cache entry {key} not written: {}", chain(&e));
     }
 }

@@ -244,10 +244,9 @@ pub(super) async fn dispatch(
                     }
                     let key = keys::run_record(&record.run_id);
                     // The S3 store retries passing trouble itself.
-                    if let Err(e) =
-                        store::put_json_masked(job.b.store.as_ref(), &key, &record, job.masks())
-                            .await
-                    {
+                    // Masked so that it still reads back as a record.
+                    let record = super::masked(&record, job.masks());
+                    if let Err(e) = store::put_json(job.b.store.as_ref(), &key, &record).await {
                         tracing::error!("failed to write the run record {key}: {}", chain(&e));
                         if let Ok(mut slot) = job.record_error.lock() {
                             *slot = Some(e);

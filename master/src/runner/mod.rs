@@ -409,7 +409,9 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
             tracing::error!("storing the master log failed: {}", chain(&e));
         }
     }
-    if let Err(e) = crate::inspect::report::publish(b.store.as_ref(), &record).await {
+    if let Err(e) =
+        crate::inspect::report::publish(b.store.as_ref(), &record, opts.secrets.masks()).await
+    {
         tracing::error!("storing the report failed: {}", chain(&e));
     }
     let archives = record
@@ -435,15 +437,27 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
     })
 }
 
-/// `record` with every secret value in it masked.
-fn masked(record: &RunRecord, masks: &squall_worker::mask::Masks) -> RunRecord {
+/// `record` with every secret value in it masked (see [`crate::seam::store::masked`]).
+/// Never the record unmasked: when it cannot be masked, a record that says so.
+pub(crate) fn masked(record: &RunRecord, masks: &squall_worker::mask::Masks) -> RunRecord {
     if masks.is_empty() {
         return record.clone();
     }
-    crate::seam::store::masked_json(record, masks)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_else(|| record.clone())
+    crate::seam::store::masked(record, masks).unwrap_or_else(|| withheld(record))
+}
+
+/// A record that holds nothing but the run's outcome (its masked form did not read
+/// back).
+fn withheld(record: &RunRecord) -> RunRecord {
+    tracing::error!("the run record could not be masked; it is written without its details");
+    RunRecord::ended_before_start(
+        &record.run_id,
+        "",
+        record.status,
+        "the record's details were withheld: a secret's value could not be masked in them"
+            .to_owned(),
+        record.ended_at_ms.unwrap_or(record.started_at_ms),
+    )
 }
 
 fn log_event(engine: &Engine, event: &Event) {

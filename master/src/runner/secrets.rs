@@ -7,9 +7,26 @@ use crate::error::chain;
 use crate::plan::secrets::{SecretSource, Secrets};
 use crate::plan::{Invalid, Plan};
 use crate::seam::control::Control;
-use squall_worker::mask::MIN_SECRET_LEN;
+use squall_worker::mask::{MIN_SECRET_LEN, Masks};
 use std::collections::BTreeMap;
 use std::io::Read;
+
+/// The secret values masked in every log line from now on (set once they are read).
+static LOG_MASKS: std::sync::RwLock<Option<std::sync::Arc<Masks>>> = std::sync::RwLock::new(None);
+
+/// Masks `masks`' values in every log line written from now on (the console and the
+/// master's log file, through the writers `cli` sets up), and in the last error the
+/// command prints.
+pub fn mask_logs(masks: &Masks) {
+    if let Ok(mut m) = LOG_MASKS.write() {
+        *m = (!masks.is_empty()).then(|| std::sync::Arc::new(masks.clone()));
+    }
+}
+
+/// The masks set by [`mask_logs`], if any.
+pub fn log_masks() -> Option<std::sync::Arc<Masks>> {
+    LOG_MASKS.read().ok().and_then(|m| m.clone())
+}
 
 /// The largest secret file read (a key or a token, not data).
 const MAX_FILE_BYTES: u64 = 64 * 1024;
@@ -29,7 +46,9 @@ pub async fn resolve(plan: &Plan, control: Option<&dyn Control>) -> Result<Secre
                     format!("the environment variable `{var}` is not UTF-8")
                 }
             }),
-            SecretSource::File(path) => read_file(&plan.base_dir.join(path)),
+            SecretSource::File(path) => {
+                read_file(&plan.base_dir.join(path)).map_err(|e| e.to_string())
+            }
             SecretSource::Ssm(param) => match control {
                 None => Err(format!(
                     "`ssm:{param}` needs AWS credentials and a region (set AWS_PROFILE or AWS_REGION)"
@@ -49,6 +68,16 @@ pub async fn resolve(plan: &Plan, control: Option<&dyn Control>) -> Result<Secre
                     v.len()
                 ),
             )),
+            // A value whose every line is shorter than that (`ab\ncd`) could not be
+            // masked at all.
+            Ok(v) if Masks::new([&v]).is_empty() => {
+                problems.push(plan.diagnostic(
+                    decl.at,
+                    format!(
+                        "secret `{name}` has no line of at least {MIN_SECRET_LEN} bytes: it could not be masked in logs; nothing was launched"
+                    ),
+                ))
+            }
             Ok(v) => {
                 values.insert(name.clone(), v);
             }
@@ -65,18 +94,26 @@ pub async fn resolve(plan: &Plan, control: Option<&dyn Control>) -> Result<Secre
     }
 }
 
+/// Why a secret file cannot be read (the message names the file).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unreadable(String);
+
 /// A secret file's text, less one trailing newline.
-fn read_file(path: &std::path::Path) -> Result<String, String> {
+fn read_file(path: &std::path::Path) -> Result<String, Unreadable> {
     let shown = path.display();
-    let file = std::fs::File::open(path).map_err(|e| format!("{shown}: {e}"))?;
+    let file = std::fs::File::open(path).map_err(|e| Unreadable(format!("{shown}: {e}")))?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("{shown}: {e}"))?;
+        .map_err(|e| Unreadable(format!("{shown}: {e}")))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("{shown} is larger than {MAX_FILE_BYTES} bytes"));
+        return Err(Unreadable(format!(
+            "{shown} is larger than {MAX_FILE_BYTES} bytes"
+        )));
     }
-    let mut text = String::from_utf8(bytes).map_err(|_| format!("{shown} is not UTF-8 text"))?;
+    let mut text =
+        String::from_utf8(bytes).map_err(|_| Unreadable(format!("{shown} is not UTF-8 text")))?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {

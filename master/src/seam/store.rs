@@ -118,23 +118,47 @@ pub async fn create_json<T: Serialize + ?Sized>(
     store.create_if_absent(key, body).await
 }
 
-/// `value` as pretty JSON with every secret value in it masked: masked in the value's
-/// strings before they are encoded (JSON escaping would hide a value with a quote or a
-/// newline in it from a text search afterwards).
-pub fn masked_json<T: Serialize + ?Sized>(
+/// `value` with every secret value in its strings masked, such that it still reads
+/// back as a `T`: when a value is also a word the format needs (a status, a phase, an
+/// entry's kind), those words (short lowercase identifiers) are kept. `None` when even
+/// that does not read back. Masking the strings before they are encoded matters: JSON
+/// escaping would hide a value with a quote or a newline from a search afterwards.
+pub fn masked<T: Serialize + DeserializeOwned>(
+    value: &T,
+    masks: &squall_worker::mask::Masks,
+) -> Option<T> {
+    let value = serde_json::to_value(value).ok()?;
+    let back = |keep: &dyn Fn(&str) -> bool| {
+        let mut v = value.clone();
+        masks.mask_json_keeping(&mut v, keep);
+        serde_json::from_value::<T>(v).ok()
+    };
+    let format_word = |s: &str| {
+        s.len() <= 24
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c == '-')
+    };
+    back(&|_| false).or_else(|| back(&format_word))
+}
+
+/// `value` as pretty JSON, masked (see [`masked`]); an error when it cannot be.
+pub fn masked_json<T: Serialize + DeserializeOwned>(
     value: &T,
     masks: &squall_worker::mask::Masks,
 ) -> serde_json::Result<Vec<u8>> {
     if masks.is_empty() {
         return serde_json::to_vec_pretty(value);
     }
-    let mut v = serde_json::to_value(value)?;
-    masks.mask_json(&mut v);
+    let Some(v) = masked(value, masks) else {
+        return Err(serde::ser::Error::custom(
+            "a secret's value could not be masked in it",
+        ));
+    };
     serde_json::to_vec_pretty(&v)
 }
 
 /// [`put_json`], with the run's secret values masked (see [`masked_json`]).
-pub async fn put_json_masked<T: Serialize + ?Sized>(
+pub async fn put_json_masked<T: Serialize + DeserializeOwned>(
     store: &dyn Store,
     key: &str,
     value: &T,
@@ -145,7 +169,7 @@ pub async fn put_json_masked<T: Serialize + ?Sized>(
 }
 
 /// [`create_json`], with the run's secret values masked (see [`masked_json`]).
-pub async fn create_json_masked<T: Serialize + ?Sized>(
+pub async fn create_json_masked<T: Serialize + DeserializeOwned>(
     store: &dyn Store,
     key: &str,
     value: &T,
