@@ -775,8 +775,8 @@ fn a_crashed_master_leaves_instances_that_end_by_their_deadline_and_a_sweep_reco
         return;
     }
     runtime().block_on(async {
-        // A 30 s deadline: the workers' dead-man's switches fire 30 s + 5 s + 15 s after
-        // the master started the run.
+        // A 30 s deadline: the workers' dead-man's switches fire 30 s + 5 s + 15 s (and
+        // a 5 s margin) after the master started the run.
         let e = setup(&playbook("30s", 20, None), &[]).await;
         let started = Instant::now();
         let run = e.start("inbox/orphans.csv").await;

@@ -251,6 +251,51 @@ stages:
 }
 
 #[test]
+fn a_run_whose_record_cannot_be_written_still_stores_its_master_log_and_report() {
+    let home = Scratch::new("unrecorded");
+    let pb = write_playbook(
+        &home,
+        r#"
+name: unrecorded
+fleet: { w: { count: 1 } }
+stages:
+  - name: work
+    hosts: w
+    tasks:
+      - shell: echo done
+"#,
+    );
+    // A folder where run.json goes: the store cannot write the record.
+    let runs = home.path.join("store/runs/unrecorded-1");
+    std::fs::create_dir_all(runs.join("run.json")).expect("a folder in the record's place");
+    let out = squall(
+        &home.path,
+        &[
+            "run",
+            pb.to_str().expect("utf-8"),
+            "--run-id",
+            "unrecorded-1",
+        ],
+    );
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("failed to write the run record"), "{shown}");
+    // The evidence is there all the same: the master's log (saying why) and the report.
+    let log = runs.join("logs/master.tar.gz");
+    assert!(log.is_file(), "the master's log is stored: {shown}");
+    let members = gnu_tar_list(&log);
+    let master_log = members
+        .iter()
+        .find(|m| m.ends_with(".log"))
+        .unwrap_or_else(|| panic!("a log in {members:?}"));
+    let said = gnu_tar_cat(&log, master_log);
+    assert!(said.contains("failed to write the run record"), "{said}");
+    let report = std::fs::read_to_string(runs.join("report.html")).expect("the report is stored");
+    assert!(report.contains("unrecorded-1"), "{report}");
+    assert_nothing_left(&home.path, "unrecorded-1");
+}
+
+#[test]
 fn an_invalid_playbook_launches_nothing() {
     let home = Scratch::new("invalid");
     let pb = write_playbook(

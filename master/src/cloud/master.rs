@@ -303,9 +303,9 @@ async fn run_prepared(
         last.instance_id = Some(me.clone());
     }
     // The workers' deadline tag and dead-man's switch: the run's deadline plus the time
-    // stopping and collecting may take (as the runner computes its tag); a successor
+    // stopping and collecting may take and a margin (as the runner computes its tag); a successor
     // keeps the first master's deadline.
-    let graces = (pb.stop_grace() + pb.collect_grace()).as_secs();
+    let graces = pb.after_deadline().as_secs();
     let worker_deadline = match resume.as_ref().and_then(|r| r.began) {
         Some((_, deadline_ms)) => deadline_ms / 1000 + graces,
         None => runner::now_ms() / 1000 + pb.worker_lifetime().as_secs(),

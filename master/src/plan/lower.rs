@@ -24,6 +24,9 @@ pub const COLLECT_GRACE_MS: u64 = 300_000;
 pub const DEFAULT_INTERRUPT_GRACE: Duration = Duration::from_secs(90);
 /// The longest `interrupt_grace`: the notice comes two minutes before the instance goes.
 pub const MAX_INTERRUPT_GRACE: Duration = Duration::from_secs(110);
+/// The most a worker's dead-man's switch (and its deadline tag) waits past the latest
+/// moment its logs may still be collected (see [`Plan::switch_margin`]).
+pub const SWITCH_MARGIN: Duration = Duration::from_secs(120);
 /// How many masters a run may have when its playbook does not say.
 pub const DEFAULT_MAX_MASTERS: u32 = 3;
 
@@ -212,10 +215,23 @@ impl Plan {
         )
     }
 
+    /// How long a worker's dead-man's switch waits past the latest moment its logs may
+    /// still be collected, so that the last collection never races the power-off
+    /// (clocks differ): a twentieth of the deadline, between 5 s and [`SWITCH_MARGIN`].
+    pub fn switch_margin(&self) -> Duration {
+        (self.deadline / 20).clamp(Duration::from_secs(5), SWITCH_MARGIN)
+    }
+
+    /// How long after the deadline a worker may live: the stop and collect graces and
+    /// the [`Plan::switch_margin`].
+    pub fn after_deadline(&self) -> Duration {
+        self.stop_grace() + self.collect_grace() + self.switch_margin()
+    }
+
     /// How long after the run's start its workers may be swept (and their dead-man's
-    /// switches fire): the deadline plus the stop and collect graces.
+    /// switches fire): the deadline plus [`Plan::after_deadline`].
     pub fn worker_lifetime(&self) -> Duration {
-        self.deadline + self.stop_grace() + self.collect_grace()
+        self.deadline + self.after_deadline()
     }
 
     /// Every `copy` task's source as written (possibly templated), relative to
@@ -372,5 +388,30 @@ fn lower_task(t: Task) -> TaskPlan {
             .collect(),
         timeout: t.timeout.map(|t| t.value),
         on_interrupt: t.on_interrupt.is_some_and(|f| f.value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::time::Duration;
+
+    #[test]
+    fn workers_outlive_the_last_log_collection_by_a_margin() {
+        for (deadline, margin) in [("30s", 5), ("1h", 120), ("7d", 120)] {
+            let yaml = format!(
+                "name: t\ndeadline: {deadline}\nfleet: {{ w: {{ count: 1 }} }}\nstages:\n  - name: s\n    hosts: w\n    tasks:\n      - shell: 'true'\n"
+            );
+            let plan =
+                crate::plan::parse(Path::new("t.yml"), &yaml, Path::new("."), &BTreeMap::new())
+                    .expect("valid");
+            let last_collection = plan.deadline + plan.stop_grace() + plan.collect_grace();
+            assert!(
+                plan.worker_lifetime() >= last_collection + Duration::from_secs(margin),
+                "{deadline}: the switch fires at {:?}, collection may run until {last_collection:?}",
+                plan.worker_lifetime()
+            );
+        }
     }
 }

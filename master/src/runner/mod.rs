@@ -243,9 +243,9 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
             allow_absolute_sources: opts.allow_absolute_sources,
             use_cache: opts.use_cache,
         });
-    // Instances may be swept once the run's deadline and its collect/teardown grace
-    // have passed.
-    let grace = (plan.stop_grace() + plan.collect_grace()).as_secs();
+    // Instances may be swept once the run's deadline, its stop and collect graces and
+    // a margin have passed.
+    let grace = plan.after_deadline().as_secs();
     let deadline_tag = (engine.deadline_at_ms() / 1000 + grace).to_string();
     // Unreadable: the agent is always uploaded, and the upload reports the error.
     let agent_sha256 = crate::digest::file_sha256_hex(&opts.agent_binary)
@@ -389,20 +389,18 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
     if !fenced && let Err(e) = compute::teardown_workers(b.compute.as_ref(), &opts.run_id).await {
         tracing::error!("final teardown check failed: {}", chain(&e));
     }
-    if let Some(e) = ctx.record_error.lock().ok().and_then(|mut e| e.take()) {
-        return Err(RunError::Record {
-            key: keys::run_record(&opts.run_id),
-            source: e,
-        });
-    }
     // What the record holds is masked before anyone sees it: the report, the summary
     // and the CLI's output are made from it.
     let record = masked(&engine.record(), opts.secrets.masks());
+    let record_error = ctx.record_error.lock().ok().and_then(|mut e| e.take());
     tracing::info!(
         status = record.status.as_str(),
         reason = record.reason.as_deref().unwrap_or(""),
+        recorded = record_error.is_none(),
         "run ended"
     );
+    // The evidence is stored even when run.json could not be: the master's log says
+    // why, and the report shows what happened.
     if let Some(log) = &opts.master_log {
         let key = keys::log_archive(&opts.run_id, "master");
         if let Err(e) = logs::put_master_log(b.store.as_ref(), &key, log).await {
@@ -413,6 +411,12 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         crate::inspect::report::publish(b.store.as_ref(), &record, opts.secrets.masks()).await
     {
         tracing::error!("storing the report failed: {}", chain(&e));
+    }
+    if let Some(e) = record_error {
+        return Err(RunError::Record {
+            key: keys::run_record(&opts.run_id),
+            source: e,
+        });
     }
     let archives = record
         .hosts
