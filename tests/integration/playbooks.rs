@@ -1516,6 +1516,23 @@ stages:
         "expected `{{ secrets.NAME }}` or `{{ secrets.NAME | quote }}`",
     ),
     (
+        "secret_captured_by_a_block",
+        r#"name: demo
+secrets: { TOKEN: "env:TOKEN" }
+fleet:
+  workers:
+    count: 2
+stages:
+  - name: run
+    hosts: workers
+    tasks:
+      - shell: "{% filter upper %}{{ secrets.TOKEN }}{% endfilter %}"
+"#,
+        10,
+        16,
+        "and no block but `if` and `for` beside it",
+    ),
+    (
         "secret_under_the_runs_login_keys",
         r#"name: demo
 secrets:

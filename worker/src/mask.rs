@@ -110,38 +110,39 @@ impl Masks {
 
     /// Every string of `value` (keys included) masked, in place.
     pub fn mask_json(&self, value: &mut serde_json::Value) {
-        self.mask_json_keeping(value, &|_| false);
-    }
-
-    /// Like [`Masks::mask_json`], leaving the strings `keep` picks as they are.
-    pub fn mask_json_keeping(&self, value: &mut serde_json::Value, keep: &dyn Fn(&str) -> bool) {
         use serde_json::Value;
         if self.is_empty() {
             return;
         }
         match value {
             Value::String(s) => {
-                if !keep(s)
-                    && let Cow::Owned(m) = self.mask(s)
-                {
+                if let Cow::Owned(m) = self.mask(s) {
                     *s = m;
                 }
             }
-            Value::Array(items) => items
-                .iter_mut()
-                .for_each(|v| self.mask_json_keeping(v, keep)),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.mask_json(v)),
             Value::Object(map) => {
                 let old = std::mem::take(map);
                 for (k, mut v) in old {
-                    self.mask_json_keeping(&mut v, keep);
-                    let k = if keep(&k) {
-                        k
-                    } else {
-                        self.mask(&k).into_owned()
-                    };
-                    map.insert(k, v);
+                    self.mask_json(&mut v);
+                    map.insert(self.mask(&k).into_owned(), v);
                 }
             }
+            _ => {}
+        }
+    }
+
+    /// Every string value of `value` masked, in place; object keys are left as they are.
+    pub fn mask_json_values(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => {
+                if let Cow::Owned(m) = self.mask(s) {
+                    *s = m;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.mask_json_values(v)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.mask_json_values(v)),
             _ => {}
         }
     }

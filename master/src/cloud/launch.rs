@@ -112,7 +112,7 @@ pub struct Launcher {
 }
 
 /// Seconds a master may live beyond its workers' lifetime (the run's deadline plus its
-/// stop and collect graces): its own boot, teardown and record.
+/// stop and collect graces and the switch margin): its own boot, teardown and record.
 pub const MASTER_GRACE_SECS: u64 = 600;
 
 /// A claim without a launch record this old is taken over by a redelivery (its

@@ -162,9 +162,9 @@ pub async fn run_master(opts: MasterOptions) -> Result<u8, MasterError> {
             let masks = runner::secrets::log_masks()
                 .map(|m| (*m).clone())
                 .unwrap_or_default();
+            let record = runner::masked(&record, &masks);
             if let Err(e) =
-                store::put_json_masked(store.as_ref(), &keys::run_record(&run_id), &record, &masks)
-                    .await
+                store::put_json(store.as_ref(), &keys::run_record(&run_id), &record).await
             {
                 tracing::error!("writing the run record failed: {}", chain(&e));
             }

@@ -120,13 +120,44 @@ pub fn placeholders(pb: &Playbook) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Whether a template refers to `secrets` (a template that does not compile is
-/// reported elsewhere).
+/// Whether a template refers to `secrets`: by the variables minijinja finds in it, or
+/// by the word `secrets` as a name inside a `{{ }}` or `{% %}` (minijinja misses
+/// variables in some expressions, e.g. a slice `secrets.A[1:]`; a string literal
+/// `"secrets"` counts too, which errs on the safe side).
 pub fn uses_secrets(text: &str) -> bool {
-    template::references(text).is_some_and(|refs| {
+    let found = template::references(text).is_some_and(|refs| {
         refs.iter()
             .any(|r| r == "secrets" || r.starts_with("secrets."))
-    })
+    });
+    found || names_secrets(text)
+}
+
+/// Whether `secrets` appears as a root name inside a template delimiter.
+fn names_secrets(text: &str) -> bool {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut tail = text;
+    while let Some(open) = tail.find(['{']) {
+        let rest = &tail[open..];
+        let close = if rest.starts_with("{{") {
+            "}}"
+        } else if rest.starts_with("{%") {
+            "%}"
+        } else {
+            tail = &tail[open + 1..];
+            continue;
+        };
+        let end = rest.find(close).map_or(rest.len(), |e| e + close.len());
+        let span = &rest[..end];
+        for (i, _) in span.match_indices("secrets") {
+            let before = span[..i].chars().next_back();
+            let after = span[i + "secrets".len()..].chars().next();
+            if !before.is_some_and(|c| name_char(c) || c == '.') && !after.is_some_and(name_char) {
+                return true;
+            }
+        }
+        tail = &rest[end..];
+    }
+    false
 }
 
 /// The declarations: names and sources.
@@ -176,6 +207,28 @@ fn plain_uses(text: &str) -> bool {
     !uses_secrets(&rest)
 }
 
+/// A text that uses a secret has no block tag that could capture or transform what is
+/// rendered inside it (`filter`, `set` ... `endset`, `autoescape`): only `if` and `for`.
+fn plain_blocks(text: &str) -> bool {
+    const ALLOWED: [&str; 6] = ["if", "elif", "else", "endif", "for", "endfor"];
+    let mut tail = text;
+    while let Some(open) = tail.find("{%") {
+        let Some(len) = tail[open..].find("%}") else {
+            return true; // does not compile: reported elsewhere
+        };
+        let word = tail[open + 2..open + len]
+            .trim_start_matches(['-', '+'])
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if !ALLOWED.contains(&word) {
+            return false;
+        }
+        tail = &tail[open + len + 2..];
+    }
+    true
+}
+
 /// `secrets.NAME`, optionally `| quote`, with any spacing.
 fn plain_form(inner: &str) -> bool {
     let (value, filter) = match inner.split_once('|') {
@@ -190,10 +243,10 @@ fn plain_form(inner: &str) -> bool {
 pub fn check_task(t: &Task, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
     let plain = t.shell.iter().chain(t.environment.values());
     for s in plain {
-        if !plain_uses(&s.value) {
+        if !plain_uses(&s.value) || (uses_secrets(&s.value) && !plain_blocks(&s.value)) {
             out.push(at.at(
                 s,
-                "expected `{{ secrets.NAME }}` or `{{ secrets.NAME | quote }}`: a secret passed through another filter, or used in a block, could not be masked",
+                "expected `{{ secrets.NAME }}` or `{{ secrets.NAME | quote }}`, and no block but `if` and `for` beside it: a secret passed through another filter, or captured by a block, could not be masked",
             ));
         }
     }
@@ -333,6 +386,40 @@ mod tests {
         }
         assert!(!SecretSource::Ssm("/a".into()).is_local());
         assert!(SecretSource::Env("A".into()).is_local());
+    }
+
+    #[test]
+    fn secrets_are_used_plainly_or_refused() {
+        for ok in [
+            "echo {{ secrets.A }}",
+            "echo {{secrets.A|quote}} {{- secrets.B -}}",
+            "{% if vars.x %}{{ secrets.A | quote }}{% endif %}",
+            "{% for h in vars.hosts %}{{ h }} {{ secrets.A }}{% endfor %}",
+            "{{ vars.secrets_dir }} {% filter upper %}x{% endfilter %}",
+        ] {
+            assert!(
+                plain_uses(ok) && (!uses_secrets(ok) || plain_blocks(ok)),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "echo {{ secrets.A | upper }}",
+            "echo {{ secrets.A[1:] }}",
+            "echo {{ secrets['A'] }}",
+            "{% for c in secrets.A %}{{ c }}{% endfor %}",
+        ] {
+            assert!(!plain_uses(bad), "{bad}");
+        }
+        for captured in [
+            "{% filter upper %}{{ secrets.A }}{% endfilter %}",
+            "{% set t %}{{ secrets.A }}{% endset %}{{ t | replace('a', 'b') }}",
+            "{%- autoescape true %}{{ secrets.A }}{% endautoescape %}",
+        ] {
+            assert!(
+                plain_uses(captured) && !plain_blocks(captured),
+                "{captured}"
+            );
+        }
     }
 
     #[test]

@@ -163,12 +163,20 @@ async fn write(
     masks: &squall_worker::mask::Masks,
 ) {
     let key = keys::journal_batch(run_id, batch.generation, batch.seq);
+    // A batch that cannot be masked never can be: it is skipped, not retried.
+    let body = match store::masked_json(batch, masks) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!("journal batch {key} not written: {e}");
+            return;
+        }
+    };
     let mut backoff = Duration::from_millis(500);
     loop {
         if fence.check(store).await {
             return; // drained, not written
         }
-        match store::create_json_masked(store, &key, batch, masks).await {
+        match store.create_if_absent(&key, body.clone()).await {
             Ok(true) => return,
             Ok(false) => {
                 tracing::error!("journal batch {key} exists already; not rewritten");

@@ -165,7 +165,18 @@ pub async fn put_master_log(
     let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         let mut tar = tar::Builder::new(enc);
-        tar.append_path_with_name(&path, "master.log")?;
+        // The log as long as it is now: a line written while it is packed must not make
+        // the member longer than its header says.
+        let file = std::fs::File::open(&path)?;
+        let meta = file.metadata()?;
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata(&meta);
+        header.set_size(meta.len());
+        tar.append_data(
+            &mut header,
+            "master.log",
+            std::io::Read::take(file, meta.len()),
+        )?;
         tar.into_inner()?.finish()
     })
     .await

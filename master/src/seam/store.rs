@@ -119,26 +119,81 @@ pub async fn create_json<T: Serialize + ?Sized>(
 }
 
 /// `value` with every secret value in its strings masked, such that it still reads
-/// back as a `T`: when a value is also a word the format needs (a status, a phase, an
-/// entry's kind), those words (short lowercase identifiers) are kept. `None` when even
-/// that does not read back. Masking the strings before they are encoded matters: JSON
-/// escaping would hide a value with a quote or a newline from a search afterwards.
+/// back as a `T`. Masking the strings before they are encoded matters: JSON escaping
+/// would hide a value with a quote or a newline from a search afterwards. When a value
+/// is also (part of) a word the format needs (a status, a phase, an entry's kind), the
+/// one string the format cannot do without is given back, and only it, until the value
+/// reads back (a bounded number of times); `None` when it still does not.
 pub fn masked<T: Serialize + DeserializeOwned>(
     value: &T,
     masks: &squall_worker::mask::Masks,
 ) -> Option<T> {
-    let value = serde_json::to_value(value).ok()?;
-    let back = |keep: &dyn Fn(&str) -> bool| {
-        let mut v = value.clone();
-        masks.mask_json_keeping(&mut v, keep);
-        serde_json::from_value::<T>(v).ok()
-    };
-    let format_word = |s: &str| {
-        s.len() <= 24
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c == '_' || c == '-')
-    };
-    back(&|_| false).or_else(|| back(&format_word))
+    let original = serde_json::to_value(value).ok()?;
+    let mut v = original.clone();
+    masks.mask_json(&mut v);
+    if let Ok(t) = serde_json::from_value::<T>(v) {
+        return Some(t);
+    }
+    // Keys stay as they are from here on (they are names, and the paths below go by
+    // them); values are masked, and given back one by one where the format needs them.
+    let mut v = original.clone();
+    masks.mask_json_values(&mut v);
+    for _ in 0..64 {
+        match serde_path_to_error::deserialize::<_, T>(&v) {
+            Ok(t) => return Some(t),
+            Err(e) => {
+                if !give_back(&mut v, &original, e.path()) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Puts back, at `path` in `masked`, the original string (or, at an object, its
+/// strings) that masking changed; false when there was none.
+fn give_back(
+    masked: &mut serde_json::Value,
+    original: &serde_json::Value,
+    path: &serde_path_to_error::Path,
+) -> bool {
+    use serde_json::Value;
+    let (mut m, mut o) = (masked, original);
+    for seg in path.iter() {
+        let next = match (seg, m, o) {
+            (serde_path_to_error::Segment::Seq { index }, Value::Array(ma), Value::Array(oa)) => {
+                ma.get_mut(*index).zip(oa.get(*index))
+            }
+            (serde_path_to_error::Segment::Map { key }, Value::Object(mo), Value::Object(oo)) => {
+                mo.get_mut(key.as_str()).zip(oo.get(key.as_str()))
+            }
+            _ => None,
+        };
+        match next {
+            Some((mn, on)) => (m, o) = (mn, on),
+            None => return false,
+        }
+    }
+    match (m, o) {
+        (Value::String(ms), Value::String(os)) if ms != os => {
+            *ms = os.clone();
+            true
+        }
+        (Value::Object(mo), Value::Object(oo)) => {
+            let mut changed = false;
+            for (k, mv) in mo.iter_mut() {
+                if let (Value::String(ms), Some(Value::String(os))) = (mv, oo.get(k))
+                    && ms != os
+                {
+                    *ms = os.clone();
+                    changed = true;
+                }
+            }
+            changed
+        }
+        _ => false,
+    }
 }
 
 /// `value` as pretty JSON, masked (see [`masked`]); an error when it cannot be.
@@ -168,17 +223,6 @@ pub async fn put_json_masked<T: Serialize + DeserializeOwned>(
     store.put(key, body).await
 }
 
-/// [`create_json`], with the run's secret values masked (see [`masked_json`]).
-pub async fn create_json_masked<T: Serialize + DeserializeOwned>(
-    store: &dyn Store,
-    key: &str,
-    value: &T,
-    masks: &squall_worker::mask::Masks,
-) -> Result<bool, StoreError> {
-    let body = masked_json(value, masks).map_err(|e| StoreError::failed("create", key, e))?;
-    store.create_if_absent(key, body).await
-}
-
 /// Reads `key` as JSON; `None` when absent, an error when it does not parse.
 pub async fn get_json<T: DeserializeOwned>(
     store: &dyn Store,
@@ -189,5 +233,50 @@ pub async fn get_json<T: DeserializeOwned>(
             .map(Some)
             .map_err(|e| StoreError::failed("parse", key, e)),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use squall_worker::mask::Masks;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Status {
+        Failed,
+        Succeeded,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Rec {
+        status: Status,
+        reason: String,
+        items: Vec<String>,
+    }
+
+    #[test]
+    fn a_value_that_is_part_of_a_format_word_leaves_that_word_and_nothing_else() {
+        let masks = Masks::new(["fail", "correct-horse"]);
+        let rec = Rec {
+            status: Status::Failed,
+            reason: "fail: correct-horse".into(),
+            items: vec!["correct-horse".into(), "ok".into()],
+        };
+        assert_eq!(
+            masked(&rec, &masks),
+            Some(Rec {
+                status: Status::Failed,
+                reason: "***: ***".into(),
+                items: vec!["***".into(), "ok".into()],
+            })
+        );
+        let plain = Rec {
+            status: Status::Succeeded,
+            reason: "correct-horse".into(),
+            items: Vec::new(),
+        };
+        assert_eq!(masked(&plain, &masks).map(|r| r.reason), Some("***".into()));
     }
 }
