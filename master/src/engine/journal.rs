@@ -100,6 +100,32 @@ impl Engine {
 
     /// Flushes the journal when it is due (or `force`d): one batch, changed records
     /// first, then the facts noted since the last flush.
+    /// Flushes the journal as it falls due, and at once when `out` starts attempts: the
+    /// batch goes before the starts (the runner starts a task only once the journal
+    /// sent before it is stored), so every attempt a successor could find running on a
+    /// host is journaled, and re-attached by its id instead of run again.
+    pub(super) fn flush_journal_ahead(&mut self, out: &mut Vec<Action>) {
+        let starts = out.iter().any(|a| matches!(a, Action::StartTask { .. }));
+        self.flush_journal(starts, out);
+        self.journal_ahead_of_starts(out);
+    }
+
+    /// Moves the journal batches at the end of `out` before its first start.
+    pub(super) fn journal_ahead_of_starts(&mut self, out: &mut Vec<Action>) {
+        let Some(first) = out
+            .iter()
+            .position(|a| matches!(a, Action::StartTask { .. }))
+        else {
+            return;
+        };
+        let tail = out[first..]
+            .iter()
+            .rposition(|a| !matches!(a, Action::Journal(_)))
+            .map_or(first, |p| first + p + 1);
+        let batches: Vec<Action> = out.drain(tail..).collect();
+        out.splice(first..first, batches);
+    }
+
     pub(super) fn flush_journal(&mut self, force: bool, out: &mut Vec<Action>) {
         let Some(every_ms) = self.journal.every_ms else {
             return;

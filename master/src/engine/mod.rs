@@ -200,6 +200,7 @@ impl Engine {
             self.start_resumed(&mut out);
             self.advance(&mut out);
             self.flush_journal(true, &mut out);
+            self.journal_ahead_of_starts(&mut out);
             return out;
         }
         self.journal.note(crate::record::journal::Entry::Began {
@@ -330,7 +331,7 @@ impl Engine {
         }
         self.advance(&mut out);
         self.beat(&mut out);
-        self.flush_journal(false, &mut out);
+        self.flush_journal_ahead(&mut out);
         out
     }
 

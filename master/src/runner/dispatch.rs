@@ -122,6 +122,9 @@ pub(super) async fn dispatch(
                 };
                 let moves_data = !matches!(command, TaskCommand::Exec(_));
                 let handle = jobs.spawn(Some(stand_in), async move {
+                    // Write-ahead: the attempt is journaled before it starts (the engine
+                    // puts the batch before the start), so a successor re-attaches it.
+                    job.journal_synced().await;
                     agent::run_task(&job, key, host, inst, command).await;
                 });
                 if moves_data {
