@@ -78,13 +78,7 @@ impl TaskDir {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(AgentError::io("reading", path, e)),
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| AgentError::Json {
-                action: "parsing",
-                path,
-                source,
-            })
+        parse(path, &bytes).map(Some)
     }
 
     /// Replaces `status.json` atomically: readers see the old or the new record, never
@@ -145,12 +139,7 @@ impl TaskDir {
         let private = self.take_private();
         let path = self.path(SPEC_FILE);
         let bytes = fs::read(&path).map_err(|e| AgentError::io("reading", &path, e))?;
-        let mut spec: TaskSpec =
-            serde_json::from_slice(&bytes).map_err(|source| AgentError::Json {
-                action: "parsing",
-                path,
-                source,
-            })?;
+        let mut spec: TaskSpec = parse(path, &bytes)?;
         if let Some(private) = private? {
             spec.env = private.env;
             spec.masks = private.masks;
@@ -170,13 +159,7 @@ impl TaskDir {
             }
         };
         fs::remove_file(&path).map_err(|e| AgentError::io("removing", &path, e))?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| AgentError::Json {
-                action: "parsing",
-                path,
-                source,
-            })
+        parse(path, &bytes).map(Some)
     }
 
     /// Removes `private.json` if it is there (a task that never started).
@@ -327,4 +310,13 @@ pub fn sleep_until_at_most(step: Duration, deadline: Option<Instant>) {
         None => step,
     };
     std::thread::sleep(step);
+}
+
+/// `bytes` (read from `path`) as JSON.
+fn parse<T: serde::de::DeserializeOwned>(path: PathBuf, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| AgentError::Json {
+        action: "parsing",
+        path,
+        source,
+    })
 }

@@ -384,25 +384,6 @@ trap - EXIT"#;
 
 #[async_trait]
 impl Transport for SshTransport {
-    async fn run(&self, host: &Instance, argv: &[String]) -> Result<Output, TransportError> {
-        let Some((program, args)) = argv.split_first() else {
-            return Err(TransportError::Command {
-                host: host.id.clone(),
-                argv: String::new(),
-                source: Message::boxed("empty command"),
-            });
-        };
-        self.with_session(host, argv, |s| async move {
-            let out = s.command(program.as_str()).args(args).output().await?;
-            Ok(Output {
-                code: out.status.code(),
-                stdout: out.stdout,
-                stderr: out.stderr,
-            })
-        })
-        .await
-    }
-
     async fn run_input(
         &self,
         host: &Instance,

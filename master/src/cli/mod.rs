@@ -29,8 +29,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, BadArgDuration> {
         .map_err(|_| BadArgDuration(s.to_owned()))
 }
 
+/// `--var` overrides by name.
+pub type VarOverrides = BTreeMap<String, String>;
+
 /// `--var NAME=VALUE` pairs as a map.
-pub fn parse_vars(vars: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+pub fn parse_vars(vars: &[String]) -> anyhow::Result<VarOverrides> {
     vars.iter()
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),

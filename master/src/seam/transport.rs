@@ -91,11 +91,13 @@ impl TransportError {
 /// Runs commands on hosts.
 #[async_trait]
 pub trait Transport: Send + Sync + std::fmt::Debug {
-    /// Runs `argv` on `host` and collects its output.
-    async fn run(&self, host: &Instance, argv: &[String]) -> Result<Output, TransportError>;
-    /// Like [`Transport::run`], with `input` on the command's stdin: what must not be
-    /// in an argv (a task's environment and secrets; every user of a host can read
-    /// every process's command line).
+    /// Runs `argv` on `host` and collects its output (its stdin is empty).
+    async fn run(&self, host: &Instance, argv: &[String]) -> Result<Output, TransportError> {
+        self.run_input(host, argv, &[]).await
+    }
+    /// Runs `argv` on `host` with `input` on its stdin and collects its output. The
+    /// input carries what must not be in an argv (a task's environment and secrets;
+    /// every user of a host can read every process's command line).
     async fn run_input(
         &self,
         host: &Instance,

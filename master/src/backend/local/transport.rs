@@ -91,20 +91,6 @@ fn at(path: &Path) -> impl FnOnce(std::io::Error) -> AtPath + '_ {
 
 #[async_trait]
 impl Transport for LocalTransport {
-    async fn run(&self, host: &Instance, argv: &[String]) -> Result<Output, TransportError> {
-        let home = self.check_up(host)?;
-        let out = self
-            .command(host, &home, argv)?
-            .output()
-            .await
-            .map_err(|e| cmd_err(host, argv, e))?;
-        Ok(Output {
-            code: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
-    }
-
     async fn run_input(
         &self,
         host: &Instance,
