@@ -33,3 +33,4 @@ mod local_run;
 mod playbooks;
 mod secrets;
 mod ssh_run;
+mod throttling;

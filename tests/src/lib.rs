@@ -5,8 +5,8 @@
 //! servers are started by [`sshd`] (OpenSSH) and [`moto`] (the AWS API emulator). The
 //! benchmarks (`bench/`, crate `squall-bench`) use the same harnesses.
 
-pub mod ec2fault;
 pub mod ec2sim;
+pub mod faults;
 pub mod imds;
 pub mod lambda;
 pub mod moto;

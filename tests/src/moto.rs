@@ -94,16 +94,19 @@ impl Moto {
         ]
     }
 
-    /// SDK configuration for this server (built without touching the environment).
+    /// SDK configuration for this server (built without touching the environment), with
+    /// squall's retries and timeouts.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(self.endpoint())
-            .region(aws_config::Region::new(REGION))
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                "testing", "testing", None, None, "moto",
-            ))
-            .load()
-            .await
+        squall::backend::aws::with_squall_defaults(aws_config::defaults(
+            aws_config::BehaviorVersion::latest(),
+        ))
+        .endpoint_url(self.endpoint())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        ))
+        .load()
+        .await
     }
 }
 
@@ -240,6 +243,7 @@ pub fn launch_settings(bucket: &str, net: &Network) -> squall::cloud::launch::Se
         binary_key: "bin/squall".into(),
         agent_key: "bin/squall-worker".into(),
         stale_after: squall::cloud::settings::DEFAULT_STALE_AFTER,
+        stale_claim: Duration::from_secs(squall::cloud::launch::STALE_CLAIM_SECS),
         watch_target: Some(WATCH_TARGET.into()),
         watch_role: Some(WATCH_ROLE.into()),
         stack: Some(TEST_STACK.into()),

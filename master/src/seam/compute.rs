@@ -96,9 +96,18 @@ pub enum ComputeError {
         #[source]
         source: BoxError,
     },
-    /// The request was refused or failed.
+    /// The request failed, maybe only for now (throttled past every retry, the service
+    /// unwell, instances that did not start).
     #[error("{op} failed")]
     Failed {
+        op: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// The provider refused the request for good (an image that does not exist, a
+    /// missing permission, a malformed parameter): no retry helps.
+    #[error("{op} was refused")]
+    Refused {
         op: &'static str,
         #[source]
         source: BoxError,
@@ -112,6 +121,19 @@ impl ComputeError {
             op,
             source: source.into(),
         }
+    }
+
+    /// `op` was refused for good because of `source`.
+    pub fn refused(op: &'static str, source: impl Into<BoxError>) -> Self {
+        ComputeError::Refused {
+            op,
+            source: source.into(),
+        }
+    }
+
+    /// Whether no retry can help (see [`ComputeError::Refused`]).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ComputeError::Refused { .. })
     }
 
     /// Too little capacity for `group`, because of `source`.

@@ -7,8 +7,8 @@ use super::{E2e, ITEMS, assert_outputs, members, playbook, quick_faults, setup};
 use crate::aws::runtime;
 use squall::record::{RunRecord, TaskOutcome};
 use squall::seam::Store;
-use squall_tests::ec2fault::Ec2Fault;
 use squall_tests::ec2sim::{self, LOGIN_USER, SimEvent};
+use squall_tests::faults::{FaultProxy, Faults, Service};
 use squall_tests::moto;
 use std::time::{Duration, Instant};
 
@@ -126,7 +126,13 @@ fn a_spot_notice_moves_the_item_to_a_replacement_before_the_old_instance_dies() 
     runtime().block_on(async {
         // The master's EC2 calls go through a proxy that fails the replacement's spot
         // rung with InsufficientInstanceCapacity: its ladder falls back to on-demand.
-        let fault = Ec2Fault::start("-r1");
+        let fault = FaultProxy::start(
+            Service::Ec2,
+            Faults {
+                capacity_marker: Some("-r1".into()),
+                ..Faults::none()
+            },
+        );
         let mut env = quick_faults();
         env.push(fault.env());
         let e: E2e = setup(&spot_playbook(), &env).await;
@@ -189,7 +195,8 @@ fn a_spot_notice_moves_the_item_to_a_replacement_before_the_old_instance_dies() 
         assert!(released < dies_at, "released at {released}, reclaimed at {dies_at}");
         assert!(old.archive.is_some(), "{old:?}");
         // The replacement's spot rung failed for capacity; on-demand went through.
-        assert!(fault.failed() >= 1, "the fault never fired");
+        let capacity_failures = fault.counts().get("RunInstances").map_or(0, |c| c.failed);
+        assert!(capacity_failures >= 1, "the fault never fired");
         let replacement = rec
             .replacements
             .first()

@@ -60,11 +60,13 @@ impl Ec2Compute {
 
     /// The root device name of an image (e.g. `/dev/xvda`), to size its volume.
     async fn root_device(&self, image: &str) -> Result<String, ComputeError> {
-        let out = aws::with_retries("DescribeImages", || {
-            self.client.describe_images().image_ids(image).send()
-        })
-        .await
-        .map_err(|e| failed("DescribeImages", e))?;
+        let out = self
+            .client
+            .describe_images()
+            .image_ids(image)
+            .send()
+            .await
+            .map_err(|e| failed("DescribeImages", e))?;
         out.images()
             .first()
             .and_then(|i| i.root_device_name())
@@ -197,15 +199,13 @@ impl Ec2Compute {
                     .build(),
             );
         }
-        let out = aws::with_retries("RunInstances", || call.clone().send())
-            .await
-            .map_err(|e| {
-                if is_capacity_error(aws::code(&e)) {
-                    ComputeError::capacity(req.group.clone(), AwsError::from_sdk(e))
-                } else {
-                    failed("RunInstances", e)
-                }
-            })?;
+        let out = call.send().await.map_err(|e| {
+            if is_capacity_error(aws::code(&e)) {
+                ComputeError::capacity(req.group.clone(), AwsError::from_sdk(e))
+            } else {
+                failed("RunInstances", e)
+            }
+        })?;
         Ok(out.instances().iter().map(to_instance).collect())
     }
 
@@ -268,16 +268,15 @@ impl Ec2Compute {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let page = aws::with_retries("DescribeInstances", || {
-                self.client
-                    .describe_instances()
-                    .filters(filter.clone())
-                    .set_next_token(token.clone())
-                    .max_results(1000)
-                    .send()
-            })
-            .await
-            .map_err(|e| failed("DescribeInstances", e))?;
+            let page = self
+                .client
+                .describe_instances()
+                .filters(filter.clone())
+                .set_next_token(token.clone())
+                .max_results(1000)
+                .send()
+                .await
+                .map_err(|e| failed("DescribeInstances", e))?;
             for r in page.reservations() {
                 out.extend(r.instances().iter().map(to_instance));
             }
@@ -296,7 +295,12 @@ fn failed<
     op: &'static str,
     e: aws_smithy_runtime_api::client::result::SdkError<E, R>,
 ) -> ComputeError {
-    ComputeError::failed(op, AwsError::from_sdk(e))
+    let e = AwsError::from_sdk(e);
+    if e.is_retryable() {
+        ComputeError::failed(op, e)
+    } else {
+        ComputeError::refused(op, e)
+    }
 }
 
 fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
@@ -440,13 +444,12 @@ impl Compute for Ec2Compute {
 
     async fn terminate(&self, ids: &[String]) -> Result<(), ComputeError> {
         for chunk in ids.chunks(TERMINATE_BATCH) {
-            let r = aws::with_retries("TerminateInstances", || {
-                self.client
-                    .terminate_instances()
-                    .set_instance_ids(Some(chunk.to_vec()))
-                    .send()
-            })
-            .await;
+            let r = self
+                .client
+                .terminate_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await;
             match r {
                 Ok(_) => {}
                 // Already gone: terminating is idempotent.

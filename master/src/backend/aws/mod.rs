@@ -7,6 +7,12 @@
 //!
 //! Only this folder names `aws_*` crates: the rest of squall reaches AWS through
 //! [`Aws`] and the seam traits. Retry decisions are [`retry`]'s.
+//!
+//! Retries happen in ONE layer, the SDK's own ([`retry::retry_config`]): a bounded
+//! number of attempts with jittered backoff, adaptive (client-side rate limiting) for
+//! EC2, whose API throttles per account, and a bound on each operation's total time.
+//! Nothing in squall wraps a call in another retry loop, except the one call the SDK
+//! cannot retry safely (a conditional create, see [`s3`]).
 
 pub mod control;
 pub mod ec2;
@@ -18,26 +24,41 @@ pub mod s3;
 
 use aws_config::BehaviorVersion;
 
-/// SDK configuration from the standard chain; `region` overrides the chain's.
+/// SDK configuration from the standard chain; `region` overrides the chain's. Retries
+/// and timeouts are squall's ([`with_squall_defaults`]).
 pub async fn sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = with_squall_defaults(aws_config::defaults(BehaviorVersion::latest()));
     if let Some(r) = region {
         loader = loader.region(aws_config::Region::new(r.to_owned()));
     }
     loader.load().await
 }
 
+/// `loader` with squall's retries and timeouts ([`retry::retry_config`],
+/// [`retry::timeout_config`]).
+pub fn with_squall_defaults(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
+    loader
+        .retry_config(retry::retry_config(retry::Mode::Standard))
+        .timeout_config(retry::timeout_config())
+}
+
 /// An S3 client for `conf`: path-style when the endpoint is overridden.
 pub fn s3_client(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let s3 = aws_sdk_s3::config::Builder::from(conf)
         .force_path_style(conf.endpoint_url().is_some())
+        .retry_partition(retry::partition("squall-s3"))
         .build();
     aws_sdk_s3::Client::from_conf(s3)
 }
 
-/// An EC2 client for `conf`.
+/// An EC2 client for `conf`: adaptive retries (EC2 throttles per account, so every
+/// call of the process slows down together when it does).
 pub fn ec2_client(conf: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
-    aws_sdk_ec2::Client::new(conf)
+    let ec2 = aws_sdk_ec2::config::Builder::from(conf)
+        .retry_config(retry::retry_config(retry::Mode::Adaptive))
+        .retry_partition(retry::partition("squall-ec2"))
+        .build();
+    aws_sdk_ec2::Client::from_conf(ec2)
 }
 
 /// A Lambda client (for `squall launch --via-lambda`).

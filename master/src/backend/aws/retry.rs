@@ -1,16 +1,85 @@
-//! The ONE place that decides whether an AWS error is worth retrying, the jittered
-//! backoff between attempts, and [`AwsError`], the typed error every AWS call of squall
-//! turns into (the service's code and message, or what failed on the way, with its
-//! causes).
+//! The ONE place that decides how AWS calls are retried: the SDK's retry layer as squall
+//! configures it ([`retry_config`], [`timeout_config`], [`partition`]), whether an error
+//! that came out of it is passing trouble ([`retryable`], for decisions above a single
+//! call, such as whether a failed launch is worth another delivery), and [`AwsError`],
+//! the typed error every AWS call of squall turns into (the service's code and message,
+//! or what failed on the way, with its causes).
 //!
 //! Which calls to make is the backends' business ([`super::ec2`], [`super::s3`]).
 
 use crate::error::BoxError;
 use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::retry::{ReconnectMode, RetryConfig};
+use aws_smithy_types::timeout::TimeoutConfig;
 use std::fmt;
-use std::future::Future;
 use std::time::Duration;
+
+/// Attempts per AWS operation in all, the first one included: the SDK's, the only
+/// retry layer (a store write or a launch is never retried around it).
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// The longest one operation may take, every attempt and backoff included (a streamed
+/// body's reading is not part of it: that is the caller's).
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The longest one attempt may wait for its answer.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The first retry's backoff ceiling (doubling up to [`MAX_BACKOFF`], fully jittered);
+/// `SQUALL_AWS_BACKOFF` overrides it (a knob so fault tests stay short).
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The longest backoff between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// How a client retries: adaptive adds client-side rate limiting after throttling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Standard,
+    Adaptive,
+}
+
+/// The first retry's backoff: [`INITIAL_BACKOFF`] or `SQUALL_AWS_BACKOFF`.
+fn initial_backoff() -> Duration {
+    std::env::var("SQUALL_AWS_BACKOFF")
+        .ok()
+        .and_then(|v| crate::plan::Dur::parse(v.trim()).ok())
+        .map_or(INITIAL_BACKOFF, |d| d.0.min(MAX_BACKOFF))
+}
+
+/// The SDK's retry layer as squall uses it: [`MAX_ATTEMPTS`], jittered exponential
+/// backoff, a fresh connection after a transient error.
+pub fn retry_config(mode: Mode) -> RetryConfig {
+    match mode {
+        Mode::Standard => RetryConfig::standard(),
+        Mode::Adaptive => RetryConfig::adaptive(),
+    }
+    .with_max_attempts(MAX_ATTEMPTS)
+    .with_initial_backoff(initial_backoff())
+    .with_max_backoff(MAX_BACKOFF)
+    .with_reconnect_mode(ReconnectMode::ReconnectOnTransientError)
+}
+
+/// Timeouts: connecting, each attempt, and the whole operation ([`OPERATION_TIMEOUT`]).
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
+/// A client's retry partition, without the SDK's process-wide retry quota: squall
+/// bounds its own concurrency toward AWS, every operation is bounded by
+/// [`MAX_ATTEMPTS`] and [`OPERATION_TIMEOUT`], and a quota drained by one bad minute
+/// would fail the very calls that must still go through (teardown, the record).
+pub fn partition(name: &'static str) -> RetryPartition {
+    RetryPartition::custom(name)
+        .token_bucket(TokenBucket::unlimited())
+        .build()
+}
 
 /// A failed AWS call. Its message is the service's `code: message` when the service
 /// answered, else what went wrong on the way (with its causes as the error's source).
@@ -163,38 +232,9 @@ pub fn code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
     }
 }
 
-/// How many attempts [`with_retries`] makes in all.
-pub const ATTEMPTS: u32 = 6;
-
-/// Runs `call` until it succeeds, fails for good ([`retryable`] says no) or has been
-/// tried [`ATTEMPTS`] times, sleeping a jittered, doubling backoff in between.
-pub async fn with_retries<T, E, R, F, Fut>(what: &str, mut call: F) -> Result<T, SdkError<E, R>>
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug + 'static,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, SdkError<E, R>>>,
-{
-    let mut attempt = 0;
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt + 1 < ATTEMPTS && retryable(&e) => {
-                let delay = backoff(attempt);
-                tracing::warn!(
-                    "{what} failed ({}), retrying in {} ms",
-                    describe(&e),
-                    delay.as_millis()
-                );
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// "Full jitter" backoff: a random delay up to 200 ms * 2^attempt, capped at 20 s.
+/// "Full jitter" backoff for the one loop the SDK does not run (a conditional create,
+/// whose retries must be told apart): a random delay up to 200 ms * 2^attempt, capped at
+/// 20 s.
 pub fn backoff(attempt: u32) -> Duration {
     let cap = (200u64 << attempt.min(10)).min(20_000);
     Duration::from_millis(jitter(cap))

@@ -125,14 +125,13 @@ impl S3Store {
     /// GetObject's body, not yet read; `None` when the key is absent.
     async fn get_object(&self, key: &str) -> Result<Option<ByteStream>, StoreError> {
         let full = self.full(key)?;
-        let out = aws::with_retries("GetObject", || {
-            self.client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .send()
-        })
-        .await;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await;
         match out {
             Ok(o) => Ok(Some(o.body)),
             Err(e) if aws::code(&e) == Some("NoSuchKey") => Ok(None),
@@ -240,20 +239,18 @@ impl S3Store {
         Ok(())
     }
 
-    /// One PutObject of `body` (shared, not copied, between attempts).
+    /// One PutObject of `body` (the SDK's attempts share it, none copies it).
     async fn put_bytes(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         let full = self.full(key)?;
-        aws::with_retries("PutObject", || {
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .content_type(content_type(key))
-                .body(ByteStream::from(body.clone()))
-                .send()
-        })
-        .await
-        .map_err(|e| err("put", key, e))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .content_type(content_type(key))
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| err("put", key, e))?;
         Ok(())
     }
 }
@@ -290,16 +287,15 @@ impl Store for S3Store {
             self.put_bytes(key, cur.freeze()).await?;
             return Ok(n);
         }
-        let created = aws::with_retries("CreateMultipartUpload", || {
-            self.client
-                .create_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full)
-                .content_type(content_type(key))
-                .send()
-        })
-        .await
-        .map_err(|e| err("put", key, e))?;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .content_type(content_type(key))
+            .send()
+            .await
+            .map_err(|e| err("put", key, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
         let mut parts = Vec::new();
         let mut total = 0u64;
@@ -329,17 +325,15 @@ impl Store for S3Store {
                     upload_id.clone(),
                 );
                 uploads.spawn(async move {
-                    let sent = aws::with_retries("UploadPart", || {
-                        client
-                            .upload_part()
-                            .bucket(&bucket)
-                            .key(&full)
-                            .upload_id(&id)
-                            .part_number(number)
-                            .body(ByteStream::from(part.clone()))
-                            .send()
-                    })
-                    .await;
+                    let sent = client
+                        .upload_part()
+                        .bucket(&bucket)
+                        .key(&full)
+                        .upload_id(&id)
+                        .part_number(number)
+                        .body(ByteStream::from(part.clone()))
+                        .send()
+                        .await;
                     PartSent {
                         number,
                         e_tag: sent.map(|o| o.e_tag().map(str::to_owned)),
@@ -378,16 +372,15 @@ impl Store for S3Store {
         let done = CompletedMultipartUpload::builder()
             .set_parts(Some(parts))
             .build();
-        let completed = aws::with_retries("CompleteMultipartUpload", || {
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .multipart_upload(done.clone())
-                .send()
-        })
-        .await;
+        let completed = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(&upload_id)
+            .multipart_upload(done)
+            .send()
+            .await;
         guard.upload_id = None;
         if let Err(e) = completed {
             self.abort(&full, &upload_id).await;
@@ -429,16 +422,15 @@ impl Store for S3Store {
         let full_prefix = format!("{}{prefix}", self.prefix);
         let mut token: Option<String> = None;
         loop {
-            let page = aws::with_retries("ListObjectsV2", || {
-                self.client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&full_prefix)
-                    .set_continuation_token(token.clone())
-                    .send()
-            })
-            .await
-            .map_err(|e| err("list", prefix, e))?;
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| err("list", prefix, e))?;
             for o in page.contents() {
                 let Some(key) = o.key().and_then(|k| k.strip_prefix(self.prefix.as_str())) else {
                     continue;
@@ -459,29 +451,27 @@ impl Store for S3Store {
 
     async fn any_under(&self, prefix: &str) -> Result<bool, StoreError> {
         let full_prefix = format!("{}{prefix}", self.prefix);
-        let page = aws::with_retries("ListObjectsV2", || {
-            self.client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&full_prefix)
-                .max_keys(1)
-                .send()
-        })
-        .await
-        .map_err(|e| err("list", prefix, e))?;
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full_prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| err("list", prefix, e))?;
         Ok(!page.contents().is_empty())
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let full = self.full(key)?;
-        let out = aws::with_retries("HeadObject", || {
-            self.client
-                .head_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .send()
-        })
-        .await;
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await;
         match out {
             Ok(o) => Ok(Some(ObjectInfo {
                 key: key.to_owned(),
@@ -500,15 +490,13 @@ impl Store for S3Store {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let full = self.full(key)?;
         // S3 answers a delete of an absent key with success.
-        aws::with_retries("DeleteObject", || {
-            self.client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .send()
-        })
-        .await
-        .map_err(|e| err("delete", key, e))?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| err("delete", key, e))?;
         Ok(())
     }
 
@@ -516,26 +504,26 @@ impl Store for S3Store {
         let (src, dest) = (self.full(from)?, self.full(to)?);
         // CopySource is `bucket/key`, URL-encoded.
         let source = format!("{}/{}", self.bucket, url_encode(&src));
-        aws::with_retries("CopyObject", || {
-            self.client
-                .copy_object()
-                .bucket(&self.bucket)
-                .key(&dest)
-                .copy_source(&source)
-                .send()
-        })
-        .await
-        .map_err(|e| err("copy", to, e))?;
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(&dest)
+            .copy_source(&source)
+            .send()
+            .await
+            .map_err(|e| err("copy", to, e))?;
         Ok(())
     }
 
     async fn create_if_absent(&self, key: &str, body: Vec<u8>) -> Result<bool, StoreError> {
         let full = self.full(key)?;
-        // Not retried blindly: if a first attempt landed but its answer was lost, a retry
-        // would see our own object and wrongly report someone else's claim. After an
-        // ambiguous failure, the object's body tells whose claim it is.
+        // Not retried blindly, so not by the SDK either: if a first attempt landed but its
+        // answer was lost, a retry would see our own object and wrongly report someone
+        // else's claim. After an ambiguous failure, the object's body tells whose claim it
+        // is. (This loop is the only retry loop around an AWS call in squall.)
+        let body = Bytes::from(body);
         let mut ambiguous = false;
-        for attempt in 0..aws::ATTEMPTS {
+        for attempt in 0..aws::MAX_ATTEMPTS {
             let r = self
                 .client
                 .put_object()
@@ -543,6 +531,11 @@ impl Store for S3Store {
                 .key(&full)
                 .if_none_match("*")
                 .body(ByteStream::from(body.clone()))
+                .customize()
+                .config_override(
+                    aws_sdk_s3::config::Builder::default()
+                        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
+                )
                 .send()
                 .await;
             match r {
@@ -554,12 +547,12 @@ impl Store for S3Store {
                     ) =>
                 {
                     return if ambiguous {
-                        Ok(self.get(key).await?.as_deref() == Some(body.as_slice()))
+                        Ok(self.get(key).await?.as_deref() == Some(&body[..]))
                     } else {
                         Ok(false)
                     };
                 }
-                Err(e) if aws::retryable(&e) && attempt + 1 < aws::ATTEMPTS => {
+                Err(e) if aws::retryable(&e) && attempt + 1 < aws::MAX_ATTEMPTS => {
                     ambiguous = true;
                     tokio::time::sleep(aws::backoff(attempt)).await;
                 }
