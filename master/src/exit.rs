@@ -18,7 +18,9 @@ pub fn for_status(status: crate::record::RunStatus) -> u8 {
     use crate::record::RunStatus;
     match status {
         RunStatus::Succeeded => OK,
-        RunStatus::Failed | RunStatus::Abandoned | RunStatus::Running => RUN_FAILED,
+        RunStatus::Failed | RunStatus::Abandoned | RunStatus::LaunchFailed | RunStatus::Running => {
+            RUN_FAILED
+        }
         RunStatus::DeadlineExceeded => DEADLINE_EXCEEDED,
         RunStatus::Cancelled => CANCELLED,
     }

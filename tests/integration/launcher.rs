@@ -7,6 +7,7 @@
 //! The Lambda runtime around the handler and the master's life on EC2 are not tested
 //! here.
 
+mod failures;
 mod watch;
 
 use crate::aws::{network, runtime};

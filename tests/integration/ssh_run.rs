@@ -340,7 +340,9 @@ fn a_missing_remote_program_fails_the_run_with_the_host_and_the_error() {
     assert!(reason.contains("No such file or directory"), "{reason}");
     assert!(reason.contains("squall-no-such-program"), "{reason}");
     // Every host's logs were collected: each archive holds its task's status, which says
-    // why it could not start.
+    // why it could not start, or, for a host whose start the first failure overtook
+    // (the run fails fast), that it was cancelled before it ever ran.
+    let mut failed_to_start = 0;
     for h in &rec.hosts {
         let key = h
             .archive
@@ -358,11 +360,17 @@ fn a_missing_remote_program_fails_the_run_with_the_host_and_the_error() {
             "{members:?}"
         );
         let status = gnu_tar_cat(&path, &format!("tasks/{}/status.json", task.id));
-        assert!(
-            status.contains("failed_to_start") && status.contains("squall-no-such-program"),
-            "{status}"
-        );
+        if status.contains("failed_to_start") {
+            assert!(status.contains("squall-no-such-program"), "{status}");
+            failed_to_start += 1;
+        } else {
+            assert!(
+                status.contains(r#""state":"cancelled""#) && status.contains(r#""pid":null"#),
+                "neither failed to start nor cancelled before it ran: {status}"
+            );
+        }
     }
+    assert!(failed_to_start >= 1, "no host says why it could not start");
     assert!(!run_dir_on_hosts(&run).exists(), "hosts cleaned");
 }
 

@@ -216,6 +216,7 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
         binary_key: "bin/squall".into(),
         agent_key: "bin/squall-worker".into(),
         stale_after: crate::cloud::settings::DEFAULT_STALE_AFTER,
+        stale_claim: Duration::from_secs(crate::cloud::launch::STALE_CLAIM_SECS),
         watch_target: std::env::var("SQUALL_WATCH_TARGET")
             .ok()
             .filter(|s| !s.is_empty()),

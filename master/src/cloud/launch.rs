@@ -10,6 +10,7 @@
 //! one the Lambda and `squall launch` use. Parsing Lambda events and the Lambda runtime
 //! loop live in the `squall-launcher` crate; the boot script is [`super::userdata`]'s.
 
+use super::claim::{Claimed, Claims, MAX_LAUNCH_ATTEMPTS};
 pub use super::invoke::{InvokeError, invoke_launcher};
 pub use super::settings::Settings;
 pub use super::trigger::{Trigger, run_id};
@@ -65,6 +66,9 @@ pub enum LaunchStatus {
     Duplicate,
     /// The playbook (or the trigger) is invalid; a failed record says why.
     Rejected,
+    /// No master could be started (refused for good, or every attempt failed); a
+    /// `launch-failed` record says why.
+    LaunchFailed,
     /// No playbook is configured for this trigger.
     Ignored,
 }
@@ -75,6 +79,7 @@ impl LaunchStatus {
             LaunchStatus::Launched => "launched",
             LaunchStatus::Duplicate => "duplicate",
             LaunchStatus::Rejected => "rejected",
+            LaunchStatus::LaunchFailed => "launch-failed",
             LaunchStatus::Ignored => "ignored",
         }
     }
@@ -116,15 +121,30 @@ pub struct Launcher {
 pub const MASTER_GRACE_SECS: u64 = 600;
 
 /// A claim without a launch record this old is taken over by a redelivery (its
-/// launcher died between claiming and launching). Longer than a launcher invocation
-/// may last, so a claim is never taken over from a launcher still at work.
+/// launcher died between claiming and launching), unless `SQUALL_STALE_CLAIM` says
+/// otherwise. Longer than a launcher invocation may last, so a claim is never taken
+/// over from a launcher still at work.
 pub const STALE_CLAIM_SECS: u64 = 180;
 
-/// Where an existing claim stands; see [`Launcher::handle_trigger`].
-enum ClaimState {
-    Settled,
-    InProgress,
-    Stale,
+/// How a claimed launch attempt failed.
+#[derive(Debug)]
+enum Attempt {
+    /// Refused for good: no retry helps (the reason).
+    Refused(String),
+    /// Passing trouble before a master was started.
+    Failed(LaunchError),
+    /// Passing trouble after the master was started.
+    AfterLaunch(LaunchError),
+}
+
+impl From<LaunchError> for Attempt {
+    fn from(e: LaunchError) -> Self {
+        if e.retryable {
+            Attempt::Failed(e)
+        } else {
+            Attempt::Refused(e.message)
+        }
+    }
 }
 
 /// Why a playbook is rejected, for its failed record.
@@ -274,33 +294,83 @@ impl Launcher {
             trigger: serde_json::to_value(trigger)
                 .map_err(|e| LaunchError::permanent(e.to_string()))?,
             claimed_at: now_secs,
+            attempt: 1,
         };
-        let claimed = store::create_json(self.store.as_ref(), &keys::claim(&run), &claim)
-            .await
-            .map_err(|e| LaunchError::retryable(format!("claiming run {run}: {}", chain(&e))))?;
-        if !claimed {
-            match self.claim_state(&run, now_secs).await? {
-                ClaimState::Settled => {
-                    return Ok(Outcome {
-                        run_id: Some(run),
-                        status: LaunchStatus::Duplicate,
-                        master: None,
-                        reason: Some("this trigger was delivered before; its run exists".into()),
-                    });
-                }
-                // Another delivery is launching it, or died doing so: an error, so that
-                // Lambda delivers again later (and a later delivery takes over a claim
-                // left behind), never a success that would end the retries.
-                ClaimState::InProgress => {
-                    return Err(LaunchError::retryable(format!(
-                        "run {run} is being launched by another delivery; retry later"
-                    )));
-                }
-                ClaimState::Stale => {
-                    tracing::warn!(run = %run, "taking over a stale claim: its launcher stopped before launching");
-                }
+        let claims = Claims {
+            store: self.store.as_ref(),
+            run: &run,
+            stale_after: self.settings.stale_claim,
+        };
+        let attempt = match claims.take(claim, now_secs).await? {
+            Claimed::Attempt(n) => n,
+            Claimed::Settled => {
+                return Ok(Outcome {
+                    run_id: Some(run),
+                    status: LaunchStatus::Duplicate,
+                    master: None,
+                    reason: Some("this trigger was delivered before; its run exists".into()),
+                });
             }
+            // Another delivery is launching it, or died doing so: an error, so that
+            // Lambda delivers again later (and a later delivery takes over a claim left
+            // behind), never a success that would end the retries.
+            Claimed::InProgress => {
+                return Err(LaunchError::retryable(format!(
+                    "run {run} is being launched by another delivery; retry later"
+                )));
+            }
+            Claimed::GaveUp(reason) => {
+                return self
+                    .record_launch_failure(&run, &playbook_key, trigger, reason, now_secs)
+                    .await;
+            }
+        };
+        match self
+            .launch_claimed(&run, &playbook_key, trigger, now_secs)
+            .await
+        {
+            Ok(outcome) => Ok(outcome),
+            // Refused for good (a bad image, a missing permission): recorded at once.
+            Err(Attempt::Refused(reason)) => {
+                self.record_launch_failure(&run, &playbook_key, trigger, reason, now_secs)
+                    .await
+            }
+            // Passing trouble before a master was started: the next delivery takes over
+            // at once; after the last attempt, the run is recorded.
+            Err(Attempt::Failed(e)) => {
+                if attempt >= MAX_LAUNCH_ATTEMPTS {
+                    let reason = format!(
+                        "no master could be started in {attempt} attempts; the last: {}",
+                        e.message
+                    );
+                    return self
+                        .record_launch_failure(&run, &playbook_key, trigger, reason, now_secs)
+                        .await;
+                }
+                if let Err(note) = claims.failed(attempt, &e.message, now_secs).await {
+                    // The claim then goes stale, and a later delivery takes it over.
+                    tracing::warn!(run = %run, "{note}");
+                }
+                Err(e)
+            }
+            // After the master was started (its launch record not written): not noted,
+            // so that no record says nothing ran; the claim goes stale and a later
+            // delivery finds the master by its launch token and writes the record.
+            Err(Attempt::AfterLaunch(e)) => Err(e),
         }
+    }
+
+    /// Launches the claimed run: validates the playbook (a rejection is recorded), writes
+    /// its request, starts its watchdog and its master, and writes the launch record.
+    async fn launch_claimed(
+        &self,
+        run: &str,
+        playbook_key: &str,
+        trigger: &Trigger,
+        now_secs: u64,
+    ) -> Result<Outcome, Attempt> {
+        let run = run.to_owned();
+        let playbook_key = playbook_key.to_owned();
         let vars = match trigger {
             Trigger::Direct { vars, .. } => vars.clone(),
             _ => BTreeMap::new(),
@@ -353,7 +423,12 @@ impl Launcher {
         self.begin_watch(&run, deadline + 3600).await;
         let req = self.master_request(&run, deadline, 1);
         let launched = self.compute.launch(&req).await.map_err(|e| {
-            LaunchError::retryable(format!("starting the master of run {run}: {}", chain(&e)))
+            let message = format!("starting the master of run {run}: {}", chain(&e));
+            if e.is_permanent() {
+                Attempt::Refused(message)
+            } else {
+                Attempt::Failed(LaunchError::retryable(message))
+            }
         })?;
         let master = launched.first().map(|i| i.id.clone());
         let record = LaunchRecord {
@@ -364,39 +439,13 @@ impl Launcher {
         let key = keys::launch(&run);
         store::put_json(self.store.as_ref(), &key, &record)
             .await
-            .map_err(written(key))?;
+            .map_err(|e| Attempt::AfterLaunch(written(key)(e)))?;
         Ok(Outcome {
             run_id: Some(run),
             status: LaunchStatus::Launched,
             master,
             reason: None,
         })
-    }
-
-    /// Where an existing claim stands: its run launched or recorded (settled), being
-    /// launched (younger than [`STALE_CLAIM_SECS`]), or abandoned by its launcher.
-    async fn claim_state(&self, run: &str, now_secs: u64) -> Result<ClaimState, LaunchError> {
-        let get = |key: String| async move {
-            self.store
-                .get(&key)
-                .await
-                .map_err(|e| LaunchError::retryable(format!("reading {key}: {}", chain(&e))))
-        };
-        if get(keys::launch(run)).await?.is_some() || get(keys::run_record(run)).await?.is_some() {
-            return Ok(ClaimState::Settled);
-        }
-        let claimed_at = get(keys::claim(run))
-            .await?
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| v.get("claimed_at").and_then(Value::as_u64));
-        // An unreadable claim is treated as fresh: never risk a second master.
-        Ok(
-            if claimed_at.is_some_and(|at| now_secs.saturating_sub(at) >= STALE_CLAIM_SECS) {
-                ClaimState::Stale
-            } else {
-                ClaimState::InProgress
-            },
-        )
     }
 
     /// Reads and validates the playbook for `trigger` and checks the sources it reads
@@ -559,6 +608,40 @@ impl Launcher {
     }
 
     /// A failed run record saying why nothing was launched.
+    /// Records that no master could be started, for `reason`: the trigger ends here.
+    async fn record_launch_failure(
+        &self,
+        run: &str,
+        playbook_key: &str,
+        trigger: &Trigger,
+        reason: String,
+        now_secs: u64,
+    ) -> Result<Outcome, LaunchError> {
+        tracing::error!(run = %run, "launch failed: {reason}");
+        let mut record = RunRecord::ended_before_start(
+            run,
+            playbook_key,
+            RunStatus::LaunchFailed,
+            format!("launch failed, nothing ran: {reason}"),
+            now_secs * 1000,
+        );
+        record.trigger = trigger.fields();
+        store::put_json(self.store.as_ref(), &keys::run_record(run), &record)
+            .await
+            .map_err(|e| {
+                LaunchError::retryable(format!(
+                    "recording the failed launch of run {run}: {}",
+                    chain(&e)
+                ))
+            })?;
+        Ok(Outcome {
+            run_id: Some(run.to_owned()),
+            status: LaunchStatus::LaunchFailed,
+            master: None,
+            reason: Some(reason),
+        })
+    }
+
     async fn record_rejection(
         &self,
         run: &str,

@@ -41,6 +41,10 @@ pub struct Settings {
     /// A run whose heartbeat is older than this, with no record, is taken over by its
     /// watchdog (`SQUALL_STALE_AFTER`, default 3m).
     pub stale_after: std::time::Duration,
+    /// A launch attempt's claim this old, neither launched nor noted failed, is taken
+    /// over by a later delivery (`SQUALL_STALE_CLAIM`, default 3m; it must stay above
+    /// the launcher's own timeout).
+    pub stale_claim: std::time::Duration,
     /// The launcher function each run's watchdog schedule invokes
     /// (`SQUALL_WATCH_TARGET`, an ARN); no schedule is made without it.
     pub watch_target: Option<String>,
@@ -88,6 +92,13 @@ impl Settings {
                 .filter(|s| !s.is_empty())
                 .collect()
         };
+        let duration =
+            |k: &str, default: std::time::Duration| match get(k).filter(|v| !v.trim().is_empty()) {
+                None => Ok(default),
+                Some(v) => crate::plan::duration::Dur::parse(v.trim())
+                    .map(|d| d.0)
+                    .map_err(|e| LaunchError::permanent(format!("{k}: {e}"))),
+            };
         let security_groups = list(need("SQUALL_SECURITY_GROUPS")?);
         Ok(Settings {
             bucket: need("SQUALL_BUCKET")?,
@@ -104,12 +115,11 @@ impl Settings {
             schedules: pairs("SQUALL_SCHEDULES")?.into_iter().collect(),
             binary_key: get("SQUALL_BINARY_KEY").unwrap_or_else(|| "bin/squall".into()),
             agent_key: get("SQUALL_AGENT_KEY").unwrap_or_else(|| "bin/squall-worker".into()),
-            stale_after: match get("SQUALL_STALE_AFTER").filter(|v| !v.trim().is_empty()) {
-                None => DEFAULT_STALE_AFTER,
-                Some(v) => crate::plan::duration::Dur::parse(v.trim())
-                    .map(|d| d.0)
-                    .map_err(|e| LaunchError::permanent(format!("SQUALL_STALE_AFTER: {e}")))?,
-            },
+            stale_after: duration("SQUALL_STALE_AFTER", DEFAULT_STALE_AFTER)?,
+            stale_claim: duration(
+                "SQUALL_STALE_CLAIM",
+                std::time::Duration::from_secs(super::launch::STALE_CLAIM_SECS),
+            )?,
             watch_target: get("SQUALL_WATCH_TARGET").filter(|s| !s.trim().is_empty()),
             watch_role: get("SQUALL_WATCH_ROLE").filter(|s| !s.trim().is_empty()),
             stack: get("SQUALL_STACK").filter(|s| !s.trim().is_empty()),

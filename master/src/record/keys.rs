@@ -48,6 +48,22 @@ pub fn claim(run_id: &str) -> String {
     format!("runs/{run_id}/claim.json")
 }
 
+/// The claim of a later launch attempt `n` (2, 3, ...), taken when attempt `n - 1`
+/// failed or its launcher stopped (create-if-absent: one delivery takes it).
+pub fn claim_attempt(run_id: &str, n: u32) -> String {
+    format!("runs/{run_id}/claims/{n}.json")
+}
+
+/// The claims of later launch attempts, with their failure notes.
+pub fn claims_prefix(run_id: &str) -> String {
+    format!("runs/{run_id}/claims/")
+}
+
+/// Why launch attempt `n` failed (its claim is free to take over at once).
+pub fn launch_failure(run_id: &str, n: u32) -> String {
+    format!("runs/{run_id}/claims/{n}.failed.json")
+}
+
 /// What the master runs besides the playbook.
 pub fn request(run_id: &str) -> String {
     format!("runs/{run_id}/request.json")

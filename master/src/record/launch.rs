@@ -17,6 +17,24 @@ pub struct Claim {
     pub trigger: Value,
     /// Unix seconds.
     pub claimed_at: u64,
+    /// Which launch attempt of the run this is (1 for `claim.json`; later ones are
+    /// `claims/N.json`, see [`crate::cloud::claim`]).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+/// `runs/RUN_ID/claims/N.failed.json`: launch attempt N failed for a passing reason; the
+/// next delivery takes over at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchFailure {
+    pub attempt: u32,
+    pub reason: String,
+    /// Unix seconds.
+    pub failed_at: u64,
 }
 
 /// `runs/RUN_ID/request.json`: everything the master needs besides the playbook,

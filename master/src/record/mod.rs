@@ -16,7 +16,7 @@ pub use data::{
     CacheEntry, CachedFile, FileRecord, ITEMS_IN_RECORD, ItemsFile, ItemsRecord, StoredFile,
 };
 pub use heartbeat::{Heartbeat, HostBeat};
-pub use launch::{Claim, LaunchRecord, RunRequest};
+pub use launch::{Claim, LaunchFailure, LaunchRecord, RunRequest};
 pub use run::{
     HostLoss, HostRecord, InterruptionRecord, LogSnapshot, Phase, PhaseMark, PlaybookInfo,
     RECORD_VERSION, Replaced, ReplacementRecord, RunRecord, RunStatus, StageRecord, TaskOutcome,

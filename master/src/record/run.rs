@@ -21,6 +21,10 @@ pub enum RunStatus {
     Cancelled,
     /// The master vanished; recorded by a later sweep.
     Abandoned,
+    /// No master could be started: the launch was refused for good, or failed on every
+    /// delivery of its trigger. Nothing ran.
+    #[serde(rename = "launch-failed")]
+    LaunchFailed,
 }
 
 impl RunStatus {
@@ -32,6 +36,7 @@ impl RunStatus {
             RunStatus::DeadlineExceeded => "deadline_exceeded",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Abandoned => "abandoned",
+            RunStatus::LaunchFailed => "launch-failed",
         }
     }
 }
