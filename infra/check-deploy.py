@@ -96,7 +96,7 @@ ENV_KEYS = {
     "SQUALL_WORKER_SECURITY_GROUPS", "SQUALL_MASTER_PROFILE", "SQUALL_IMAGE",
     "SQUALL_MASTER_TYPE", "SQUALL_UPLOADS", "SQUALL_SCHEDULES", "SQUALL_BINARY_KEY",
     "SQUALL_AGENT_KEY", "SQUALL_WATCH_TARGET", "SQUALL_WATCH_ROLE", "SQUALL_STALE_AFTER",
-    "SQUALL_STACK", "SQUALL_SECRETS_PREFIX",
+    "SQUALL_STACK", "SQUALL_SECRETS_PREFIX", "SQUALL_STALE_CLAIM",
 }
 # The only actions allowed on Resource "*".
 ACTIONS_ON_ANY_RESOURCE = {"ec2:DescribeInstances", "ec2:DescribeImages"}
@@ -297,6 +297,7 @@ class Env:
         self.s3 = client("s3")
         self.ec2 = client("ec2")
         self.lam = client("lambda")
+        self.sqs = client("sqs")
         self.iam = client("iam")
         self.events = client("events")
         self.logs = client("logs")
@@ -608,6 +609,7 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
             "SQUALL_WATCH_TARGET": f"arn:aws:lambda:{REGION}:{account}:function:{function_name}",
             "SQUALL_WATCH_ROLE": scheduler_role.get("Arn"),
             "SQUALL_STALE_AFTER": "3m",
+            "SQUALL_STALE_CLAIM": "90s",
             "SQUALL_STACK": stack,
             "SQUALL_SECRETS_PREFIX": p["SecretsPrefix"],
         }
@@ -616,6 +618,20 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
         checks.equal(set(actual_env), ENV_KEYS, "function environment has exactly the squall variables")
         for k in sorted(ENV_KEYS):
             checks.equal(actual_env.get(k), expected_env[k], f"  {k}")
+
+        # The events it gives up on are kept in the stack's queue.
+        try:
+            url = env.sqs.get_queue_url(QueueName=f"{stack}-launcher-dead-letters")["QueueUrl"]
+            queue_arn = env.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        except botocore.exceptions.ClientError as e:
+            checks.fail(f"dead-letter queue {stack}-launcher-dead-letters: {e}")
+            queue_arn = None
+        checks.equal(queue_arn is not None, True, "the stack has the launcher's dead-letter queue")
+        # moto's CloudFormation drops the function's DeadLetterConfig (5.2): when it is
+        # reported, it must be the queue; the template check (dead-letters) covers it.
+        target = (conf.get("DeadLetterConfig") or {}).get("TargetArn")
+        if target is not None:
+            checks.equal(target, queue_arn, "function's dead-letter queue is the stack's queue")
 
         # Who may invoke it.
         try:

@@ -39,6 +39,10 @@ Checks:
   that prefix (it refuses a secret outside it), and `SecretsPrefix` refuses `*`, `/`
   alone, `/squall/` and the runs' own `/squall/runs/` (login keys); tried on sample
   values.
+- dead-letters: the launcher function keeps the events it gave up on
+  (`DeadLetterConfig` to an SQS queue of the stack, which its role may send to and
+  nothing more), Lambda retries an event exactly twice (the run's three launch
+  attempts), and `SQUALL_STALE_CLAIM` stays above the function's timeout.
 - prefix-patterns: `UploadPrefix` and `WorkerDataPrefix` refuse squall's own prefixes
   (runs/, bin/, playbooks/, cache/) and `*` (an IAM wildcard in the statements built
   from them), and accept ordinary prefixes; tried on sample values.
@@ -378,6 +382,36 @@ def check_prefix_patterns(t):
     return errors
 
 
+def seconds(text):
+    units = {"s": 1, "m": 60, "h": 3600}
+    return int(text[:-1]) * units[text[-1]] if text and text[-1] in units else int(text)
+
+
+def check_dead_letters(t):
+    errors = []
+    res = t.get("Resources", {})
+    fn = res.get("LauncherFunction", {}).get("Properties", {})
+    target = fn.get("DeadLetterConfig", {}).get("TargetArn")
+    queues = resources(t, "AWS::SQS::Queue")
+    arns = [{"Fn::GetAtt": [q, "Arn"]} for q in queues]
+    if show(target) not in [show(a) for a in arns]:
+        errors.append(f"LauncherFunction's DeadLetterConfig is {show(target)}, not a queue of the stack")
+    elif allowed(t, "LauncherRole", "sqs:") != {("sqs:SendMessage", show(target))}:
+        errors.append(f"LauncherRole sqs: {sorted(allowed(t, 'LauncherRole', 'sqs:'))}, expected SendMessage on the queue only")
+    retries = [
+        r.get("Properties", {})
+        for r in resources(t, "AWS::Lambda::EventInvokeConfig").values()
+        if r.get("Properties", {}).get("FunctionName") == {"Ref": "LauncherFunction"}
+    ]
+    if [r.get("MaximumRetryAttempts") for r in retries] != [2]:
+        errors.append(f"the launcher's event retries are {retries}, expected MaximumRetryAttempts 2")
+    env = fn.get("Environment", {}).get("Variables", {})
+    stale = env.get("SQUALL_STALE_CLAIM")
+    if not isinstance(stale, str) or seconds(stale) <= int(fn.get("Timeout", 3)):
+        errors.append(f"SQUALL_STALE_CLAIM {stale!r} is not above the launcher's Timeout {fn.get('Timeout')}")
+    return errors
+
+
 CHECKS = [
     ("notification", check_notification),
     ("upload-read", check_upload_read),
@@ -387,6 +421,7 @@ CHECKS = [
     ("stack-scope", check_stack_scope),
     ("secrets-scope", check_secrets_scope),
     ("prefix-patterns", check_prefix_patterns),
+    ("dead-letters", check_dead_letters),
 ]
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@
 //!   read the upload prefix and not the whole bucket; cache entries expire after
 //!   `CacheDays`; the optional worker role exists only with `WorkerDataPrefix`, reaches
 //!   that prefix only, and is the one role the master may pass; the prefix parameters
-//!   refuse squall's own prefixes and `*`.
+//!   refuse squall's own prefixes and `*`; the launcher keeps the events it gave up on
+//!   in the stack's dead-letter queue (moto's CloudFormation drops `DeadLetterConfig`),
+//!   Lambda retries an event twice, and the stale-claim window outlasts an invocation.
 
 use squall_tests::moto::{self, Moto};
 use squall_tests::{output_within, text, workspace};
@@ -78,6 +80,7 @@ fn a_reading_of_the_template_proves_the_notification_upload_read_cache_expiry_wo
         "stack-scope",
         "secrets-scope",
         "prefix-patterns",
+        "dead-letters",
     ] {
         assert!(log.contains(&format!("ok {check}\n")), "{log}");
     }
