@@ -26,6 +26,7 @@ mod cloud;
 mod data;
 mod e2e;
 mod engine;
+mod fuzz;
 mod infra;
 mod inspect;
 mod launcher;

@@ -15,13 +15,13 @@ use std::path::Path;
 
 /// `(name, source, line, column, message substring)`: parsing `source` must fail with
 /// some diagnostic at exactly `line`:`column` whose message contains the substring.
-type Case = (&'static str, &'static str, u64, u64, &'static str);
+pub(crate) type Case = (&'static str, &'static str, u64, u64, &'static str);
 
 /// Broken playbooks. Each is the same small valid playbook with one problem.
 ///
 /// Positions are pinned as the parser reports them today; a few are known to be less
 /// precise than they could be (see the comments marked `imprecise`).
-const CASES: &[Case] = &[
+pub(crate) const CASES: &[Case] = &[
     // --- YAML syntax ---
     (
         "yaml_unclosed_bracket",
@@ -99,6 +99,21 @@ stages:
         "tabs disallowed",
     ),
     (
+        // Where the quote opened, not where the scanner gave up (the end of the file).
+        "yaml_unclosed_double_quote",
+        "name: demo\nfleet:\n  workers:\n    count: 2\nstages:\n  - name: run\n    hosts: workers\n    tasks:\n      - shell: \"echo hi\n      - shell: echo bye\n",
+        9,
+        16,
+        "unclosed quote",
+    ),
+    (
+        "yaml_unclosed_single_quote",
+        "name: 'demo\nfleet:\n  workers:\n    count: 2\nstages:\n  - name: run\n    hosts: workers\n    tasks:\n      - shell: echo hi\n",
+        1,
+        7,
+        "unclosed quote",
+    ),
+    (
         // imprecise: `tasks` (line 8) is under-indented by one, which ends the stage's
         // mapping early; the report is a missing field at the stage's last key.
         "yaml_stage_key_under_indented",
@@ -112,7 +127,7 @@ stages:
    tasks:
       - shell: echo hi
 "#,
-        7,
+        6,
         5,
         "missing field `tasks`",
     ),
@@ -349,7 +364,6 @@ stages:
     ),
     // --- missing required fields ---
     (
-        // imprecise: points at the last top-level key (`stages:`).
         "missing_name",
         r#"fleet:
   workers:
@@ -360,12 +374,11 @@ stages:
     tasks:
       - shell: echo hi
 "#,
-        4,
+        1,
         1,
         "missing field `name`",
     ),
     (
-        // imprecise: points at the last top-level key (`stages:`).
         "missing_fleet",
         r#"name: demo
 stages:
@@ -374,24 +387,22 @@ stages:
     tasks:
       - shell: echo hi
 "#,
-        2,
+        1,
         1,
         "missing field `fleet`",
     ),
     (
-        // imprecise: points at the last top-level key (`fleet:`).
         "missing_stages",
         r#"name: demo
 fleet:
   workers:
     count: 2
 "#,
-        2,
+        1,
         1,
         "missing field `stages`",
     ),
     (
-        // imprecise: points at the stage's last key (`tasks:`), not its start.
         "missing_stage_hosts",
         r#"name: demo
 fleet:
@@ -402,12 +413,11 @@ stages:
     tasks:
       - shell: echo hi
 "#,
-        7,
+        6,
         5,
         "missing field `hosts`",
     ),
     (
-        // imprecise: points at the stage's last key (`tasks:`), not its start.
         "missing_stage_name",
         r#"name: demo
 fleet:
@@ -418,7 +428,7 @@ stages:
     tasks:
       - shell: echo hi
 "#,
-        7,
+        6,
         5,
         "missing field `name`",
     ),

@@ -8,7 +8,7 @@
 use crate::record::{RunRecord, TaskOutcome, keys};
 use crate::seam::{Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Which log lines `squall logs` prints.
@@ -59,6 +59,9 @@ fn member_task(path: &str) -> Option<(String, String)> {
         .map(|n| (n.to_owned(), "log".to_owned()))
 }
 
+/// The longest piece of a log line `squall logs` holds at once.
+pub const MAX_LINE: usize = 1 << 20;
+
 /// Streams the lines of one archive that pass `filter` into `out`, prefixed
 /// `HOST TASK STREAM|`. Blocking: run it on a blocking thread. `skip` holds, per member,
 /// how many lines were printed before (for `--follow`) and is updated.
@@ -66,7 +69,7 @@ fn member_task(path: &str) -> Option<(String, String)> {
 /// a last line without its newline is then left for a later read.
 pub fn stream_archive(
     host: &str,
-    archive: impl std::io::Read,
+    archive: impl Read,
     filter: &LogFilter,
     skip: &mut BTreeMap<String, usize>,
     complete: bool,
@@ -93,10 +96,16 @@ pub fn stream_archive(
         let mut n = 0;
         loop {
             line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
+            // A line is read MAX_LINE bytes at most at a time (a member without a newline,
+            // corrupt or not, never fills memory): a longer one prints in pieces.
+            if (&mut reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut line)?
+                == 0
+            {
                 break;
             }
-            let whole = line.last() == Some(&b'\n');
+            let whole = line.last() == Some(&b'\n') || line.len() == MAX_LINE;
             if !whole && !complete {
                 break;
             }
@@ -149,7 +158,7 @@ pub enum LogError {
 pub async fn with_blocking_reader<T: Send + 'static>(
     store: &dyn Store,
     key: &str,
-    work: impl FnOnce(&mut dyn std::io::Read) -> std::io::Result<T> + Send + 'static,
+    work: impl FnOnce(&mut dyn Read) -> std::io::Result<T> + Send + 'static,
 ) -> Result<Option<T>, LogError> {
     let Some(stream) = store.get_stream(key).await? else {
         return Ok(None);

@@ -127,11 +127,155 @@ impl Locator<'_> {
         self.diag(s.referenced.line(), s.referenced.column(), message)
     }
 
+    /// The 1-based line and column of byte `offset` of the source.
+    pub fn position(&self, offset: usize) -> (u64, u64) {
+        let mut at = offset.min(self.source.len());
+        while !self.source.is_char_boundary(at) {
+            at -= 1;
+        }
+        let before = &self.source[..at];
+        let line = before.matches('\n').count() as u64 + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) as u64 + 1;
+        (line, column)
+    }
+
     /// A YAML or type error from serde-saphyr as a diagnostic at its position.
     pub fn parse_error(&self, e: &serde_saphyr::Error) -> Diagnostic {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        self.diag(line, column, bare_message(e))
+        let message = bare_message(e);
+        // serde-saphyr places a missing field at the mapping's last key: name the
+        // mapping that lacks it, at its first key.
+        let (line, column, message) = if message.starts_with("missing field") {
+            let (l, c) = self.mapping_start(line, column);
+            (l, c, message)
+        } else if message.contains("quoted scalar")
+            && let Some((l, c, quote)) = self.open_quote_before(line, column)
+        {
+            // The scanner gives up where the file or the indentation ends; the mistake
+            // is where the quote opened.
+            (
+                l,
+                c,
+                format!("unclosed quote: the string opened here has no closing {quote}"),
+            )
+        } else {
+            (line, column, message)
+        };
+        // A position outside the file (the parser gave none) becomes its start.
+        let (line, column) = if line == 0 || column == 0 {
+            (1, 1)
+        } else {
+            (line, column)
+        };
+        self.diag(line, column, message)
     }
+
+    /// The quote (line, column, and the quote itself) of a quoted scalar still open at
+    /// `line`:`column`, scanning the source as YAML does: a quote opens a scalar only
+    /// where a value begins (after `: `, `- `, `[`, `{`, `,` or at a line's start), `\"`
+    /// and `''` are escapes, `#` outside quotes starts a comment.
+    pub fn open_quote_before(&self, line: u64, column: u64) -> Option<(u64, u64, char)> {
+        let mut open: Option<(u64, u64, char)> = None;
+        for (i, text) in self.source.lines().enumerate() {
+            let n = i as u64 + 1;
+            if n > line {
+                break;
+            }
+            let chars: Vec<char> = text.chars().collect();
+            let mut prev_significant: Option<char> = None;
+            let mut k = 0;
+            while k < chars.len() {
+                if n == line && k as u64 + 1 >= column {
+                    break;
+                }
+                let ch = chars[k];
+                match open {
+                    Some((_, _, '"')) => {
+                        if ch == '\\' {
+                            k += 1; // the escaped character
+                        } else if ch == '"' {
+                            open = None;
+                        }
+                    }
+                    Some((_, _, _)) => {
+                        if ch == '\'' {
+                            if chars.get(k + 1) == Some(&'\'') {
+                                k += 1;
+                            } else {
+                                open = None;
+                            }
+                        }
+                    }
+                    None => {
+                        if ch == '#' && (k == 0 || chars[k - 1] == ' ') {
+                            break;
+                        }
+                        let starts_value = matches!(
+                            prev_significant,
+                            None | Some(':' | '-' | '[' | '{' | ',' | '?')
+                        );
+                        if (ch == '"' || ch == '\'') && starts_value {
+                            open = Some((n, k as u64 + 1, ch));
+                        }
+                        if ch != ' ' {
+                            prev_significant = Some(ch);
+                        }
+                    }
+                }
+                k += 1;
+            }
+        }
+        open
+    }
+
+    /// Where the block mapping whose key is at `line`:`column` begins (its first key):
+    /// the lines above it at the same indentation, up to the line that holds it (a
+    /// shallower key, or the `- ` of its list item). Any other position is kept.
+    pub fn mapping_start(&self, line: u64, column: u64) -> (u64, u64) {
+        let lines: Vec<&str> = self.source.lines().collect();
+        let Some(at) = (line as usize).checked_sub(1).filter(|i| *i < lines.len()) else {
+            return (line, column);
+        };
+        let column_us = column as usize;
+        if key_column(lines[at]) != Some(column_us) {
+            return (line, column); // a flow mapping, or not a key
+        }
+        let item = |l: &str| l.trim_start_matches(' ').starts_with("- ");
+        if item(lines[at]) {
+            return (line, column); // the first key of its item already
+        }
+        let mut start = at;
+        for i in (0..at).rev() {
+            match key_column(lines[i]) {
+                None => continue,
+                Some(c) if c > column_us => continue,
+                Some(c) if c == column_us => {
+                    start = i;
+                    if item(lines[i]) {
+                        break;
+                    }
+                }
+                Some(_) => break,
+            }
+        }
+        (start as u64 + 1, column)
+    }
+}
+
+/// The 1-based column where the key of a block-mapping line begins (after any `- `
+/// list markers); `None` for blank and comment lines.
+fn key_column(line: &str) -> Option<usize> {
+    let mut rest = line.trim_start_matches(' ');
+    if rest.is_empty() || rest.starts_with('#') {
+        return None;
+    }
+    let mut col = line.len() - rest.len() + 1;
+    while let Some(r) = rest.strip_prefix("- ") {
+        let r2 = r.trim_start_matches(' ');
+        col += rest.len() - r2.len();
+        rest = r2;
+    }
+    Some(col)
 }
 
 /// serde-saphyr's message without its own location (prefix or suffix) and snippet, with
@@ -145,6 +289,14 @@ fn bare_message(e: &serde_saphyr::Error) -> String {
         Some((head, rest)) if head.starts_with("line ") && head.contains(" column ") => rest,
         _ => first,
     };
+    if msg.starts_with("alias replay limit exceeded") || msg.starts_with("alias limit") {
+        return "the playbook's aliases (`*name`) expand to too many values (a YAML alias \
+                bomb?); write the values out or keep them in a file"
+            .to_owned();
+    }
+    if msg.starts_with("recursion limit exceeded") || msg.contains("depth limit") {
+        return "lists and mappings nest too deep (at most 64 levels)".to_owned();
+    }
     // "... at line 9, column 18" -> "..."
     let msg = match msg.rfind(" at line ") {
         Some(i) if msg[i..].contains(", column ") => &msg[..i],

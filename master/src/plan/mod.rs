@@ -51,6 +51,20 @@ pub fn load_for(
     Ok(parse_for(path, &source, &base_dir, overrides, trigger)?)
 }
 
+/// The largest playbook squall reads (long item lists belong in files, read with
+/// `lines:` or `objects:`).
+pub const MAX_PLAYBOOK_BYTES: usize = 4 << 20;
+
+/// The deepest nesting of lists and mappings a playbook may have.
+const MAX_DEPTH: usize = 64;
+
+/// Aliases (`*name`) a playbook may use.
+const MAX_ALIASES: usize = 1_000;
+
+/// Events aliases may replay in all: a YAML alias bomb (nested aliases that expand to
+/// billions of nodes) stops here, long before memory does.
+const MAX_ALIAS_EVENTS: usize = 100_000;
+
 /// Parses and validates playbook text; `file` is used in messages only. The trigger is
 /// not known yet: a template may use any `trigger.*` field.
 pub fn parse(
@@ -72,8 +86,29 @@ pub fn parse_for(
     trigger: Option<&BTreeMap<String, serde_json::Value>>,
 ) -> Result<Plan, Invalid> {
     let at = Locator { file, source };
-    let playbook: model::Playbook =
-        serde_saphyr::from_str(source).map_err(|e| Invalid(vec![at.parse_error(&e)]))?;
+    if source.len() > MAX_PLAYBOOK_BYTES {
+        let (line, column) = at.position(MAX_PLAYBOOK_BYTES);
+        return Err(Invalid(vec![at.diag(
+            line,
+            column,
+            format!(
+                "the playbook is larger than {} MiB; keep long lists in files and read them \
+                 with `lines:` or `objects:`",
+                MAX_PLAYBOOK_BYTES >> 20
+            ),
+        )]));
+    }
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_DEPTH,
+            max_aliases: MAX_ALIASES,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: MAX_ALIAS_EVENTS,
+        },
+    };
+    let playbook: model::Playbook = serde_saphyr::from_str_with_options(source, options)
+        .map_err(|e| Invalid(vec![at.parse_error(&e)]))?;
     let mut vars = playbook.vars.clone();
     for (k, v) in overrides {
         vars.insert(k.clone(), serde_json::Value::String(v.clone()));
