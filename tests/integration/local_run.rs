@@ -296,6 +296,47 @@ stages:
 }
 
 #[test]
+fn a_task_writing_past_its_log_limit_keeps_its_head_and_tail_in_the_archive() {
+    let home = Scratch::new("loglimit");
+    let pb = write_playbook(
+        &home,
+        r#"
+name: loglimit
+log_limit: 64KiB
+fleet: { w: { count: 1 } }
+stages:
+  - name: work
+    hosts: w
+    tasks:
+      - shell: seq 1 300000
+"#,
+    );
+    let out = squall(
+        &home.path,
+        &["run", pb.to_str().expect("utf-8"), "--run-id", "loglimit-1"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let archive = home.path.join("store/runs/loglimit-1/logs/w-0.tar.gz");
+    let members = gnu_tar_list(&archive);
+    let stdout = members
+        .iter()
+        .find(|m| m.ends_with("/stdout.log"))
+        .unwrap_or_else(|| panic!("a stdout log in {members:?}"));
+    let log = gnu_tar_cat(&archive, stdout);
+    assert!(log.starts_with("1\n2\n3\n"), "the head");
+    assert!(log.ends_with("299999\n300000\n"), "the tail");
+    assert!(
+        log.contains("bytes of this stream were skipped here"),
+        "the marker"
+    );
+    assert!(log.len() < 64 * 1024 + 200, "{} bytes kept", log.len());
+    assert!(
+        !members.iter().any(|m| m.ends_with(".tail")),
+        "no ring left: {members:?}"
+    );
+}
+
+#[test]
 fn an_invalid_playbook_launches_nothing() {
     let home = Scratch::new("invalid");
     let pb = write_playbook(

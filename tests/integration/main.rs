@@ -35,3 +35,4 @@ mod playbooks;
 mod secrets;
 mod ssh_run;
 mod throttling;
+mod transfers;

@@ -362,6 +362,20 @@ stages:
         20,
         "expected at least one instance type",
     ),
+    (
+        "log_limit_without_a_unit",
+        "name: demo\nlog_limit: 1000000\nfleet:\n  workers:\n    count: 2\nstages:\n  - name: run\n    hosts: workers\n    tasks:\n      - shell: echo hi\n",
+        2,
+        12,
+        "expected a size like 512KiB, 100MiB or 1GiB",
+    ),
+    (
+        "log_limit_too_small",
+        "name: demo\nlog_limit: 1KiB\nfleet:\n  workers:\n    count: 2\nstages:\n  - name: run\n    hosts: workers\n    tasks:\n      - shell: echo hi\n",
+        2,
+        12,
+        "expected `log_limit` from 4KiB to 1TiB, found 1KiB",
+    ),
     // --- missing required fields ---
     (
         "missing_name",

@@ -98,7 +98,15 @@ pub struct TaskSpec {
     /// the spec it writes); sent with the environment, never stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masks: Vec<String>,
+    /// The most each of the task's streams keeps, in bytes: past it the log holds its
+    /// first and its last halves with a line saying how much was skipped between them
+    /// (none: no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_limit: Option<u64>,
 }
+
+/// The smallest cap of a task's log stream: a marker line and some output either side.
+pub const MIN_LOG_LIMIT: u64 = 4096;
 
 impl TaskSpec {
     /// The spec as the agent stores it in `spec.json`: every value masked, and no
@@ -116,6 +124,7 @@ impl TaskSpec {
             cwd: self.cwd.clone(),
             timeout_secs: self.timeout_secs,
             masks: Vec::new(),
+            log_limit: self.log_limit,
         }
     }
 }
@@ -372,6 +381,9 @@ impl Request {
                 if let Some(cwd) = &spec.cwd {
                     argv.extend(["--cwd".to_owned(), cwd.display().to_string()]);
                 }
+                if let Some(limit) = spec.log_limit {
+                    argv.extend(["--log-limit".to_owned(), limit.to_string()]);
+                }
                 if self.stdin().is_some() {
                     argv.push("--stdin".to_owned());
                 }
@@ -478,6 +490,7 @@ mod tests {
             cwd: None,
             timeout_secs: Some(5),
             masks: vec!["s3cr3t-value".into()],
+            log_limit: Some(4096),
         };
         let req = Request::Start { spec, wait_secs: 2 };
         let argv = req.argv("/bin/agent", "/r");
@@ -494,6 +507,8 @@ mod tests {
                 "2",
                 "--timeout-secs",
                 "5",
+                "--log-limit",
+                "4096",
                 "--stdin",
                 "--",
                 "sh",
@@ -521,6 +536,7 @@ mod tests {
             cwd: None,
             timeout_secs: None,
             masks: vec!["s3cr3t-value".into()],
+            log_limit: None,
         };
         let p = spec.public();
         assert_eq!(p.argv[2], "echo ***");

@@ -6,6 +6,7 @@
 //! `squall-worker: <message>` on stderr); the work is done in the modules below.
 
 mod agent;
+mod caplog;
 mod error;
 mod glob;
 mod imds;
@@ -23,7 +24,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: squall-worker [--root DIR] COMMAND
 commands:
-  start --id ID [--timeout-secs N] [--wait-secs N] [--cwd DIR] [--stdin] -- PROGRAM [ARG]...
+  start --id ID [--timeout-secs N] [--wait-secs N] [--cwd DIR] [--log-limit BYTES] [--stdin] -- PROGRAM [ARG]...
          (--stdin: the environment and the values to mask, as JSON on stdin)
   status --id ID
   wait --id ID --timeout-secs N
@@ -277,6 +278,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
             "--wait-secs" => flags.wait_secs = Some(number(&arg, value(&mut args)?)?),
             "--grace-secs" => flags.grace_secs = Some(number(&arg, value(&mut args)?)?),
             "--cwd" => flags.cwd = Some(PathBuf::from(value(&mut args)?)),
+            "--log-limit" => flags.log_limit = Some(number(&arg, value(&mut args)?)?),
             "--stdin" => flags.stdin = true,
             "--all" => flags.all = true,
             _ => {
@@ -290,8 +292,24 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
         "start" => {
             flags.allow(
                 &command,
-                &["--id", "--timeout-secs", "--wait-secs", "--cwd", "--stdin"],
+                &[
+                    "--id",
+                    "--timeout-secs",
+                    "--wait-secs",
+                    "--cwd",
+                    "--log-limit",
+                    "--stdin",
+                ],
             )?;
+            if flags
+                .log_limit
+                .is_some_and(|l| l < squall_worker::MIN_LOG_LIMIT)
+            {
+                return Err(usage(format!(
+                    "--log-limit must be at least {} bytes",
+                    squall_worker::MIN_LOG_LIMIT
+                )));
+            }
             if rest.is_empty() {
                 return Err(usage("start needs `-- PROGRAM [ARG]...`"));
             }
@@ -305,6 +323,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli> {
                     cwd: flags.cwd,
                     timeout_secs: flags.timeout_secs,
                     masks: Vec::new(),
+                    log_limit: flags.log_limit,
                 },
             }
         }
@@ -387,6 +406,7 @@ struct Flags {
     wait_secs: Option<u64>,
     grace_secs: Option<u64>,
     cwd: Option<PathBuf>,
+    log_limit: Option<u64>,
     stdin: bool,
     all: bool,
 }
@@ -400,6 +420,7 @@ impl Flags {
             ("--wait-secs", self.wait_secs.is_some()),
             ("--grace-secs", self.grace_secs.is_some()),
             ("--cwd", self.cwd.is_some()),
+            ("--log-limit", self.log_limit.is_some()),
             ("--stdin", self.stdin),
             ("--all", self.all),
         ];
@@ -474,6 +495,7 @@ mod tests {
             cwd: Some(PathBuf::from("/w d")),
             timeout_secs: Some(5),
             masks: Vec::new(),
+            log_limit: Some(1 << 30),
         };
         // The environment travels on stdin: the command line says so and holds none.
         let on_the_line = TaskSpec {

@@ -7,10 +7,12 @@
 //! process group. It does not talk to the master: `start` spawns it and everyone else
 //! only reads the files it writes. Its own stderr is the task's `supervisor.log`.
 //!
-//! A task given secret values to mask writes into pipes instead of its log files: a
-//! thread per stream copies through a [`StreamMasker`] into the log, so no value it was
-//! given reaches the disk, even split across two writes.
+//! A task with a log cap, or given secret values to mask, writes into pipes instead of
+//! its log files: a thread per stream copies (through a [`StreamMasker`], when there are
+//! values to mask) into a [`CappedLog`], so no value it was given reaches the disk, even
+//! split across two writes, and no stream outgrows its cap.
 
+use crate::caplog::CappedLog;
 use crate::error::{AgentError, Result, chain};
 use crate::store::{STDERR_FILE, STDOUT_FILE, TaskDir, now_ms, signal_group};
 use rustix::process::{Pid, Signal};
@@ -21,6 +23,8 @@ use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a timed-out task gets between SIGTERM and SIGKILL.
@@ -196,17 +200,21 @@ fn spawn(
             source,
         })
     };
-    if masks.is_empty() {
+    if masks.is_empty() && spec.log_limit.is_none() {
         let child = spawned(command.stdout(stdout).stderr(stderr))?;
         return Ok((child, Copiers(Vec::new())));
     }
     let mut child = spawned(command.stdout(Stdio::piped()).stderr(Stdio::piped()))?;
+    let limit = spec.log_limit.unwrap_or(u64::MAX);
+    let capped =
+        |file: File, name: &str| CappedLog::new(file, task.path(&format!("{name}.tail")), limit);
+    let masker = || (!masks.is_empty()).then(|| masks.stream());
     let mut copiers = Vec::new();
     if let Some(out) = child.stdout.take() {
-        copiers.push(copy_masked(out, stdout, masks.stream()));
+        copiers.push(copy_log(out, capped(stdout, STDOUT_FILE), masker()));
     }
     if let Some(err) = child.stderr.take() {
-        copiers.push(copy_masked(err, stderr, masks.stream()));
+        copiers.push(copy_log(err, capped(stderr, STDERR_FILE), masker()));
     }
     Ok((child, Copiers(copiers)))
 }
@@ -215,35 +223,38 @@ fn spawn(
 /// (a process that left the group may hold a pipe open for ever).
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// The threads copying a task's output into its logs, masked.
-struct Copiers(Vec<std::thread::JoinHandle<()>>);
+/// The threads copying a task's output into its logs, each with a flag it raises once
+/// its pipe has ended.
+struct Copiers(Vec<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>);
 
 impl Copiers {
-    /// Waits (at most [`DRAIN`]) for the copies to reach the end of their pipes.
+    /// Waits (at most [`DRAIN`]) for the copies to reach the end of their pipes, then for
+    /// those that did to complete their logs (the ring appended), however long it takes.
     fn finish(self) {
         let until = Instant::now() + DRAIN;
-        for copier in self.0 {
-            while !copier.is_finished() && Instant::now() < until {
+        for (copier, ended) in self.0 {
+            while !ended.load(Ordering::SeqCst) && Instant::now() < until {
                 std::thread::sleep(POLL);
             }
-            if copier.is_finished() {
+            if ended.load(Ordering::SeqCst) {
                 let _ = copier.join();
             }
         }
     }
 }
 
-/// Copies `from` into `to` through `masker` until the end of the pipe; each chunk is
-/// written as soon as it is read (less a tail that could begin a value). A log that
-/// cannot be written (a full disk) loses output but keeps the pipe drained: the task
-/// must not die of SIGPIPE for it.
-fn copy_masked(
+/// Copies `from` into `to` (through `masker`, if any) until the end of the pipe; each
+/// chunk is written as soon as it is read (less a tail that could begin a value). A log
+/// that cannot be written (a full disk) loses output but keeps the pipe drained: the
+/// task must not die of SIGPIPE for it.
+fn copy_log(
     mut from: impl io::Read + Send + 'static,
-    mut to: File,
-    mut masker: StreamMasker,
-) -> std::thread::JoinHandle<()> {
-    use std::io::Write;
-    std::thread::spawn(move || {
+    mut to: CappedLog,
+    mut masker: Option<StreamMasker>,
+) -> (std::thread::JoinHandle<()>, Arc<AtomicBool>) {
+    let ended = Arc::new(AtomicBool::new(false));
+    let raised = ended.clone();
+    let thread = std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(buf.len());
         let mut writable = true;
@@ -257,21 +268,34 @@ fn copy_masked(
                     break;
                 }
             };
-            out.clear();
-            masker.feed(&buf[..n], &mut out);
-            if writable && let Err(e) = to.write_all(&out) {
+            let chunk = match masker.as_mut() {
+                Some(m) => {
+                    out.clear();
+                    m.feed(&buf[..n], &mut out);
+                    &out[..]
+                }
+                None => &buf[..n],
+            };
+            if writable && let Err(e) = to.write_all(chunk) {
                 eprintln!(
                     "squall-worker: writing the task's log (its output is dropped from now on): {e}"
                 );
                 writable = false;
             }
         }
+        raised.store(true, Ordering::SeqCst);
         out.clear();
-        masker.finish(&mut out);
+        if let Some(m) = masker.as_mut() {
+            m.finish(&mut out);
+        }
         if writable {
             let _ = to.write_all(&out);
         }
-    })
+        if let Err(e) = to.finish() {
+            eprintln!("squall-worker: completing the task's log: {e}");
+        }
+    });
+    (thread, ended)
 }
 
 /// Waits for the task's process; with a timeout, TERMs its group at the deadline and

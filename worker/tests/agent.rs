@@ -763,3 +763,48 @@ fn pack_follows_no_symlink_and_reads_no_fifo_in_a_task_folder() {
         "the symlink's target is not packed"
     );
 }
+
+#[test]
+fn a_task_s_streams_keep_their_head_and_tail_past_the_log_limit() {
+    let root = Root::new();
+    // 200,000 numbered lines (about 1.3 MB) on stdout, a little on stderr, with a cap of
+    // 64 KiB per stream: stdout keeps its first and last 32 KiB and says what it skipped.
+    root.start(
+        "big",
+        &["--log-limit", "65536"],
+        &["sh", "-c", "seq 1 200000; echo small >&2"],
+    );
+    let status = root.finished("big");
+    assert_eq!(status.exit_code, Some(0), "{status:?}");
+    let out = fs::read(root.file("big", "stdout.log")).expect("stdout.log");
+    let all: Vec<u8> = (1..=200_000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    assert_eq!(&out[..32 * 1024], &all[..32 * 1024], "the head");
+    assert_eq!(
+        &out[out.len() - 32 * 1024..],
+        &all[all.len() - 32 * 1024..],
+        "the tail"
+    );
+    let middle = String::from_utf8_lossy(&out[32 * 1024..out.len() - 32 * 1024]).into_owned();
+    let skipped = all.len() - 64 * 1024;
+    assert!(
+        middle.contains(&format!(
+            "[squall: {skipped} bytes of this stream were skipped here"
+        )),
+        "{middle}"
+    );
+    assert!(out.len() < 64 * 1024 + 200, "{} bytes", out.len());
+    assert_eq!(
+        root.read("big", "stderr.log"),
+        "small\n",
+        "under the cap: whole"
+    );
+    assert!(
+        !root.file("big", "stdout.log.tail").exists(),
+        "the ring is folded into the log"
+    );
+    // Too small a cap is refused.
+    let out = root.run(&["start", "--id", "tiny", "--log-limit", "100", "--", "true"]);
+    assert_eq!(out.code, exit::USAGE, "{out:?}");
+}

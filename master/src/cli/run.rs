@@ -298,6 +298,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         journal: None,
         stack: None,
         secrets,
+        transfers: None,
     };
     let summary = runner::run(Arc::new(pb), run_backends, opts).await;
     if let Some(ssh) = ssh_transport {

@@ -358,6 +358,7 @@ async fn run_prepared(
         use_cache: request.use_cache,
         stack: request.stack.clone(),
         secrets,
+        transfers: None,
         journal: Some(runner::JournalOptions {
             generation,
             every: opts.journal_every.min(Duration::from_secs(5)),

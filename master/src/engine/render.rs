@@ -170,6 +170,7 @@ pub fn render(
             cwd: Some(PathBuf::from(".")),
             timeout_secs: task.timeout.map(|t| t.0.as_secs().max(1)),
             masks: used,
+            log_limit: Some(plan.log_limit),
         }),
     ))
 }

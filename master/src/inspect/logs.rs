@@ -230,7 +230,41 @@ pub async fn extract(store: &dyn Store, run: &str, dir: &Path) -> Result<usize, 
     Ok(n)
 }
 
-/// The last `lines` lines of each failed task's stderr, read from the archives.
+/// The most of one stderr line a tail keeps (the rest of a longer line is skipped).
+pub const MAX_TAIL_LINE: usize = 4096;
+
+/// Reads the next line of `r` into `line` (without its newline), keeping at most `max`
+/// bytes of it and skipping the rest, so that no line is ever held whole; false at the
+/// end.
+pub fn read_line_capped(
+    r: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<bool> {
+    line.clear();
+    let mut any = false;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(any);
+        }
+        any = true;
+        let (chunk, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = max.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = done.unwrap_or(buf.len());
+        r.consume(used);
+        if done.is_some() {
+            return Ok(true);
+        }
+    }
+}
+
+/// The last `lines` lines of each failed task's stderr, read from the archives (each
+/// line cut at [`MAX_TAIL_LINE`]).
 pub async fn stderr_tails(
     store: &dyn Store,
     rec: &RunRecord,
@@ -268,8 +302,10 @@ pub async fn stderr_tails(
                     continue;
                 }
                 let mut tail = std::collections::VecDeque::new();
-                for line in std::io::BufReader::new(entry).split(b'\n') {
-                    tail.push_back(String::from_utf8_lossy(&line?).into_owned());
+                let mut reader = std::io::BufReader::new(entry);
+                let mut line = Vec::new();
+                while read_line_capped(&mut reader, &mut line, MAX_TAIL_LINE)? {
+                    tail.push_back(String::from_utf8_lossy(&line).into_owned());
                     if tail.len() > lines {
                         tail.pop_front();
                     }
@@ -306,5 +342,25 @@ pub async fn follow(
             return Ok(());
         }
         tokio::time::sleep(poll).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capped_lines_keep_their_start_and_skip_the_rest() {
+        let text = format!("short\n{}\nlast", "x".repeat(10_000));
+        let mut r = std::io::BufReader::with_capacity(64, text.as_bytes());
+        let mut line = Vec::new();
+        let mut lines = Vec::new();
+        while read_line_capped(&mut r, &mut line, 100).expect("read") {
+            lines.push(String::from_utf8_lossy(&line).into_owned());
+        }
+        assert_eq!(
+            lines,
+            ["short".to_owned(), "x".repeat(100), "last".to_owned()]
+        );
     }
 }

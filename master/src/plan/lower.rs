@@ -30,6 +30,9 @@ pub const SWITCH_MARGIN: Duration = Duration::from_secs(120);
 /// How many masters a run may have when its playbook does not say.
 pub const DEFAULT_MAX_MASTERS: u32 = 3;
 
+/// The most each task's stdout and stderr keep unless `log_limit` says otherwise.
+pub const DEFAULT_LOG_LIMIT: u64 = 1 << 30;
+
 /// The deadline of a playbook that sets none.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(3600);
 
@@ -57,6 +60,8 @@ pub struct Plan {
     pub stages: Vec<StagePlan>,
     /// How many masters may run the run in all (the first and its successors).
     pub max_masters: u32,
+    /// The most each task's stdout and stderr keep, in bytes.
+    pub log_limit: u64,
     /// The declared secrets by name (where each value is read, not the value).
     pub secrets: BTreeMap<String, super::secrets::SecretDecl>,
 }
@@ -329,6 +334,10 @@ pub fn lower(
             .max_masters
             .as_ref()
             .map_or(DEFAULT_MAX_MASTERS, |m| m.value),
+        log_limit: playbook
+            .log_limit
+            .as_ref()
+            .map_or(DEFAULT_LOG_LIMIT, |l| l.value.0),
         secrets: playbook
             .secrets
             .iter()

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod lower;
 pub mod model;
 pub mod secrets;
+pub mod size;
 pub mod sources;
 pub mod template;
 pub mod url;

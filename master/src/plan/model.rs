@@ -50,6 +50,10 @@ pub struct Playbook {
     /// successor that resumes from the journal, up to this many (default 3; 1: none).
     #[serde(default)]
     pub max_masters: Option<Spanned<u32>>,
+    /// The most each task's stdout and stderr keep (default 1GiB): past it a stream
+    /// keeps its first and last halves with a line saying how much was skipped.
+    #[serde(default)]
+    pub log_limit: Option<Spanned<super::size::Size>>,
     /// Values never written anywhere, as `{{ secrets.NAME }}` in `shell` and
     /// `environment`: `NAME: ssm:/path`, `env:VAR` or `file:PATH` (see
     /// [`super::secrets`]).

@@ -15,6 +15,9 @@ use super::lower::MAX_INTERRUPT_GRACE;
 /// dead-man's switch) is bounded by it.
 const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 const MAX_DURATION_TEXT: &str = "7d";
+
+/// The largest `log_limit`.
+const MAX_LOG_LIMIT: u64 = 1 << 40;
 use super::model::{ALL_HOSTS, Playbook, Shards, Stage, Task};
 use super::template::{self, TemplateContext, Trigger};
 use super::url;
@@ -104,6 +107,14 @@ pub fn validate(pb: &Input<'_>, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
         out.push(at.at(
             d,
             format!("expected `deadline` of at most {MAX_DURATION_TEXT} (every instance powers itself off by then), found {}", d.value),
+        ));
+    }
+    if let Some(l) = &p.log_limit
+        && !(squall_worker::MIN_LOG_LIMIT..=MAX_LOG_LIMIT).contains(&l.value.0)
+    {
+        out.push(at.at(
+            l,
+            format!("expected `log_limit` from 4KiB to 1TiB, found {}", l.value),
         ));
     }
     if let Some(m) = &p.max_masters

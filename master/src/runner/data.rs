@@ -117,6 +117,7 @@ pub async fn copy_task(
     inst: &Instance,
     order: CopyOrder<'_>,
 ) -> Event {
+    let _slot = ctx.transfer().await;
     let started = now_ms();
     let r = copy(ctx, inst, order.src, order.dest, order.mode, order.optional).await;
     task_event(key, host, started, r)
@@ -267,6 +268,8 @@ pub async fn store_files(
     inst: &Instance,
     files: Vec<Transfer>,
 ) {
+    // One transfer slot for the task's files, stored one after the other.
+    let _slot = ctx.transfer().await;
     let started = now_ms();
     let mut stored = Vec::new();
     let mut result = Ok(());

@@ -2,6 +2,12 @@
 //! into `Store::put_stream` (constant memory; an archive is stored whole or not at all),
 //! for final collections and live snapshots, and the master's own log packed at the end.
 //!
+//! Each archive takes one of the run's transfer slots ([`super::Ctx::transfer`]) while it
+//! moves, and may take as long as it keeps moving: it is given up only after
+//! [`STALL_TIMEOUT`] without a byte (or past [`COLLECT_CEILING`]), so a big archive is
+//! not cut off at a fixed time while a stuck one still ends. A snapshot that fails
+//! leaves the host's previous one in place (a store keeps an object whole or not at all).
+//!
 //! Which hosts to collect or snapshot, and when, is the engine's decision.
 
 use super::Ctx;
@@ -13,13 +19,16 @@ use crate::seam::{Instance, Store, StoreError, TransportError};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
-/// How long packing and storing one host's logs may take.
-pub const COLLECT_TIMEOUT: Duration = Duration::from_secs(240);
+/// How long packing and storing one host's logs may go without a byte moving.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The longest packing and storing one host's logs may take, moving or not.
+pub const COLLECT_CEILING: Duration = Duration::from_secs(3600);
 
 /// Why a host's archive was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +37,8 @@ pub enum PipeError {
     Pull(#[source] TransportError),
     #[error("storing the archive")]
     Store(#[source] StoreError),
+    #[error("no byte moved for {}s", .0.as_secs())]
+    Stalled(Duration),
     #[error("timed out after {}s", .0.as_secs())]
     TimedOut(Duration),
 }
@@ -81,24 +92,50 @@ fn pipe_text(e: &PipeError) -> String {
     match e {
         PipeError::Pull(t) => chain(t),
         PipeError::Store(s) => chain(s),
-        PipeError::TimedOut(_) => e.to_string(),
+        PipeError::Stalled(_) | PipeError::TimedOut(_) => e.to_string(),
     }
 }
 
+/// Packs and stores an archive in one transfer slot, given up once it stalls.
 async fn pipe_with_timeout(ctx: &Ctx, inst: &Instance, key: &str) -> Result<u64, PipeError> {
-    tokio::time::timeout(COLLECT_TIMEOUT, pipe_to_store(ctx, inst, key))
-        .await
-        .unwrap_or(Err(PipeError::TimedOut(COLLECT_TIMEOUT)))
+    let _slot = ctx.transfer().await;
+    let moved = Arc::new(AtomicU64::new(0));
+    let pipe = pipe_to_store(ctx, inst, key, moved.clone());
+    tokio::pin!(pipe);
+    let started = tokio::time::Instant::now();
+    let (mut last, mut since) = (0, started);
+    loop {
+        tokio::select! {
+            r = &mut pipe => return r,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let now = tokio::time::Instant::now();
+        let n = moved.load(Ordering::Relaxed);
+        if n != last {
+            (last, since) = (n, now);
+        } else if now - since >= STALL_TIMEOUT {
+            return Err(PipeError::Stalled(STALL_TIMEOUT));
+        }
+        if now - started >= COLLECT_CEILING {
+            return Err(PipeError::TimedOut(COLLECT_CEILING));
+        }
+    }
 }
 
-/// Streams the agent's `pack` output straight into the store, in constant memory. The
-/// object is only kept if the whole archive arrived.
-async fn pipe_to_store(ctx: &Ctx, inst: &Instance, key: &str) -> Result<u64, PipeError> {
+/// Streams the agent's `pack` output straight into the store, in constant memory,
+/// counting the bytes in `moved`. The object is only kept if the whole archive arrived.
+async fn pipe_to_store(
+    ctx: &Ctx,
+    inst: &Instance,
+    key: &str,
+    moved: Arc<AtomicU64>,
+) -> Result<u64, PipeError> {
     let (writer, reader) = tokio::io::duplex(1 << 16);
     let ok = Arc::new(AtomicBool::new(false));
     let mut reader = FailUnlessComplete {
         inner: reader,
         ok: ok.clone(),
+        moved,
     };
     let argv = pack_argv(ctx, inst);
     let pull = async move {
@@ -123,6 +160,8 @@ async fn pipe_to_store(ctx: &Ctx, inst: &Instance, key: &str) -> Result<u64, Pip
 struct FailUnlessComplete<R> {
     inner: R,
     ok: Arc<AtomicBool>,
+    /// Bytes read so far (the stall watch reads it).
+    moved: Arc<AtomicU64>,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for FailUnlessComplete<R> {
@@ -139,7 +178,11 @@ impl<R: AsyncRead + Unpin> AsyncRead for FailUnlessComplete<R> {
             {
                 Poll::Ready(Err(std::io::Error::other("the archive stream ended early")))
             }
-            other => other,
+            other => {
+                let n = buf.filled().len() - before;
+                this.moved.fetch_add(n as u64, Ordering::Relaxed);
+                other
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod logs;
 pub mod preflight;
 pub mod progress;
 pub mod secrets;
+pub mod slots;
 
 use crate::engine::{DataOptions, Engine, EngineOptions, Event, HostId, LaunchedInstance};
 use crate::error::chain;
@@ -75,6 +76,8 @@ pub struct RunOptions {
     pub stack: Option<String>,
     /// The run's secret values (masked in everything the run stores or logs).
     pub secrets: Arc<crate::plan::secrets::Secrets>,
+    /// How many transfers move at once (none: sized from this machine, see [`slots`]).
+    pub transfers: Option<usize>,
 }
 
 /// The journal of a run a successor master may resume.
@@ -152,6 +155,8 @@ pub struct Ctx {
     base_dir: PathBuf,
     /// Bounds the cache's lookups and writes toward the store.
     store_slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds the transfers (log archives, copies, fetches) moving at once.
+    transfers: Arc<tokio::sync::Semaphore>,
     /// The identities of the cache's inputs, once per (stage, URL).
     identities: Mutex<std::collections::HashMap<(usize, String), cache::Identity>>,
     /// The spot notices already passed on to the engine, per host and kind.
@@ -174,6 +179,11 @@ impl Ctx {
     /// The journal's writer, when the run keeps a journal.
     fn journal(&self) -> Option<journal::Journal> {
         self.journal.lock().ok().and_then(|j| j.clone())
+    }
+
+    /// A transfer slot ([`slots`]), held while a log archive, a copy or a fetch moves.
+    async fn transfer(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.transfers.clone().acquire_owned().await.ok()
     }
 
     /// The run's secret values' needles: masked in whatever the run stores.
@@ -279,6 +289,9 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         record_error: Mutex::new(None),
         base_dir: std::path::absolute(&plan.base_dir).unwrap_or_else(|_| plan.base_dir.clone()),
         store_slots: Arc::new(tokio::sync::Semaphore::new(STORE_SLOTS)),
+        transfers: Arc::new(tokio::sync::Semaphore::new(
+            opts.transfers.unwrap_or_else(slots::for_this_machine),
+        )),
         identities: Mutex::new(std::collections::HashMap::new()),
         notices: Mutex::new(std::collections::BTreeSet::new()),
         fence: fence.clone(),
