@@ -97,6 +97,7 @@ ENV_KEYS = {
     "SQUALL_MASTER_TYPE", "SQUALL_UPLOADS", "SQUALL_SCHEDULES", "SQUALL_BINARY_KEY",
     "SQUALL_AGENT_KEY", "SQUALL_WATCH_TARGET", "SQUALL_WATCH_ROLE", "SQUALL_STALE_AFTER",
     "SQUALL_STACK", "SQUALL_SECRETS_PREFIX", "SQUALL_STALE_CLAIM",
+    "SQUALL_LAUNCH_BUDGET",
 }
 # The only actions allowed on Resource "*".
 ACTIONS_ON_ANY_RESOURCE = {"ec2:DescribeInstances", "ec2:DescribeImages"}
@@ -610,6 +611,7 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
             "SQUALL_WATCH_ROLE": scheduler_role.get("Arn"),
             "SQUALL_STALE_AFTER": "3m",
             "SQUALL_STALE_CLAIM": "90s",
+            "SQUALL_LAUNCH_BUDGET": "40s",
             "SQUALL_STACK": stack,
             "SQUALL_SECRETS_PREFIX": p["SecretsPrefix"],
         }

@@ -19,7 +19,9 @@ async fn main() -> Result<(), Error> {
         .without_time()
         .init();
     let settings = Settings::from_env(|k| std::env::var(k).ok())?;
-    let launcher = Launcher::on_aws(&Aws::from_env().await, settings);
+    // Each AWS operation within the invocation's 60 s (see `Budget::LAUNCHER`).
+    let aws = Aws::from_env_within(squall::backend::aws::retry::Budget::LAUNCHER).await;
+    let launcher = Launcher::on_aws(&aws, settings);
     let launcher = &launcher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let now = std::time::SystemTime::now()

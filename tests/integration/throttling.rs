@@ -73,7 +73,7 @@ fn an_operation_that_keeps_failing_is_tried_max_attempts_times_in_all() {
             match kind {
                 Fault::Throttle => assert!(text.contains("SlowDown"), "{text}"),
                 Fault::ServerError => assert!(text.contains("InternalError"), "{text}"),
-                Fault::Drop => assert!(!text.is_empty()),
+                Fault::Drop | Fault::LoseAnswer => assert!(!text.is_empty()),
             }
         }
     });
@@ -86,14 +86,15 @@ fn a_conditional_create_is_not_retried_by_the_sdk_and_is_never_mistaken_for_a_lo
     }
     let moto = Moto::start();
     runtime().block_on(async {
-        // Every other create is throttled: squall's own loop retries it, one call per
-        // attempt, and the claim is ours.
+        // Half the creates fail: throttled (nothing done), or done with the answer lost
+        // (the next attempt finds the object there: its body says it is ours). squall's
+        // own loop retries, one call per attempt, and every claim is its creator's.
         let proxy = FaultProxy::start(
             Service::S3,
             Faults {
                 fraction: 0.5,
                 only: vec!["PutObject".into()],
-                kinds: vec![Fault::Throttle],
+                kinds: vec![Fault::Throttle, Fault::LoseAnswer],
                 seed: 11,
                 capacity_marker: None,
             },

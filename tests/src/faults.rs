@@ -7,7 +7,8 @@
 //!   answered as the service answers when it is unwell: throttling (EC2's
 //!   `RequestLimitExceeded`, S3's `SlowDown`, both HTTP 503), an HTTP 500
 //!   (`InternalError`), or a dropped connection (read, then closed unanswered). A picked
-//!   call never reaches moto, so nothing it would have done happens.
+//!   call never reaches moto, so nothing it would have done happens, except with
+//!   [`Fault::LoseAnswer`] (asked for by name): the call is done, and its answer lost.
 //! - spot `RunInstances` calls whose parameters contain a marker (e.g. a replacement's
 //!   `-r1` name): answered `InsufficientInstanceCapacity`, as EC2 does, so that the first
 //!   rung of a capacity ladder fails and the on-demand rung goes through.
@@ -41,6 +42,9 @@ pub enum Fault {
     ServerError,
     /// The request is read, then the connection closed without an answer.
     Drop,
+    /// The request is forwarded and done, then its answer lost (the connection closed):
+    /// the caller cannot tell it from [`Fault::Drop`].
+    LoseAnswer,
 }
 
 /// Which calls fail, and how.
@@ -242,6 +246,16 @@ impl Call<'_> {
             self.count(&req, fault.is_some());
             match fault {
                 Some(Picked::Drop) => return Ok(()), // closed unanswered
+                Some(Picked::LoseAnswer) => {
+                    let mut up =
+                        TcpStream::connect_timeout(&self.upstream, Duration::from_secs(5))?;
+                    up.set_read_timeout(Some(Duration::from_secs(120)))?;
+                    let head = req.head.trim_end_matches("\r\n").trim_end_matches('\n');
+                    write!(up, "{head}\r\nConnection: close\r\n\r\n")?;
+                    up.write_all(&req.body)?;
+                    std::io::copy(&mut up, &mut std::io::sink())?;
+                    return Ok(()); // done upstream, closed unanswered here
+                }
                 Some(Picked::Answer(status, xml)) => {
                     write!(
                         out,
@@ -297,6 +311,7 @@ impl Call<'_> {
         let kind = f.kinds[(draw % f.kinds.len() as u64) as usize];
         Some(match (kind, self.service) {
             (Fault::Drop, _) => Picked::Drop,
+            (Fault::LoseAnswer, _) => Picked::LoseAnswer,
             (Fault::Throttle, Service::Ec2) => Picked::Answer(
                 "503 Service Unavailable",
                 ec2_error("RequestLimitExceeded", "Request limit exceeded."),
@@ -331,6 +346,7 @@ impl Call<'_> {
 
 enum Picked {
     Drop,
+    LoseAnswer,
     Answer(&'static str, String),
 }
 

@@ -244,6 +244,7 @@ pub fn launch_settings(bucket: &str, net: &Network) -> squall::cloud::launch::Se
         agent_key: "bin/squall-worker".into(),
         stale_after: squall::cloud::settings::DEFAULT_STALE_AFTER,
         stale_claim: Duration::from_secs(squall::cloud::launch::STALE_CLAIM_SECS),
+        launch_budget: None,
         watch_target: Some(WATCH_TARGET.into()),
         watch_role: Some(WATCH_ROLE.into()),
         stack: Some(TEST_STACK.into()),

@@ -69,8 +69,12 @@ fn append_task<W: Write>(builder: &mut tar::Builder<W>, dir: &Path, id: &str) ->
     append_dir(builder, &format!("{TASKS_DIR}/{id}"), &meta)?;
     for name in sorted_names(dir)? {
         // A task's environment and masks (briefly on disk while it starts) are never
-        // archived.
-        if !name.ends_with(".tmp") && name != crate::store::PRIVATE_FILE {
+        // archived, nor a capped stream's ring (raw, out of order, folded into its log
+        // when the task ends).
+        if !name.ends_with(".tmp")
+            && !name.ends_with(crate::store::RING_SUFFIX)
+            && name != crate::store::PRIVATE_FILE
+        {
             append_file(
                 builder,
                 &dir.join(&name),

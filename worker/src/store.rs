@@ -22,6 +22,9 @@ pub const PRIVATE_FILE: &str = "private.json";
 pub const STATUS_FILE: &str = "status.json";
 pub const STDOUT_FILE: &str = "stdout.log";
 pub const STDERR_FILE: &str = "stderr.log";
+/// A capped stream's ring of its latest bytes while the task runs (`stdout.log.tail`),
+/// folded into its log at the end and never archived.
+pub const RING_SUFFIX: &str = ".tail";
 pub const CANCEL_FILE: &str = "cancel";
 /// Created when the task is interrupted (a spot notice); the task reads its path from
 /// `$SQUALL_INTERRUPT_FILE`.

@@ -14,7 +14,7 @@
 
 use crate::caplog::CappedLog;
 use crate::error::{AgentError, Result, chain};
-use crate::store::{STDERR_FILE, STDOUT_FILE, TaskDir, now_ms, signal_group};
+use crate::store::{RING_SUFFIX, STDERR_FILE, STDOUT_FILE, TaskDir, now_ms, signal_group};
 use rustix::process::{Pid, Signal};
 use squall_worker::mask::{Masks, StreamMasker};
 use squall_worker::{TaskSpec, TaskState, TaskStatus};
@@ -200,65 +200,98 @@ fn spawn(
             source,
         })
     };
+    let stop = Arc::new(AtomicBool::new(false));
     if masks.is_empty() && spec.log_limit.is_none() {
         let child = spawned(command.stdout(stdout).stderr(stderr))?;
-        return Ok((child, Copiers(Vec::new())));
+        let threads = Vec::new();
+        return Ok((child, Copiers { threads, stop }));
     }
     let mut child = spawned(command.stdout(Stdio::piped()).stderr(Stdio::piped()))?;
     let limit = spec.log_limit.unwrap_or(u64::MAX);
-    let capped =
-        |file: File, name: &str| CappedLog::new(file, task.path(&format!("{name}.tail")), limit);
+    let capped = |file: File, name: &str| {
+        CappedLog::new(file, task.path(&format!("{name}{RING_SUFFIX}")), limit)
+    };
     let masker = || (!masks.is_empty()).then(|| masks.stream());
-    let mut copiers = Vec::new();
+    let mut threads = Vec::new();
     if let Some(out) = child.stdout.take() {
-        copiers.push(copy_log(out, capped(stdout, STDOUT_FILE), masker()));
+        threads.push(copy_log(
+            out,
+            capped(stdout, STDOUT_FILE),
+            masker(),
+            stop.clone(),
+        ));
     }
     if let Some(err) = child.stderr.take() {
-        copiers.push(copy_log(err, capped(stderr, STDERR_FILE), masker()));
+        threads.push(copy_log(
+            err,
+            capped(stderr, STDERR_FILE),
+            masker(),
+            stop.clone(),
+        ));
     }
-    Ok((child, Copiers(copiers)))
+    Ok((child, Copiers { threads, stop }))
 }
 
 /// How long the supervisor waits for a task's output to drain once its group is gone
 /// (a process that left the group may hold a pipe open for ever).
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// The threads copying a task's output into its logs, each with a flag it raises once
-/// its pipe has ended.
-struct Copiers(Vec<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>);
+/// The threads copying a task's output into its logs, and the flag that tells them to
+/// stop reading.
+struct Copiers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
 
 impl Copiers {
-    /// Waits (at most [`DRAIN`]) for the copies to reach the end of their pipes, then for
-    /// those that did to complete their logs (the ring appended), however long it takes.
+    /// Lets the copies drain their pipes for at most [`DRAIN`] (a process that left the
+    /// task's group may hold one open for ever), then stops them reading and waits for
+    /// each to complete its log (the ring appended), however long that takes.
     fn finish(self) {
         let until = Instant::now() + DRAIN;
-        for (copier, ended) in self.0 {
-            while !ended.load(Ordering::SeqCst) && Instant::now() < until {
-                std::thread::sleep(POLL);
-            }
-            if ended.load(Ordering::SeqCst) {
-                let _ = copier.join();
-            }
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < until {
+            std::thread::sleep(POLL);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        for copier in self.threads {
+            let _ = copier.join();
         }
     }
 }
 
-/// Copies `from` into `to` (through `masker`, if any) until the end of the pipe; each
-/// chunk is written as soon as it is read (less a tail that could begin a value). A log
+/// Copies `from` into `to` (through `masker`, if any) until the end of the pipe, or
+/// until `stop` once no output is waiting; each chunk is written as soon as it is read
+/// (less a tail that could begin a value), and the log is completed at the end. A log
 /// that cannot be written (a full disk) loses output but keeps the pipe drained: the
 /// task must not die of SIGPIPE for it.
 fn copy_log(
-    mut from: impl io::Read + Send + 'static,
+    mut from: impl io::Read + std::os::fd::AsFd + Send + 'static,
     mut to: CappedLog,
     mut masker: Option<StreamMasker>,
-) -> (std::thread::JoinHandle<()>, Arc<AtomicBool>) {
-    let ended = Arc::new(AtomicBool::new(false));
-    let raised = ended.clone();
-    let thread = std::thread::spawn(move || {
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(buf.len());
         let mut writable = true;
-        loop {
+        let tick = Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        // Past the drain time, what a process that left the task's group still writes
+        // is not kept: the stop is seen within a tenth of a second, written to or not.
+        while !stop.load(Ordering::SeqCst) {
+            let mut fds = [PollFd::new(&from, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&tick)) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    eprintln!("squall-worker: waiting for the task's output: {e}");
+                    break;
+                }
+            }
             let n = match from.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -283,7 +316,6 @@ fn copy_log(
                 writable = false;
             }
         }
-        raised.store(true, Ordering::SeqCst);
         out.clear();
         if let Some(m) = masker.as_mut() {
             m.finish(&mut out);
@@ -294,8 +326,7 @@ fn copy_log(
         if let Err(e) = to.finish() {
             eprintln!("squall-worker: completing the task's log: {e}");
         }
-    });
-    (thread, ended)
+    })
 }
 
 /// Waits for the task's process; with a timeout, TERMs its group at the deadline and

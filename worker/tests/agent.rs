@@ -808,3 +808,32 @@ fn a_task_s_streams_keep_their_head_and_tail_past_the_log_limit() {
     let out = root.run(&["start", "--id", "tiny", "--log-limit", "100", "--", "true"]);
     assert_eq!(out.code, exit::USAGE, "{out:?}");
 }
+
+#[test]
+fn a_capped_log_is_completed_even_when_an_escaped_process_holds_the_pipe_open() {
+    let root = Root::new();
+    // The task ends at once, but a process that left its group (setsid) keeps its stdout
+    // open: the log still gets its tail folded in, within the drain time.
+    let started = Instant::now();
+    root.start(
+        "escaped",
+        &["--log-limit", "65536"],
+        &[
+            "sh",
+            "-c",
+            "seq 1 100000; setsid sleep 5 & sleep 0.5; exit 0",
+        ],
+    );
+    let status = root.finished("escaped");
+    assert_eq!(status.exit_code, Some(0), "{status:?}");
+    let took = started.elapsed();
+    // It waited out the drain time for the escaped process's pipe, and no longer.
+    assert!(
+        (Duration::from_secs(2)..Duration::from_secs(15)).contains(&took),
+        "{took:?}"
+    );
+    let out = fs::read(root.file("escaped", "stdout.log")).expect("stdout.log");
+    assert!(out.starts_with(b"1\n2\n3\n"), "the head");
+    assert!(out.ends_with(b"99999\n100000\n"), "the tail");
+    assert!(!root.file("escaped", "stdout.log.tail").exists());
+}

@@ -83,7 +83,10 @@ struct Figures {
 fn run_once(args: &Args, squall: &Path, agent: &Path, workers: usize) -> Result<Figures> {
     eprintln!("starting {workers} sshd servers...");
     let fleet = SshFleet::start(workers);
-    let home = std::env::temp_dir().join(format!("squall-bench-scale-{}-{workers}", std::process::id()));
+    let home = std::env::temp_dir().join(format!(
+        "squall-bench-scale-{}-{workers}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home)?;
     let inventory = home.join("inventory.yml");
@@ -127,7 +130,10 @@ fn run_once(args: &Args, squall: &Path, agent: &Path, workers: usize) -> Result<
         }
         let pids = tree(pid);
         most = most.max(pids.len());
-        let sum: u64 = pids.iter().filter_map(|p| proc_status_kib(*p, "VmRSS")).sum();
+        let sum: u64 = pids
+            .iter()
+            .filter_map(|p| proc_status_kib(*p, "VmRSS"))
+            .sum();
         peak_tree = peak_tree.max(sum);
         peak_master = peak_master.max(proc_status_kib(pid, "VmHWM").unwrap_or(0));
         std::thread::sleep(Duration::from_millis(100));
@@ -141,12 +147,17 @@ fn run_once(args: &Args, squall: &Path, agent: &Path, workers: usize) -> Result<
     )?;
     // The items phase: from the first item's start to the last item's end.
     let tasks = record["tasks"].as_array().cloned().unwrap_or_default();
-    let first = tasks.iter().filter_map(|t| t["started_at_ms"].as_u64()).min().unwrap_or(0);
-    let last = tasks.iter().filter_map(|t| t["ended_at_ms"].as_u64()).max().unwrap_or(0);
-    let done = tasks
+    let first = tasks
         .iter()
-        .filter(|t| t["outcome"] == "succeeded")
-        .count();
+        .filter_map(|t| t["started_at_ms"].as_u64())
+        .min()
+        .unwrap_or(0);
+    let last = tasks
+        .iter()
+        .filter_map(|t| t["ended_at_ms"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let done = tasks.iter().filter(|t| t["outcome"] == "succeeded").count();
     if done != args.items {
         bail!("{done} of {} items succeeded", args.items);
     }
@@ -172,7 +183,10 @@ fn main() -> Result<()> {
         eprintln!("{f:?}");
         rows.push(f);
     }
-    println!("{}", squall_bench::facts::markdown(&squall_bench::facts::machine()));
+    println!(
+        "{}",
+        squall_bench::facts::markdown(&squall_bench::facts::machine())
+    );
     println!(
         "| workers | items | wall (s) | items phase (s) | per item per worker (ms) | peak RSS, master + children (MiB) | master's own peak (MiB) | processes at most |"
     );
@@ -181,7 +195,14 @@ fn main() -> Result<()> {
         let per_item = f.items_s * 1000.0 * f.workers as f64 / args.items as f64;
         println!(
             "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} |",
-            f.workers, args.items, f.wall_s, f.items_s, per_item, f.peak_tree_mib, f.peak_master_mib, f.processes
+            f.workers,
+            args.items,
+            f.wall_s,
+            f.items_s,
+            per_item,
+            f.peak_tree_mib,
+            f.peak_master_mib,
+            f.processes
         );
     }
     Ok(())

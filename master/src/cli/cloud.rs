@@ -217,6 +217,7 @@ pub async fn launch(args: LaunchArgs) -> anyhow::Result<u8> {
         agent_key: "bin/squall-worker".into(),
         stale_after: crate::cloud::settings::DEFAULT_STALE_AFTER,
         stale_claim: Duration::from_secs(crate::cloud::launch::STALE_CLAIM_SECS),
+        launch_budget: None,
         watch_target: std::env::var("SQUALL_WATCH_TARGET")
             .ok()
             .filter(|s| !s.is_empty()),

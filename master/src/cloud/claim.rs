@@ -24,6 +24,18 @@ use super::launch::LaunchError;
 /// asynchronous invocation. A run whose last attempt fails is recorded `launch-failed`.
 pub const MAX_LAUNCH_ATTEMPTS: u32 = 3;
 
+/// A value no other delivery's claim has (two deliveries in the same second would
+/// otherwise write the same body, and a conditional create retried after a lost answer
+/// tells whose claim it is by its body).
+fn nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}-{:x}-{seq:x}", std::process::id())
+}
+
 /// What a delivery may do with the run's launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed {
@@ -113,6 +125,7 @@ impl Claims<'_> {
                 }
             };
             claim.attempt = next;
+            claim.nonce = nonce();
             let key = self.key(next);
             if store::create_json(self.store, &key, &claim)
                 .await
@@ -138,8 +151,17 @@ impl Claims<'_> {
             .map_err(passing(format!("writing {key}")))
     }
 
-    /// Whether the run was launched or recorded.
+    /// Whether the run was launched or recorded, or a watchdog took it over (a later
+    /// generation's claim).
     async fn settled(&self) -> Result<bool, LaunchError> {
+        let taken_over = self
+            .store
+            .any_under(&keys::generations_prefix(self.run))
+            .await
+            .map_err(passing(format!("reading run {}'s generations", self.run)))?;
+        if taken_over {
+            return Ok(true);
+        }
         for key in [keys::launch(self.run), keys::run_record(self.run)] {
             if self
                 .store

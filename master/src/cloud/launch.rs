@@ -10,7 +10,8 @@
 //! one the Lambda and `squall launch` use. Parsing Lambda events and the Lambda runtime
 //! loop live in the `squall-launcher` crate; the boot script is [`super::userdata`]'s.
 
-use super::claim::{Claimed, Claims, MAX_LAUNCH_ATTEMPTS};
+use super::attempt::Attempt;
+use super::claim::{Claimed, Claims};
 pub use super::invoke::{InvokeError, invoke_launcher};
 pub use super::settings::Settings;
 pub use super::trigger::{Trigger, run_id};
@@ -125,27 +126,6 @@ pub const MASTER_GRACE_SECS: u64 = 600;
 /// otherwise. Longer than a launcher invocation may last, so a claim is never taken
 /// over from a launcher still at work.
 pub const STALE_CLAIM_SECS: u64 = 180;
-
-/// How a claimed launch attempt failed.
-#[derive(Debug)]
-enum Attempt {
-    /// Refused for good: no retry helps (the reason).
-    Refused(String),
-    /// Passing trouble before a master was started.
-    Failed(LaunchError),
-    /// Passing trouble after the master was started.
-    AfterLaunch(LaunchError),
-}
-
-impl From<LaunchError> for Attempt {
-    fn from(e: LaunchError) -> Self {
-        if e.retryable {
-            Attempt::Failed(e)
-        } else {
-            Attempt::Refused(e.message)
-        }
-    }
-}
 
 /// Why a playbook is rejected, for its failed record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -295,6 +275,7 @@ impl Launcher {
                 .map_err(|e| LaunchError::permanent(e.to_string()))?,
             claimed_at: now_secs,
             attempt: 1,
+            nonce: String::new(),
         };
         let claims = Claims {
             store: self.store.as_ref(),
@@ -321,43 +302,26 @@ impl Launcher {
             }
             Claimed::GaveUp(reason) => {
                 return self
-                    .record_launch_failure(&run, &playbook_key, trigger, reason, now_secs)
+                    .gave_up(&run, &playbook_key, trigger, reason, now_secs)
                     .await;
             }
         };
-        match self
-            .launch_claimed(&run, &playbook_key, trigger, now_secs)
+        // Within the launcher's budget (a Lambda invocation ends at its timeout): past
+        // it the attempt is noted failed, so that the next delivery takes over at once.
+        let launch = self.launch_claimed(&run, &playbook_key, trigger, now_secs);
+        let result = match self.settings.launch_budget {
+            Some(budget) => tokio::time::timeout(budget, launch)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Attempt::Failed(LaunchError::retryable(format!(
+                        "the launch did not finish within SQUALL_LAUNCH_BUDGET ({}s)",
+                        budget.as_secs()
+                    ))))
+                }),
+            None => launch.await,
+        };
+        self.finish_attempt(&claims, attempt, &playbook_key, trigger, now_secs, result)
             .await
-        {
-            Ok(outcome) => Ok(outcome),
-            // Refused for good (a bad image, a missing permission): recorded at once.
-            Err(Attempt::Refused(reason)) => {
-                self.record_launch_failure(&run, &playbook_key, trigger, reason, now_secs)
-                    .await
-            }
-            // Passing trouble before a master was started: the next delivery takes over
-            // at once; after the last attempt, the run is recorded.
-            Err(Attempt::Failed(e)) => {
-                if attempt >= MAX_LAUNCH_ATTEMPTS {
-                    let reason = format!(
-                        "no master could be started in {attempt} attempts; the last: {}",
-                        e.message
-                    );
-                    return self
-                        .record_launch_failure(&run, &playbook_key, trigger, reason, now_secs)
-                        .await;
-                }
-                if let Err(note) = claims.failed(attempt, &e.message, now_secs).await {
-                    // The claim then goes stale, and a later delivery takes it over.
-                    tracing::warn!(run = %run, "{note}");
-                }
-                Err(e)
-            }
-            // After the master was started (its launch record not written): not noted,
-            // so that no record says nothing ran; the claim goes stale and a later
-            // delivery finds the master by its launch token and writes the record.
-            Err(Attempt::AfterLaunch(e)) => Err(e),
-        }
     }
 
     /// Launches the claimed run: validates the playbook (a rejection is recorded), writes
@@ -608,40 +572,6 @@ impl Launcher {
     }
 
     /// A failed run record saying why nothing was launched.
-    /// Records that no master could be started, for `reason`: the trigger ends here.
-    async fn record_launch_failure(
-        &self,
-        run: &str,
-        playbook_key: &str,
-        trigger: &Trigger,
-        reason: String,
-        now_secs: u64,
-    ) -> Result<Outcome, LaunchError> {
-        tracing::error!(run = %run, "launch failed: {reason}");
-        let mut record = RunRecord::ended_before_start(
-            run,
-            playbook_key,
-            RunStatus::LaunchFailed,
-            format!("launch failed, nothing ran: {reason}"),
-            now_secs * 1000,
-        );
-        record.trigger = trigger.fields();
-        store::put_json(self.store.as_ref(), &keys::run_record(run), &record)
-            .await
-            .map_err(|e| {
-                LaunchError::retryable(format!(
-                    "recording the failed launch of run {run}: {}",
-                    chain(&e)
-                ))
-            })?;
-        Ok(Outcome {
-            run_id: Some(run.to_owned()),
-            status: LaunchStatus::LaunchFailed,
-            master: None,
-            reason: Some(reason),
-        })
-    }
-
     async fn record_rejection(
         &self,
         run: &str,

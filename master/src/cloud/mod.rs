@@ -7,6 +7,7 @@
 //! It reaches AWS only through [`crate::backend::aws::Aws`] and the seams; it names no
 //! `aws_*` crate. Running the playbook itself is [`crate::runner`]'s job.
 
+pub mod attempt;
 pub mod claim;
 pub mod invoke;
 pub mod keys;

@@ -45,6 +45,10 @@ pub struct Settings {
     /// over by a later delivery (`SQUALL_STALE_CLAIM`, default 3m; it must stay above
     /// the launcher's own timeout).
     pub stale_claim: std::time::Duration,
+    /// The longest a launch may take once its attempt is claimed
+    /// (`SQUALL_LAUNCH_BUDGET`; none: no bound): past it the attempt is noted failed so
+    /// that the next delivery takes over at once. Below the launcher function's timeout.
+    pub launch_budget: Option<std::time::Duration>,
     /// The launcher function each run's watchdog schedule invokes
     /// (`SQUALL_WATCH_TARGET`, an ARN); no schedule is made without it.
     pub watch_target: Option<String>,
@@ -116,6 +120,10 @@ impl Settings {
             binary_key: get("SQUALL_BINARY_KEY").unwrap_or_else(|| "bin/squall".into()),
             agent_key: get("SQUALL_AGENT_KEY").unwrap_or_else(|| "bin/squall-worker".into()),
             stale_after: duration("SQUALL_STALE_AFTER", DEFAULT_STALE_AFTER)?,
+            launch_budget: match get("SQUALL_LAUNCH_BUDGET").filter(|v| !v.trim().is_empty()) {
+                None => None,
+                Some(_) => Some(duration("SQUALL_LAUNCH_BUDGET", std::time::Duration::ZERO)?),
+            },
             stale_claim: duration(
                 "SQUALL_STALE_CLAIM",
                 std::time::Duration::from_secs(super::launch::STALE_CLAIM_SECS),

@@ -33,11 +33,39 @@ impl fmt::Display for Diagnostic {
         )?;
         if let Some(src) = &self.source_line {
             let pad = " ".repeat(self.line.to_string().len());
-            let caret = " ".repeat(self.column.saturating_sub(1) as usize);
-            write!(f, "\n{pad} |\n{} | {src}\n{pad} | {caret}^", self.line)?;
+            let (shown, caret_at) = window(src, self.column.saturating_sub(1) as usize);
+            let caret = " ".repeat(caret_at);
+            write!(f, "\n{pad} |\n{} | {shown}\n{pad} | {caret}^", self.line)?;
         }
         Ok(())
     }
+}
+
+/// The most of a source line a diagnostic shows, around its column.
+const WINDOW: usize = 100;
+
+/// The part of `line` shown (at most [`WINDOW`] characters around `column`, 0-based,
+/// with `…` where it is cut) and where the column falls in it.
+fn window(line: &str, column: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= WINDOW {
+        return (line.to_owned(), column);
+    }
+    let start = column
+        .saturating_sub(WINDOW / 2)
+        .min(chars.len().saturating_sub(WINDOW));
+    let end = (start + WINDOW).min(chars.len());
+    let mut shown = String::new();
+    let mut caret = column - start.min(column);
+    if start > 0 {
+        shown.push('…');
+        caret += 1;
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, caret)
 }
 
 /// Every problem found in one playbook.
@@ -294,8 +322,18 @@ fn bare_message(e: &serde_saphyr::Error) -> String {
                 bomb?); write the values out or keep them in a file"
             .to_owned();
     }
-    if msg.starts_with("recursion limit exceeded") || msg.contains("depth limit") {
+    if msg.starts_with("recursion limit exceeded") || msg.starts_with("budget breached: Depth") {
         return "lists and mappings nest too deep (at most 64 levels)".to_owned();
+    }
+    if msg.starts_with("budget breached: Aliases") || msg.starts_with("budget breached: Anchors") {
+        return "the playbook uses too many aliases (`*name`, at most 1000); write the values \
+                out or keep them in a file"
+            .to_owned();
+    }
+    if msg.starts_with("budget breached") {
+        return "the playbook is too large to read (too many values); keep long lists in files \
+                and read them with `lines:` or `objects:`"
+            .to_owned();
     }
     // "... at line 9, column 18" -> "..."
     let msg = match msg.rfind(" at line ") {

@@ -10,20 +10,19 @@
 
 use super::diagnostic::{Diagnostic, Locator};
 use super::lower::MAX_INTERRUPT_GRACE;
-
-/// The longest deadline or timeout a playbook may ask for: a run (and every instance's
-/// dead-man's switch) is bounded by it.
-const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
-const MAX_DURATION_TEXT: &str = "7d";
-
-/// The largest `log_limit`.
-const MAX_LOG_LIMIT: u64 = 1 << 40;
 use super::model::{ALL_HOSTS, Playbook, Shards, Stage, Task};
 use super::template::{self, TemplateContext, Trigger};
 use super::url;
 use serde_json::{Value, json};
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
+
+/// The longest deadline or timeout a playbook may ask for: a run (and every instance's
+/// dead-man's switch) is bounded by it.
+const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+const MAX_DURATION_TEXT: &str = "7d";
+/// The largest `log_limit`.
+const MAX_LOG_LIMIT: u64 = 1 << 40;
 
 /// What validation sees: the playbook as written, its variables after `--var`, and the
 /// trigger's fields when the trigger is known (a template using a field the trigger
@@ -112,10 +111,8 @@ pub fn validate(pb: &Input<'_>, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
     if let Some(l) = &p.log_limit
         && !(squall_worker::MIN_LOG_LIMIT..=MAX_LOG_LIMIT).contains(&l.value.0)
     {
-        out.push(at.at(
-            l,
-            format!("expected `log_limit` from 4KiB to 1TiB, found {}", l.value),
-        ));
+        let found = format!("expected `log_limit` from 4KiB to 1TiB, found {}", l.value);
+        out.push(at.at(l, found));
     }
     if let Some(m) = &p.max_masters
         && !(1..=10).contains(&m.value)

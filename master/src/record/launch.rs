@@ -21,6 +21,9 @@ pub struct Claim {
     /// `claims/N.json`, see [`crate::cloud::claim`]).
     #[serde(default = "first_attempt")]
     pub attempt: u32,
+    /// Unique to the delivery that wrote it (see [`crate::cloud::claim`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub nonce: String,
 }
 
 fn first_attempt() -> u32 {

@@ -3,10 +3,12 @@
 //! for final collections and live snapshots, and the master's own log packed at the end.
 //!
 //! Each archive takes one of the run's transfer slots ([`super::Ctx::transfer`]) while it
-//! moves, and may take as long as it keeps moving: it is given up only after
-//! [`STALL_TIMEOUT`] without a byte (or past [`COLLECT_CEILING`]), so a big archive is
-//! not cut off at a fixed time while a stuck one still ends. A snapshot that fails
-//! leaves the host's previous one in place (a store keeps an object whole or not at all).
+//! moves (a snapshot only when one is free), and may take as long as it keeps moving:
+//! it is given up only after [`STALL_TIMEOUT`] without a byte (or past
+//! [`COLLECT_CEILING`]), so a big archive is not cut off at a fixed time while a stuck
+//! one still ends (the run's collect grace still bounds the final collection). A
+//! snapshot that fails leaves the host's previous one in place (a store keeps an object
+//! whole or not at all).
 //!
 //! Which hosts to collect or snapshot, and when, is the engine's decision.
 
@@ -24,8 +26,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
-/// How long packing and storing one host's logs may go without a byte moving.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long packing and storing one host's logs may go without a byte moving: longer
+/// than one S3 part's upload may take under throttling (the stream is not read while
+/// the parts in flight upload), so only a stuck archive is given up.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// The longest packing and storing one host's logs may take, moving or not.
 pub const COLLECT_CEILING: Duration = Duration::from_secs(3600);
@@ -70,6 +74,19 @@ impl Archive {
 /// Packs and stores a host's archive, then reports it.
 pub async fn pack(ctx: &Ctx, archive: Archive, host: HostId, name: String, inst: Instance) {
     let key = archive.key(&ctx.opts.run_id, &name);
+    // A snapshot never waits for a slot (final collections, copies and fetches do): one
+    // skipped now is taken at the next tick, and the host keeps its last one meanwhile.
+    let _slot = match archive {
+        Archive::Final => ctx.transfer().await,
+        Archive::Snapshot => match ctx.try_transfer() {
+            Some(slot) => Some(slot),
+            None => {
+                let busy = Failure("skipped: every transfer slot is busy".into());
+                ctx.send(archive.event(host, Err(busy)));
+                return;
+            }
+        },
+    };
     let r = pipe_with_timeout(ctx, &inst, &key).await;
     if let (Archive::Snapshot, Err(e)) = (archive, &r) {
         tracing::debug!(host = %name, "log snapshot failed: {}", chain(e));
@@ -80,6 +97,7 @@ pub async fn pack(ctx: &Ctx, archive: Archive, host: HostId, name: String, inst:
 /// Packs and stores a host's final archive; returns its key or why not.
 pub async fn collect(ctx: &Ctx, name: &str, inst: &Instance) -> Result<String, Failure> {
     let key = Archive::Final.key(&ctx.opts.run_id, name);
+    let _slot = ctx.transfer().await;
     pipe_with_timeout(ctx, inst, &key)
         .await
         .map(|_| key)
@@ -96,9 +114,9 @@ fn pipe_text(e: &PipeError) -> String {
     }
 }
 
-/// Packs and stores an archive in one transfer slot, given up once it stalls.
+/// Packs and stores an archive (in the transfer slot its caller holds), given up once
+/// it stalls.
 async fn pipe_with_timeout(ctx: &Ctx, inst: &Instance, key: &str) -> Result<u64, PipeError> {
-    let _slot = ctx.transfer().await;
     let moved = Arc::new(AtomicU64::new(0));
     let pipe = pipe_to_store(ctx, inst, key, moved.clone());
     tokio::pin!(pipe);

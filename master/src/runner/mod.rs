@@ -186,6 +186,11 @@ impl Ctx {
         self.transfers.clone().acquire_owned().await.ok()
     }
 
+    /// A transfer slot if one is free now.
+    fn try_transfer(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.transfers.clone().try_acquire_owned().ok()
+    }
+
     /// The run's secret values' needles: masked in whatever the run stores.
     fn masks(&self) -> &squall_worker::mask::Masks {
         self.opts.secrets.masks()

@@ -1,14 +1,16 @@
 //! How many transfers (log archives, copies, fetches) move at once: ONE limit for all of
 //! them, sized from the master's memory, so that a run of hundreds of hosts snapshotting
 //! and collecting together stays within it. Each transfer holds up to
-//! [`crate::backend::aws::s3::PARTS_IN_FLIGHT`] S3 parts and its pipes' buffers
-//! ([`TRANSFER_BYTES`] in all); the transfers together may use a quarter of the memory
+//! [`TRANSFER_BYTES`] (the S3 store's two 8 MiB parts in flight and the one being read,
+//! its pipes' buffers aside); the transfers together may use a quarter of the memory
 //! (the rest is the master's own, its ssh connections' and the system's).
 //! `SQUALL_TRANSFERS` sets the number instead.
+//!
+//! Snapshots take a slot only when one is free (a snapshot skipped is taken at the next
+//! tick); final collections, copies and fetches wait for one.
 
 /// What one transfer may hold in memory at once.
-pub const TRANSFER_BYTES: u64 = (crate::backend::aws::s3::PARTS_IN_FLIGHT as u64 + 1)
-    * crate::backend::aws::s3::PART_SIZE as u64;
+pub const TRANSFER_BYTES: u64 = 24 << 20;
 
 /// Fewest and most transfers at once.
 pub const MIN_TRANSFERS: usize = 2;

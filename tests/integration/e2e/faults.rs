@@ -37,6 +37,10 @@ fn runs_with_a_tenth_and_with_thirty_percent_of_ec2_and_s3_calls_failing_complet
             // No instance outlives the run (the master ends itself last, its workers
             // by teardown or by their deadline).
             e.assert_all_ended(&run, Duration::from_secs(180)).await;
+            // At 10% every call gets through within its retries: the run succeeds.
+            if fraction < 0.2 {
+                e.assert_succeeded(&rec);
+            }
             match rec.status {
                 RunStatus::Succeeded => assert_outputs(&e, &run, &rec).await,
                 other => {

@@ -72,7 +72,7 @@ impl Ec2Compute {
             .and_then(|i| i.root_device_name())
             .map(str::to_owned)
             .ok_or_else(|| {
-                ComputeError::failed(
+                ComputeError::refused(
                     "DescribeImages",
                     Message(format!("image {image} not found")),
                 )
@@ -338,7 +338,7 @@ fn to_instance(i: &aws_sdk_ec2::types::Instance) -> Instance {
 impl Compute for Ec2Compute {
     async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, ComputeError> {
         if req.user_data.len() > USER_DATA_LIMIT {
-            return Err(ComputeError::failed(
+            return Err(ComputeError::refused(
                 "RunInstances",
                 Message(format!(
                     "user-data of group `{}` is {} bytes, over EC2's limit of {USER_DATA_LIMIT}",
@@ -353,7 +353,7 @@ impl Compute for Ec2Compute {
             .clone()
             .or_else(|| self.settings.image.clone())
             .ok_or_else(|| {
-                ComputeError::failed(
+                ComputeError::refused(
                     "RunInstances",
                     Message(format!(
                         "group `{}` has no image and no default image is configured",

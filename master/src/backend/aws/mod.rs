@@ -27,7 +27,15 @@ use aws_config::BehaviorVersion;
 /// SDK configuration from the standard chain; `region` overrides the chain's. Retries
 /// and timeouts are squall's ([`with_squall_defaults`]).
 pub async fn sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
-    let mut loader = with_squall_defaults(aws_config::defaults(BehaviorVersion::latest()));
+    sdk_config_within(region, retry::Budget::MASTER).await
+}
+
+/// Like [`sdk_config`], with each operation held to `budget`.
+pub async fn sdk_config_within(
+    region: Option<&str>,
+    budget: retry::Budget,
+) -> aws_config::SdkConfig {
+    let mut loader = with_budget(aws_config::defaults(BehaviorVersion::latest()), budget);
     if let Some(r) = region {
         loader = loader.region(aws_config::Region::new(r.to_owned()));
     }
@@ -37,9 +45,17 @@ pub async fn sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
 /// `loader` with squall's retries and timeouts ([`retry::retry_config`],
 /// [`retry::timeout_config`]).
 pub fn with_squall_defaults(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
+    with_budget(loader, retry::Budget::MASTER)
+}
+
+/// `loader` with squall's retries and timeouts within `budget`.
+pub fn with_budget(
+    loader: aws_config::ConfigLoader,
+    budget: retry::Budget,
+) -> aws_config::ConfigLoader {
     loader
-        .retry_config(retry::retry_config(retry::Mode::Standard))
-        .timeout_config(retry::timeout_config())
+        .retry_config(retry::retry_config_for(retry::Mode::Standard, budget))
+        .timeout_config(retry::timeout_config_for(budget))
 }
 
 /// An S3 client for `conf`: path-style when the endpoint is overridden.
@@ -54,8 +70,14 @@ pub fn s3_client(conf: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 /// An EC2 client for `conf`: adaptive retries (EC2 throttles per account, so every
 /// call of the process slows down together when it does).
 pub fn ec2_client(conf: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
+    // The configuration's own attempts and backoff, in adaptive mode.
+    let retries = conf
+        .retry_config()
+        .cloned()
+        .unwrap_or_else(|| retry::retry_config(retry::Mode::Standard))
+        .with_retry_mode(aws_smithy_types::retry::RetryMode::Adaptive);
     let ec2 = aws_sdk_ec2::config::Builder::from(conf)
-        .retry_config(retry::retry_config(retry::Mode::Adaptive))
+        .retry_config(retries)
         .retry_partition(retry::partition("squall-ec2"))
         .build();
     aws_sdk_ec2::Client::from_conf(ec2)
@@ -77,6 +99,13 @@ impl Aws {
     pub async fn from_env() -> Aws {
         Aws {
             conf: sdk_config(None).await,
+        }
+    }
+
+    /// Like [`Aws::from_env`], each operation held to `budget` (the launcher Lambda's).
+    pub async fn from_env_within(budget: retry::Budget) -> Aws {
+        Aws {
+            conf: sdk_config_within(None, budget).await,
         }
     }
 

@@ -27,6 +27,35 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest one attempt may wait for its answer.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How much time and how many attempts each AWS operation gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub attempts: u32,
+    pub attempt_timeout: Duration,
+    pub operation_timeout: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Budget {
+    /// A master's (and the command line's): a run is long, an operation may wait.
+    pub const MASTER: Budget = Budget {
+        attempts: MAX_ATTEMPTS,
+        attempt_timeout: ATTEMPT_TIMEOUT,
+        operation_timeout: OPERATION_TIMEOUT,
+        max_backoff: MAX_BACKOFF,
+    };
+
+    /// The launcher Lambda's: its whole invocation has 60 s, so that a throttled
+    /// operation fails in time for the launcher to note it (and the next delivery to
+    /// take over) instead of Lambda ending it mid-call.
+    pub const LAUNCHER: Budget = Budget {
+        attempts: 5,
+        attempt_timeout: Duration::from_secs(10),
+        operation_timeout: Duration::from_secs(20),
+        max_backoff: Duration::from_secs(4),
+    };
+}
+
 /// The first retry's backoff ceiling (doubling up to [`MAX_BACKOFF`], fully jittered);
 /// `SQUALL_AWS_BACKOFF` overrides it (a knob so fault tests stay short).
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
@@ -49,25 +78,46 @@ fn initial_backoff() -> Duration {
         .map_or(INITIAL_BACKOFF, |d| d.0.min(MAX_BACKOFF))
 }
 
-/// The SDK's retry layer as squall uses it: [`MAX_ATTEMPTS`], jittered exponential
-/// backoff, a fresh connection after a transient error.
+/// The SDK's retry layer as squall uses it: the master's [`Budget`] of attempts,
+/// jittered exponential backoff, a fresh connection after a transient error.
 pub fn retry_config(mode: Mode) -> RetryConfig {
+    retry_config_for(mode, Budget::MASTER)
+}
+
+/// The SDK's retry layer within `budget`.
+pub fn retry_config_for(mode: Mode, budget: Budget) -> RetryConfig {
     match mode {
         Mode::Standard => RetryConfig::standard(),
         Mode::Adaptive => RetryConfig::adaptive(),
     }
-    .with_max_attempts(MAX_ATTEMPTS)
-    .with_initial_backoff(initial_backoff())
-    .with_max_backoff(MAX_BACKOFF)
+    .with_max_attempts(budget.attempts)
+    .with_initial_backoff(initial_backoff().min(budget.max_backoff))
+    .with_max_backoff(budget.max_backoff)
     .with_reconnect_mode(ReconnectMode::ReconnectOnTransientError)
 }
 
-/// Timeouts: connecting, each attempt, and the whole operation ([`OPERATION_TIMEOUT`]).
+/// Timeouts: connecting, each attempt, and the whole operation (the master's
+/// [`Budget`]).
 pub fn timeout_config() -> TimeoutConfig {
+    timeout_config_for(Budget::MASTER)
+}
+
+/// Timeouts within `budget`.
+pub fn timeout_config_for(budget: Budget) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10).min(budget.attempt_timeout))
+        .operation_attempt_timeout(budget.attempt_timeout)
+        .operation_timeout(budget.operation_timeout)
+        .build()
+}
+
+/// Timeouts for one request that does long work server-side (a CopyObject of up to
+/// 5 GB): 15 minutes per attempt, 40 in all.
+pub fn long_timeout_config() -> TimeoutConfig {
     TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(10))
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
+        .operation_attempt_timeout(Duration::from_secs(900))
+        .operation_timeout(Duration::from_secs(2400))
         .build()
 }
 

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{BufMut, Bytes, BytesMut};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// What a CopySource header leaves unencoded besides alphanumerics.
@@ -509,6 +510,12 @@ impl Store for S3Store {
             .bucket(&self.bucket)
             .key(&dest)
             .copy_source(&source)
+            // One request that copies the whole object (up to 5 GB) server-side: it may
+            // take longer than an ordinary attempt.
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().timeout_config(aws::long_timeout_config()),
+            )
             .send()
             .await
             .map_err(|e| err("copy", to, e))?;
@@ -554,7 +561,8 @@ impl Store for S3Store {
                 }
                 Err(e) if aws::retryable(&e) && attempt + 1 < aws::MAX_ATTEMPTS => {
                     ambiguous = true;
-                    tokio::time::sleep(aws::backoff(attempt)).await;
+                    // Short waits: a claim or a journal batch is worth little late.
+                    tokio::time::sleep(aws::backoff(attempt).min(Duration::from_secs(2))).await;
                 }
                 Err(e) => return Err(err("create", key, e)),
             }

@@ -1,0 +1,188 @@
+//! How a claimed launch attempt ends ([`super::claim`] says who holds it): launched, or
+//! failed for good (recorded `launch-failed` at once), or failed for now (noted, so that
+//! the next delivery takes over at once; recorded after the last attempt). Before it
+//! records a failure, the launcher looks for a master an attempt started after all (a
+//! launch that timed out after it landed, an attempt whose launcher stopped before it
+//! wrote `launch.json`): one found is the run's launch, and nothing says nothing ran.
+
+use super::claim::{Claims, MAX_LAUNCH_ATTEMPTS};
+use super::launch::{LaunchError, LaunchStatus, Launcher, Outcome};
+use super::trigger::Trigger;
+use crate::error::chain;
+use crate::record::{LaunchRecord, RunRecord, RunStatus, keys};
+use crate::seam::compute::tags;
+use crate::seam::store;
+use std::time::Duration;
+
+/// How a claimed launch attempt failed.
+#[derive(Debug)]
+pub(super) enum Attempt {
+    /// Refused for good: no retry helps (the reason).
+    Refused(String),
+    /// Passing trouble before a master was started.
+    Failed(LaunchError),
+    /// Passing trouble after the master was started.
+    AfterLaunch(LaunchError),
+}
+
+impl From<LaunchError> for Attempt {
+    fn from(e: LaunchError) -> Self {
+        if e.retryable {
+            Attempt::Failed(e)
+        } else {
+            Attempt::Refused(e.message)
+        }
+    }
+}
+
+/// The longest writing a failure note may take (the launcher's time is short).
+const NOTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Launcher {
+    /// Ends launch attempt `attempt` of `claims.run` with `result`.
+    pub(super) async fn finish_attempt(
+        &self,
+        claims: &Claims<'_>,
+        attempt: u32,
+        playbook_key: &str,
+        trigger: &Trigger,
+        now_secs: u64,
+        result: Result<Outcome, Attempt>,
+    ) -> Result<Outcome, LaunchError> {
+        let run = claims.run;
+        match result {
+            Ok(outcome) => Ok(outcome),
+            // After the master was started (its launch record not written): not noted,
+            // so that no record says nothing ran; the claim goes stale and a later
+            // delivery finds the master and writes the record.
+            Err(Attempt::AfterLaunch(e)) => Err(e),
+            // Refused for good (a bad image, a missing permission): recorded at once.
+            Err(Attempt::Refused(reason)) => {
+                if let Some(found) = self.started_master(run, now_secs).await? {
+                    return Ok(found);
+                }
+                self.record_launch_failure(run, playbook_key, trigger, reason, now_secs)
+                    .await
+            }
+            // Passing trouble: noted first (so that, should the record below fail, the
+            // next delivery still takes over, and gives up), then recorded after the
+            // last attempt.
+            Err(Attempt::Failed(e)) => {
+                if let Some(found) = self.started_master(run, now_secs).await? {
+                    return Ok(found);
+                }
+                match tokio::time::timeout(
+                    NOTE_TIMEOUT,
+                    claims.failed(attempt, &e.message, now_secs),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    // The claim then goes stale, and a later delivery takes it over.
+                    Ok(Err(note)) => tracing::warn!(run = %run, "{note}"),
+                    Err(_) => {
+                        tracing::warn!(run = %run, "attempt {attempt}'s failure not noted in time")
+                    }
+                }
+                if attempt < MAX_LAUNCH_ATTEMPTS {
+                    return Err(e);
+                }
+                let reason = format!(
+                    "no master could be started in {attempt} attempts; the last: {}",
+                    e.message
+                );
+                self.record_launch_failure(run, playbook_key, trigger, reason, now_secs)
+                    .await
+            }
+        }
+    }
+
+    /// Every attempt failed (the last one's launcher may have stopped after starting a
+    /// master: then that is the run's launch).
+    pub(super) async fn gave_up(
+        &self,
+        run: &str,
+        playbook_key: &str,
+        trigger: &Trigger,
+        reason: String,
+        now_secs: u64,
+    ) -> Result<Outcome, LaunchError> {
+        if let Some(found) = self.started_master(run, now_secs).await? {
+            return Ok(found);
+        }
+        self.record_launch_failure(run, playbook_key, trigger, reason, now_secs)
+            .await
+    }
+
+    /// A master of the run an attempt started after all, with its launch record written
+    /// now; `None` when the run has none.
+    async fn started_master(
+        &self,
+        run: &str,
+        now_secs: u64,
+    ) -> Result<Option<Outcome>, LaunchError> {
+        let masters = self
+            .compute
+            .list_by_tag(tags::RUN, run)
+            .await
+            .map_err(|e| {
+                LaunchError::retryable(format!("looking for run {run}'s master: {}", chain(&e)))
+            })?;
+        let Some(master) = masters
+            .into_iter()
+            .find(|i| i.tag(tags::ROLE) == Some("master") && !i.state.is_gone())
+        else {
+            return Ok(None);
+        };
+        tracing::warn!(run = %run, master = %master.id, "an earlier attempt started the master after all");
+        let record = LaunchRecord {
+            run_id: run.to_owned(),
+            master: Some(master.id.clone()),
+            launched_at: now_secs,
+        };
+        let key = keys::launch(run);
+        store::put_json(self.store.as_ref(), &key, &record)
+            .await
+            .map_err(|e| LaunchError::retryable(format!("writing {key}: {}", chain(&e))))?;
+        Ok(Some(Outcome {
+            run_id: Some(run.to_owned()),
+            status: LaunchStatus::Launched,
+            master: Some(master.id),
+            reason: Some("an earlier attempt started the master".into()),
+        }))
+    }
+
+    /// Records that no master could be started, for `reason`: the trigger ends here.
+    async fn record_launch_failure(
+        &self,
+        run: &str,
+        playbook_key: &str,
+        trigger: &Trigger,
+        reason: String,
+        now_secs: u64,
+    ) -> Result<Outcome, LaunchError> {
+        tracing::error!(run = %run, "launch failed: {reason}");
+        let mut record = RunRecord::ended_before_start(
+            run,
+            playbook_key,
+            RunStatus::LaunchFailed,
+            format!("launch failed, nothing ran: {reason}"),
+            now_secs * 1000,
+        );
+        record.trigger = trigger.fields();
+        store::put_json(self.store.as_ref(), &keys::run_record(run), &record)
+            .await
+            .map_err(|e| {
+                LaunchError::retryable(format!(
+                    "recording the failed launch of run {run}: {}",
+                    chain(&e)
+                ))
+            })?;
+        Ok(Outcome {
+            run_id: Some(run.to_owned()),
+            status: LaunchStatus::LaunchFailed,
+            master: None,
+            reason: Some(reason),
+        })
+    }
+}
