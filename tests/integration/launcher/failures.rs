@@ -1,7 +1,8 @@
 //! A master launch that fails: refused for good (recorded `launch-failed` at once,
 //! nothing launched), failing on every delivery (recorded when the attempts run out),
 //! and failing once while the same event is delivered ten times over the stale-claim
-//! window (exactly one run, one master, one launch record).
+//! window (exactly one run, one master, one launch record), and landing with its answer
+//! lost (the master found and recorded as the launch, not a failure).
 
 use super::{handle, masters, s3_put_event, setup};
 use crate::aws::runtime;
@@ -16,11 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// EC2 (moto) whose first `fail` launches fail with passing trouble.
+/// EC2 (moto) whose first `fail` launches fail with passing trouble (after launching,
+/// when `land` is set: the answer lost, as a timeout after the call landed would).
 #[derive(Debug)]
 struct FailingLaunches {
     inner: Arc<dyn Compute>,
     fail: u32,
+    land: bool,
     launches: AtomicU32,
 }
 
@@ -29,6 +32,9 @@ impl Compute for FailingLaunches {
     async fn launch(&self, req: &LaunchRequest) -> Result<Vec<Instance>, ComputeError> {
         let n = self.launches.fetch_add(1, Ordering::SeqCst);
         if n < self.fail {
+            if self.land {
+                self.inner.launch(req).await?;
+            }
             // As RunInstances throttled past every retry would.
             return Err(ComputeError::failed(
                 "RunInstances",
@@ -49,9 +55,19 @@ impl Compute for FailingLaunches {
 }
 
 fn failing(l: &Launcher, fail: u32, stale_claim: Duration) -> (Launcher, Arc<FailingLaunches>) {
+    failing_as(l, fail, false, stale_claim)
+}
+
+fn failing_as(
+    l: &Launcher,
+    fail: u32,
+    land: bool,
+    stale_claim: Duration,
+) -> (Launcher, Arc<FailingLaunches>) {
     let compute = Arc::new(FailingLaunches {
         inner: l.compute.clone(),
         fail,
+        land,
         launches: AtomicU32::new(0),
     });
     let mut l = l.clone();
@@ -222,5 +238,29 @@ fn the_same_event_delivered_ten_times_with_the_first_launch_failing_makes_one_ru
             ]
         );
         assert_eq!(listed_status(&s.store, &run).await, "launched");
+    });
+}
+
+#[test]
+fn a_launch_that_landed_though_its_answer_was_lost_is_the_run_s_launch_not_a_failure() {
+    if !moto::available() {
+        return;
+    }
+    let moto = Moto::start();
+    runtime().block_on(async {
+        let s = setup(&moto).await;
+        // Every launch lands and then fails as a lost answer would: the launcher finds
+        // the master it started and records that launch, never `launch-failed`.
+        let (l, compute) = failing_as(&s.launcher, u32::MAX, true, Duration::from_secs(180));
+        let event = s3_put_event("inbox/landed.csv", "00000000000000000000000000000004");
+        let out = handle(&l, &event, 1_795_400_000).await.expect("handled");
+        assert_eq!(out[0].status, "launched", "{out:?}");
+        let run = out[0].run_id.clone().expect("run id");
+        assert_eq!(masters(&s.compute, &run).await.len(), 1);
+        assert_eq!(compute.launches.load(Ordering::SeqCst), 1);
+        assert!(record(&s.store, &run).await.is_none(), "no failed record");
+        assert_eq!(out[0].master, Some(masters(&s.compute, &run).await[0].id.clone()));
+        let again = handle(&l, &event, 1_795_400_100).await.expect("handled");
+        assert_eq!(again[0].status, "duplicate", "{again:?}");
     });
 }
