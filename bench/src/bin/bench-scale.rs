@@ -1,8 +1,10 @@
 //! `bench-scale`: one run of W workers (real `sshd` servers on loopback) and N items of
 //! instant tasks, through the real `squall run --inventory`: the master's peak memory
-//! (its own RSS plus every process under it, its ssh connections included, sampled
-//! every 100 ms) and the per-item overhead (the run's items phase, per item per
-//! worker). A benchmark, not a test: it passes or fails nothing.
+//! (its own, and with every process under it, its ssh connections included, sampled
+//! every 100 ms: as the sum of their PSS, which counts a shared library's pages once
+//! in all, and as the sum of their RSS, which counts them once per process) and the
+//! per-item overhead (the run's items phase, per item per worker). A benchmark, not a
+//! test: it passes or fails nothing.
 //!
 //! ```text
 //! cargo build --profile bench-fast --workspace --bins
@@ -69,6 +71,17 @@ fn tree(root: u32) -> Vec<u32> {
     out
 }
 
+/// A process's proportional set size (`Pss:` of /proc/PID/smaps_rollup), in KiB.
+fn pss_kib(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// One run's figures.
 #[derive(Debug)]
 struct Figures {
@@ -76,6 +89,7 @@ struct Figures {
     wall_s: f64,
     items_s: f64,
     peak_tree_mib: f64,
+    peak_tree_pss_mib: f64,
     peak_master_mib: f64,
     processes: usize,
 }
@@ -118,6 +132,7 @@ fn run_once(args: &Args, squall: &Path, agent: &Path, workers: usize) -> Result<
         .context("starting squall")?;
     let pid = child.id();
     let (mut peak_tree, mut peak_master, mut most) = (0u64, 0u64, 0usize);
+    let mut peak_pss = 0u64;
     let limit = Duration::from_secs(args.max_seconds);
     let status = loop {
         if let Some(s) = child.try_wait()? {
@@ -135,6 +150,8 @@ fn run_once(args: &Args, squall: &Path, agent: &Path, workers: usize) -> Result<
             .filter_map(|p| proc_status_kib(*p, "VmRSS"))
             .sum();
         peak_tree = peak_tree.max(sum);
+        let pss: u64 = pids.iter().filter_map(|p| pss_kib(*p)).sum();
+        peak_pss = peak_pss.max(pss);
         peak_master = peak_master.max(proc_status_kib(pid, "VmHWM").unwrap_or(0));
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -168,6 +185,7 @@ fn run_once(args: &Args, squall: &Path, agent: &Path, workers: usize) -> Result<
         wall_s: wall,
         items_s: last.saturating_sub(first) as f64 / 1000.0,
         peak_tree_mib: peak_tree as f64 / 1024.0,
+        peak_tree_pss_mib: peak_pss as f64 / 1024.0,
         peak_master_mib: peak_master as f64 / 1024.0,
         processes: most,
     })
@@ -188,18 +206,19 @@ fn main() -> Result<()> {
         squall_bench::facts::markdown(&squall_bench::facts::machine())
     );
     println!(
-        "| workers | items | wall (s) | items phase (s) | per item per worker (ms) | peak RSS, master + children (MiB) | master's own peak (MiB) | processes at most |"
+        "| workers | items | wall (s) | items phase (s) | per item per worker (ms) | peak PSS, master + children (MiB) | peak RSS sum, master + children (MiB) | master's own peak RSS (MiB) | processes at most |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for f in rows {
         let per_item = f.items_s * 1000.0 * f.workers as f64 / args.items as f64;
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {} |",
             f.workers,
             args.items,
             f.wall_s,
             f.items_s,
             per_item,
+            f.peak_tree_pss_mib,
             f.peak_tree_mib,
             f.peak_master_mib,
             f.processes
