@@ -259,7 +259,10 @@ fn a_launch_that_landed_though_its_answer_was_lost_is_the_run_s_launch_not_a_fai
         assert_eq!(masters(&s.compute, &run).await.len(), 1);
         assert_eq!(compute.launches.load(Ordering::SeqCst), 1);
         assert!(record(&s.store, &run).await.is_none(), "no failed record");
-        assert_eq!(out[0].master, Some(masters(&s.compute, &run).await[0].id.clone()));
+        assert_eq!(
+            out[0].master,
+            Some(masters(&s.compute, &run).await[0].id.clone())
+        );
         let again = handle(&l, &event, 1_795_400_100).await.expect("handled");
         assert_eq!(again[0].status, "duplicate", "{again:?}");
     });
