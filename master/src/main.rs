@@ -40,6 +40,12 @@ enum Command {
     /// The master of a run on EC2 (started by the master's user-data): runs the run at
     /// s3://BUCKET/runs/RUN_ID/ to the end, then terminates this instance.
     Master(cli::cloud::MasterArgs),
+    /// Print a completion script for SHELL (e.g. `squall completions bash >
+    /// ~/.local/share/bash-completion/completions/squall`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +79,12 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "squall", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
         Command::Validate { playbooks } => Ok(cli::run::validate(&playbooks).await),
         Command::Run(args) => cli::run::run(args).await,
         Command::Sweep(args) => cli::cloud::sweep(args).await,

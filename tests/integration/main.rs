@@ -36,3 +36,4 @@ mod secrets;
 mod ssh_run;
 mod throttling;
 mod transfers;
+mod user_side;

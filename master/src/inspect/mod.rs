@@ -15,7 +15,7 @@ pub use cost::{PRICES, price, usage};
 use crate::record::{Heartbeat, RunRecord, RunRequest, RunStatus, StageRecord, TaskOutcome, keys};
 use crate::seam::store::{Store, StoreError, get_json};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// A heartbeat older than this (with no run.json) means the master may be gone.
 pub const STALE_HEARTBEAT_MS: u64 = 120_000;
@@ -41,15 +41,8 @@ pub struct RunRow {
 
 /// Every run id in the store.
 pub async fn run_ids(store: &dyn Store) -> Result<Vec<String>, StoreError> {
-    let ids: BTreeSet<String> = store
-        .list("runs/")
-        .await?
-        .iter()
-        .filter_map(|k| k.strip_prefix("runs/")?.split('/').next())
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .collect();
-    Ok(ids.into_iter().collect())
+    // One name per run (a delimiter listing on S3), not every key of every run.
+    store.list_children("runs/").await
 }
 
 /// A JSON object of the run, `None` when absent or unreadable (a record written by a

@@ -77,6 +77,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         prefix: &str,
         each: &mut (dyn FnMut(ObjectInfo) + Send),
     ) -> Result<(), StoreError>;
+    /// The names directly under `prefix` (ending in `/`): the first path segment of
+    /// every key below it, each once, sorted. S3 answers with a delimiter listing: one
+    /// name per folder, not one key per object.
+    async fn list_children(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut names = std::collections::BTreeSet::new();
+        self.list_each(prefix, &mut |o| {
+            if let Some(first) = o.key.strip_prefix(prefix).and_then(|r| r.split('/').next())
+                && !first.is_empty()
+            {
+                names.insert(first.to_owned());
+            }
+        })
+        .await?;
+        Ok(names.into_iter().collect())
+    }
     /// Whether anything is under `prefix` (one object is enough; S3 asks for one).
     async fn any_under(&self, prefix: &str) -> Result<bool, StoreError> {
         let mut any = false;

@@ -415,6 +415,39 @@ impl Store for S3Store {
         Ok(keys)
     }
 
+    async fn list_children(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let full_prefix = format!("{}{prefix}", self.prefix);
+        let mut names = std::collections::BTreeSet::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full_prefix)
+                .delimiter("/")
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| err("list", prefix, e))?;
+            let folders = page.common_prefixes().iter().filter_map(|p| p.prefix());
+            let files = page.contents().iter().filter_map(|o| o.key());
+            for key in folders.chain(files) {
+                if let Some(name) = key
+                    .strip_prefix(full_prefix.as_str())
+                    .map(|r| r.trim_end_matches('/'))
+                    .filter(|n| !n.is_empty())
+                {
+                    names.insert(name.to_owned());
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => return Ok(names.into_iter().collect()),
+            }
+        }
+    }
+
     async fn list_each(
         &self,
         prefix: &str,
