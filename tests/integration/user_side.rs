@@ -36,10 +36,10 @@ fn runs_are_listed_with_one_delimiter_listing_however_many_objects_they_hold() {
         for i in 0..1100 {
             let s = store.clone();
             puts.spawn(async move { s.put(&format!("runs/big-1/files/{i}"), vec![1]).await });
-            if puts.len() >= 16 {
-                puts.join_next()
-                    .await
-                    .map(|r| r.expect("no panic").expect("put"));
+            if puts.len() >= 16
+                && let Some(r) = puts.join_next().await
+            {
+                r.expect("no panic").expect("put");
             }
         }
         while let Some(r) = puts.join_next().await {
