@@ -18,9 +18,11 @@ pub fn for_status(status: crate::record::RunStatus) -> u8 {
     use crate::record::RunStatus;
     match status {
         RunStatus::Succeeded => OK,
-        RunStatus::Failed | RunStatus::Abandoned | RunStatus::LaunchFailed | RunStatus::Running => {
-            RUN_FAILED
-        }
+        RunStatus::Failed
+        | RunStatus::Abandoned
+        | RunStatus::LaunchFailed
+        | RunStatus::BudgetExceeded
+        | RunStatus::Running => RUN_FAILED,
         RunStatus::DeadlineExceeded => DEADLINE_EXCEEDED,
         RunStatus::Cancelled => CANCELLED,
     }

@@ -63,7 +63,7 @@ impl aws_sdk_ec2::config::Intercept for CallCounter {
     }
 }
 
-fn group(count: u32) -> FleetGroup {
+pub(crate) fn group(count: u32) -> FleetGroup {
     FleetGroup {
         count,
         min_count: None,
@@ -80,7 +80,7 @@ fn group(count: u32) -> FleetGroup {
     }
 }
 
-fn request(run: &str, spec: FleetGroup) -> LaunchRequest {
+pub(crate) fn request(run: &str, spec: FleetGroup) -> LaunchRequest {
     LaunchRequest {
         run_id: run.to_owned(),
         group: "workers".into(),

@@ -530,6 +530,43 @@ fn the_deadline_cancels_running_tasks_then_collects_and_tears_down() {
 }
 
 #[test]
+fn the_budget_stops_the_run_once_the_estimated_spend_reaches_it() {
+    // Two p3.2xlarge workers at $3.06 an hour: billed a minute at least ($0.102), then
+    // $0.0017 a second together, so a $0.20 budget is reached at 117.6 s. The hosts'
+    // instances report no type: the group's is priced.
+    let pb = PLAIN.replace("{ count: 2 }", "{ count: 2, instance_type: p3.2xlarge }");
+    let mut s = Sim::boot(&format!("budget_usd: 0.2\n{pb}"));
+    s.now = 30_000;
+    assert!(
+        (s.e.spend_usd() - 0.102).abs() < 1e-9,
+        "{}",
+        s.e.spend_usd()
+    );
+    s.now = 117_000;
+    s.send(Event::Tick);
+    assert_eq!(s.e.status(), RunStatus::Running);
+    s.now = 118_000;
+    s.send(Event::Tick);
+    assert_eq!(s.e.status(), RunStatus::BudgetExceeded);
+    assert_eq!(s.cancelled.len(), 2, "running tasks are cancelled");
+    s.finish(0, TaskOutcome::Cancelled, None);
+    s.finish(1, TaskOutcome::Cancelled, None);
+    assert_eq!(s.wind_down(), RunStatus::BudgetExceeded);
+    let rec = s.e.record();
+    let reason = rec.reason.unwrap_or_default();
+    assert!(reason.contains("budget of $0.20"), "{reason}");
+    assert_eq!(
+        squall::exit::for_status(rec.status),
+        squall::exit::RUN_FAILED
+    );
+    // Without a budget the same run goes on.
+    let mut s = Sim::boot(&pb);
+    s.now = 3_000_000;
+    s.send(Event::Tick);
+    assert_eq!(s.e.status(), RunStatus::Running);
+}
+
+#[test]
 fn tasks_that_never_answer_a_cancel_do_not_hold_the_run_forever() {
     let mut s = Sim::boot(PLAIN);
     s.send(Event::Cancel {

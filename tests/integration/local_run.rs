@@ -337,6 +337,53 @@ stages:
 }
 
 #[test]
+fn a_run_that_reaches_its_budget_is_stopped_collected_torn_down_and_recorded() {
+    let home = Scratch::new("budget");
+    // A p3.2xlarge is billed a minute at least ($0.051): a $0.01 budget is reached at
+    // once, while the task sleeps.
+    let pb = write_playbook(
+        &home,
+        r#"
+name: budget
+budget_usd: 0.01
+fleet: { w: { count: 1, instance_type: p3.2xlarge } }
+stages:
+  - name: work
+    hosts: w
+    tasks:
+      - shell: echo started; sleep 30
+"#,
+    );
+    let started = Instant::now();
+    let out = squall(
+        &home.path,
+        &["run", pb.to_str().expect("utf-8"), "--run-id", "budget-1"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "stopped, not run out"
+    );
+    let rec: squall::record::RunRecord = serde_json::from_slice(
+        &std::fs::read(home.path.join("store/runs/budget-1/run.json")).expect("run.json"),
+    )
+    .expect("a record");
+    assert_eq!(rec.status, RunStatus::BudgetExceeded);
+    assert!(
+        rec.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("budget of $0.01"),
+        "{:?}",
+        rec.reason
+    );
+    for h in &rec.hosts {
+        assert!(h.archive.is_some(), "{} has its logs collected", h.name);
+    }
+    assert_nothing_left(&home.path, "budget-1");
+}
+
+#[test]
 fn an_invalid_playbook_launches_nothing() {
     let home = Scratch::new("invalid");
     let pb = write_playbook(

@@ -376,6 +376,13 @@ stages:
         12,
         "expected `log_limit` from 4KiB to 1TiB, found 1KiB",
     ),
+    (
+        "budget_of_nothing",
+        "name: demo\nbudget_usd: 0\nfleet:\n  workers:\n    count: 2\nstages:\n  - name: run\n    hosts: workers\n    tasks:\n      - shell: echo hi\n",
+        2,
+        13,
+        "expected `budget_usd` above 0",
+    ),
     // --- missing required fields ---
     (
         "missing_name",

@@ -163,3 +163,59 @@ fn a_store_under_thirty_percent_faults_still_does_all_its_work() {
         assert_eq!(t.retried, t.failed, "{t:?}");
     });
 }
+
+#[test]
+fn a_capacity_error_is_not_retried_the_ladder_moves_on_at_once() {
+    if !moto::available() {
+        return;
+    }
+    let moto = Moto::start();
+    runtime().block_on(async {
+        // Spot launches of this run fail for capacity (HTTP 500, as EC2 answers): the
+        // SDK must not back off on that rung; the on-demand rung goes through at once.
+        let proxy = FaultProxy::start(
+            Service::Ec2,
+            Faults {
+                capacity_marker: Some("capacity-test".into()),
+                ..Faults::none()
+            },
+        );
+        proxy.forward_to(&moto.endpoint());
+        let conf = moto
+            .sdk_config()
+            .await
+            .to_builder()
+            .endpoint_url(proxy.endpoint())
+            .build();
+        let ec2 = squall::backend::aws::ec2_client(&conf);
+        let net = moto::network(&ec2).await;
+        let compute = squall::backend::aws::ec2::Ec2Compute::new(
+            ec2,
+            squall::backend::aws::ec2::Ec2Settings {
+                subnet: Some(net.subnet.clone()),
+                security_groups: vec![net.security_group.clone()],
+                image: Some(net.image.clone()),
+                instance_type: Some("t3.micro".into()),
+                running_deadline: Duration::ZERO,
+            },
+        );
+        let spec = squall::plan::FleetGroup {
+            market: squall::plan::Market::SpotOrOnDemand,
+            volume_gb: None,
+            ..crate::aws::group(1)
+        };
+        let started = Instant::now();
+        let launched = squall::seam::compute::Compute::launch(
+            &compute,
+            &crate::aws::request("capacity-test", spec),
+        )
+        .await
+        .expect("on demand after the spot rung");
+        let took = started.elapsed();
+        assert_eq!(launched.len(), 1);
+        let c = proxy.counts()["RunInstances"];
+        eprintln!("RunInstances with a spot rung out of capacity: {c:?} in {took:?}");
+        assert_eq!((c.calls, c.failed, c.retried), (2, 1, 0), "{c:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    });
+}

@@ -37,6 +37,7 @@
 //!   tears down.
 
 pub mod book;
+pub mod budget;
 mod cache;
 pub mod data;
 pub mod flight;

@@ -1,4 +1,5 @@
-//! What the passing of time does to a run: the deadline and stage timeouts fail it,
+//! What the passing of time does to a run: the budget ([`super::budget`]), the
+//! deadline and stage timeouts fail it,
 //! the stop and collect grace periods end their waits, and live hosts' logs are
 //! snapshotted on schedule. Part of [`super::Engine`].
 
@@ -12,6 +13,13 @@ impl Engine {
     /// A tick at `self.now_ms`.
     pub(super) fn on_tick(&mut self, out: &mut Vec<Action>) {
         let now = self.now_ms;
+        let running = matches!(
+            self.state,
+            State::Provision { .. } | State::Bootstrap | State::Stages { .. }
+        );
+        if running && self.check_budget(out) {
+            return;
+        }
         match &mut self.state {
             State::Provision { .. } | State::Bootstrap | State::Stages { .. }
                 if now >= self.deadline_at_ms =>

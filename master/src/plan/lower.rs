@@ -62,6 +62,8 @@ pub struct Plan {
     pub max_masters: u32,
     /// The most each task's stdout and stderr keep, in bytes.
     pub log_limit: u64,
+    /// The most the run may spend, USD (estimated).
+    pub budget_usd: Option<f64>,
     /// The declared secrets by name (where each value is read, not the value).
     pub secrets: BTreeMap<String, super::secrets::SecretDecl>,
 }
@@ -338,6 +340,7 @@ pub fn lower(
             .log_limit
             .as_ref()
             .map_or(DEFAULT_LOG_LIMIT, |l| l.value.0),
+        budget_usd: playbook.budget_usd.as_ref().map(|b| b.value),
         secrets: playbook
             .secrets
             .iter()

@@ -9,8 +9,10 @@
 
 pub mod diagnostic;
 pub mod duration;
+pub mod limits;
 pub mod lower;
 pub mod model;
+pub mod prices;
 pub mod secrets;
 pub mod size;
 pub mod sources;

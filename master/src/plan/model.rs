@@ -54,6 +54,12 @@ pub struct Playbook {
     /// keeps its first and last halves with a line saying how much was skipped.
     #[serde(default)]
     pub log_limit: Option<Spanned<super::size::Size>>,
+    /// The most the run may spend, in USD (estimated: each worker's instance-seconds at
+    /// the on-demand price of its type, 60 s at least): once reached, nothing more is
+    /// launched, running tasks are cancelled, logs collected, everything torn down, and
+    /// the run is recorded `budget_exceeded`.
+    #[serde(default)]
+    pub budget_usd: Option<Spanned<f64>>,
     /// Values never written anywhere, as `{{ secrets.NAME }}` in `shell` and
     /// `environment`: `NAME: ssm:/path`, `env:VAR` or `file:PATH` (see
     /// [`super::secrets`]).

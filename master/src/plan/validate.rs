@@ -17,12 +17,7 @@ use serde_json::{Value, json};
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 
-/// The longest deadline or timeout a playbook may ask for: a run (and every instance's
-/// dead-man's switch) is bounded by it.
-const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
-const MAX_DURATION_TEXT: &str = "7d";
-/// The largest `log_limit`.
-const MAX_LOG_LIMIT: u64 = 1 << 40;
+use super::limits::{MAX_DURATION, MAX_DURATION_TEXT};
 
 /// What validation sees: the playbook as written, its variables after `--var`, and the
 /// trigger's fields when the trigger is known (a template using a field the trigger
@@ -99,29 +94,7 @@ pub fn validate(pb: &Input<'_>, at: &Locator<'_>, out: &mut Vec<Diagnostic>) {
         out.push(at.at(&p.fleet, "expected at least one group under `fleet`"));
     }
     super::secrets::validate(p, at, out);
-    // The deadline arms every instance's dead-man's switch: a huge one disarms it.
-    if let Some(d) = &p.deadline
-        && d.value.0 > MAX_DURATION
-    {
-        out.push(at.at(
-            d,
-            format!("expected `deadline` of at most {MAX_DURATION_TEXT} (every instance powers itself off by then), found {}", d.value),
-        ));
-    }
-    if let Some(l) = &p.log_limit
-        && !(squall_worker::MIN_LOG_LIMIT..=MAX_LOG_LIMIT).contains(&l.value.0)
-    {
-        let found = format!("expected `log_limit` from 4KiB to 1TiB, found {}", l.value);
-        out.push(at.at(l, found));
-    }
-    if let Some(m) = &p.max_masters
-        && !(1..=10).contains(&m.value)
-    {
-        out.push(at.at(
-            m,
-            format!("expected `max_masters` between 1 and 10, found {}", m.value),
-        ));
-    }
+    super::limits::validate(p, at, out);
     for (name, g) in &p.fleet.value {
         if !valid_name(name) || name == ALL_HOSTS || name == "master" {
             out.push(at.at(

@@ -25,6 +25,8 @@ pub enum RunStatus {
     /// delivery of its trigger. Nothing ran.
     #[serde(rename = "launch-failed")]
     LaunchFailed,
+    /// The run's estimated spend reached its `budget_usd`.
+    BudgetExceeded,
 }
 
 impl RunStatus {
@@ -37,6 +39,7 @@ impl RunStatus {
             RunStatus::Cancelled => "cancelled",
             RunStatus::Abandoned => "abandoned",
             RunStatus::LaunchFailed => "launch-failed",
+            RunStatus::BudgetExceeded => "budget_exceeded",
         }
     }
 }

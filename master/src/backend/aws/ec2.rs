@@ -364,7 +364,7 @@ impl Compute for Ec2Compute {
         let types = match (&req.spec.instance_type, &self.settings.instance_type) {
             (Some(t), _) => t.0.clone(),
             (None, Some(t)) => vec![t.clone()],
-            (None, None) => vec!["t3.micro".to_owned()],
+            (None, None) => vec![crate::plan::prices::DEFAULT_INSTANCE_TYPE.to_owned()],
         };
         let root_device = match req.spec.volume_gb {
             Some(_) => Some(self.root_device(&image).await?),

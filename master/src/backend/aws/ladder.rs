@@ -212,3 +212,45 @@ mod tests {
         assert!(!is_capacity_error(None));
     }
 }
+
+/// EC2 answers a capacity error with HTTP 500, which the SDK would retry as a passing
+/// server error, backing off on a rung that has no capacity: for a launch it is final
+/// (the ladder moves on to the next type or market at once). Registered on the EC2
+/// client ([`super::ec2_client`]); it runs after the SDK's own classifiers.
+#[derive(Debug, Default)]
+pub struct CapacityIsFinal;
+
+impl aws_smithy_runtime_api::client::retries::classifiers::ClassifyRetry for CapacityIsFinal {
+    fn classify_retry(
+        &self,
+        ctx: &aws_smithy_runtime_api::client::interceptors::context::InterceptorContext,
+    ) -> aws_smithy_runtime_api::client::retries::classifiers::RetryAction {
+        use aws_sdk_ec2::error::ProvideErrorMetadata;
+        use aws_smithy_runtime_api::client::retries::classifiers::RetryAction;
+        let code = match ctx.output_or_error() {
+            Some(Err(e)) => e
+                .as_operation_error()
+                .and_then(|e| {
+                    e.downcast_ref::<aws_sdk_ec2::operation::run_instances::RunInstancesError>()
+                })
+                .and_then(|e| e.code()),
+            _ => None,
+        };
+        if is_capacity_error(code) {
+            RetryAction::RetryForbidden
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "EC2 capacity errors are final for a rung"
+    }
+
+    fn priority(
+        &self,
+    ) -> aws_smithy_runtime_api::client::retries::classifiers::RetryClassifierPriority {
+        use aws_smithy_runtime_api::client::retries::classifiers::RetryClassifierPriority;
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
+    }
+}

@@ -78,6 +78,7 @@ pub fn ec2_client(conf: &aws_config::SdkConfig) -> aws_sdk_ec2::Client {
         .with_retry_mode(aws_smithy_types::retry::RetryMode::Adaptive);
     let ec2 = aws_sdk_ec2::config::Builder::from(conf)
         .retry_config(retries)
+        .retry_classifier(ladder::CapacityIsFinal)
         .retry_partition(retry::partition("squall-ec2"))
         .build();
     aws_sdk_ec2::Client::from_conf(ec2)
