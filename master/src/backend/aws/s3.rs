@@ -13,8 +13,9 @@ use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{BufMut, Bytes, BytesMut};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+mod conditional;
 
 /// What a CopySource header leaves unencoded besides alphanumerics.
 const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -556,55 +557,7 @@ impl Store for S3Store {
     }
 
     async fn create_if_absent(&self, key: &str, body: Vec<u8>) -> Result<bool, StoreError> {
-        let full = self.full(key)?;
-        // Not retried blindly, so not by the SDK either: if a first attempt landed but its
-        // answer was lost, a retry would see our own object and wrongly report someone
-        // else's claim. After an ambiguous failure, the object's body tells whose claim it
-        // is. (This loop is the only retry loop around an AWS call in squall.)
-        let body = Bytes::from(body);
-        let mut ambiguous = false;
-        for attempt in 0..aws::MAX_ATTEMPTS {
-            let r = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .if_none_match("*")
-                .body(ByteStream::from(body.clone()))
-                .customize()
-                .config_override(
-                    aws_sdk_s3::config::Builder::default()
-                        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
-                )
-                .send()
-                .await;
-            match r {
-                Ok(_) => return Ok(true),
-                Err(e)
-                    if matches!(
-                        aws::code(&e),
-                        Some("PreconditionFailed" | "ConditionalRequestConflict")
-                    ) =>
-                {
-                    return if ambiguous {
-                        Ok(self.get(key).await?.as_deref() == Some(&body[..]))
-                    } else {
-                        Ok(false)
-                    };
-                }
-                Err(e) if aws::retryable(&e) && attempt + 1 < aws::MAX_ATTEMPTS => {
-                    ambiguous = true;
-                    // Short waits: a claim or a journal batch is worth little late.
-                    tokio::time::sleep(aws::backoff(attempt).min(Duration::from_secs(2))).await;
-                }
-                Err(e) => return Err(err("create", key, e)),
-            }
-        }
-        Err(StoreError::failed(
-            "create",
-            key,
-            crate::error::Message("no answer after retries".into()),
-        ))
+        self.create_once(key, body).await
     }
 
     fn locate(&self, key: &str) -> String {
