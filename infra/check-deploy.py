@@ -78,7 +78,7 @@ VERBOSE = os.environ.get("SQUALL_CHECK_VERBOSE", "") not in ("", "0")
 LAMBDA_RUNTIME = "provided.al2023"
 LAMBDA_HANDLER = "bootstrap"
 LAMBDA_MEMORY = 256
-LAMBDA_TIMEOUT = 60
+LAMBDA_TIMEOUT = 120
 LOG_RETENTION_DAYS = 30
 DEFAULTS = {
     "ImageId": "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
@@ -610,8 +610,8 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
             "SQUALL_WATCH_TARGET": f"arn:aws:lambda:{REGION}:{account}:function:{function_name}",
             "SQUALL_WATCH_ROLE": scheduler_role.get("Arn"),
             "SQUALL_STALE_AFTER": "3m",
-            "SQUALL_STALE_CLAIM": "90s",
-            "SQUALL_LAUNCH_BUDGET": "40s",
+            "SQUALL_STALE_CLAIM": "180s",
+            "SQUALL_LAUNCH_BUDGET": "60s",
             "SQUALL_STACK": stack,
             "SQUALL_SECRETS_PREFIX": p["SecretsPrefix"],
         }

@@ -43,7 +43,8 @@ Checks:
   (`DeadLetterConfig` to an SQS queue of the stack, which its role may send to and
   nothing more), Lambda retries an event exactly twice (the run's three launch
   attempts), `SQUALL_STALE_CLAIM` stays above the function's timeout and
-  `SQUALL_LAUNCH_BUDGET` at least 10 s below it.
+  `SQUALL_LAUNCH_BUDGET` at least 50 s below it (the time to note a failure, look for
+  a master and write a record).
 - prefix-patterns: `UploadPrefix` and `WorkerDataPrefix` refuse squall's own prefixes
   (runs/, bin/, playbooks/, cache/) and `*` (an IAM wildcard in the statements built
   from them), and accept ordinary prefixes; tried on sample values.
@@ -411,8 +412,8 @@ def check_dead_letters(t):
     if not isinstance(stale, str) or seconds(stale) <= int(fn.get("Timeout", 3)):
         errors.append(f"SQUALL_STALE_CLAIM {stale!r} is not above the launcher's Timeout {fn.get('Timeout')}")
     budget = env.get("SQUALL_LAUNCH_BUDGET")
-    if not isinstance(budget, str) or seconds(budget) + 10 > int(fn.get("Timeout", 3)):
-        errors.append(f"SQUALL_LAUNCH_BUDGET {budget!r} leaves less than 10 s of the launcher's Timeout {fn.get('Timeout')}")
+    if not isinstance(budget, str) or seconds(budget) + 50 > int(fn.get("Timeout", 3)):
+        errors.append(f"SQUALL_LAUNCH_BUDGET {budget!r} leaves less than 50 s of the launcher's Timeout {fn.get('Timeout')} (note, lookup, record)")
     return errors
 
 

@@ -236,6 +236,9 @@ fn spawn(
 /// (a process that left the group may hold a pipe open for ever).
 const DRAIN: Duration = Duration::from_secs(2);
 
+/// What a copy still reads once stopped: what the pipe can hold, and some.
+const AFTER_STOP: usize = 4 << 20;
+
 /// The threads copying a task's output into its logs, and the flag that tells them to
 /// stop reading.
 struct Copiers {
@@ -279,11 +282,26 @@ fn copy_log(
             tv_sec: 0,
             tv_nsec: 100_000_000,
         };
-        // Past the drain time, what a process that left the task's group still writes
-        // is not kept: the stop is seen within a tenth of a second, written to or not.
-        while !stop.load(Ordering::SeqCst) {
+        // Once stopped (the drain time is over), what is already in the pipe is still
+        // read, up to AFTER_STOP more bytes; then the copy ends, whatever a process that
+        // left the task's group goes on writing, with a line saying so.
+        let no_wait = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut after_stop = 0usize;
+        loop {
+            let stopping = stop.load(Ordering::SeqCst);
+            if stopping && after_stop >= AFTER_STOP {
+                let line = b"\n[squall: output written after the task ended was not all kept]\n";
+                if writable {
+                    let _ = to.write_all(line);
+                }
+                break;
+            }
             let mut fds = [PollFd::new(&from, PollFlags::IN)];
-            match rustix::event::poll(&mut fds, Some(&tick)) {
+            match rustix::event::poll(&mut fds, Some(if stopping { &no_wait } else { &tick })) {
+                Ok(0) if stopping => break,
                 Ok(0) => continue,
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
@@ -301,6 +319,9 @@ fn copy_log(
                     break;
                 }
             };
+            if stopping {
+                after_stop += n;
+            }
             let chunk = match masker.as_mut() {
                 Some(m) => {
                     out.clear();

@@ -38,6 +38,9 @@ impl From<LaunchError> for Attempt {
 /// The longest writing a failure note may take (the launcher's time is short).
 const NOTE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest looking for a master an attempt started may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Launcher {
     /// Ends launch attempt `attempt` of `claims.run` with `result`.
     pub(super) async fn finish_attempt(
@@ -50,50 +53,60 @@ impl Launcher {
         result: Result<Outcome, Attempt>,
     ) -> Result<Outcome, LaunchError> {
         let run = claims.run;
-        match result {
-            Ok(outcome) => Ok(outcome),
+        let (reason, e) = match result {
+            Ok(outcome) => return Ok(outcome),
             // After the master was started (its launch record not written): not noted,
             // so that no record says nothing ran; the claim goes stale and a later
             // delivery finds the master and writes the record.
-            Err(Attempt::AfterLaunch(e)) => Err(e),
+            Err(Attempt::AfterLaunch(e)) => return Err(e),
             // Refused for good (a bad image, a missing permission): recorded at once.
-            Err(Attempt::Refused(reason)) => {
-                if let Some(found) = self.started_master(run, now_secs).await? {
-                    return Ok(found);
-                }
-                self.record_launch_failure(run, playbook_key, trigger, reason, now_secs)
-                    .await
-            }
-            // Passing trouble: noted first (so that, should the record below fail, the
-            // next delivery still takes over, and gives up), then recorded after the
-            // last attempt.
-            Err(Attempt::Failed(e)) => {
-                if let Some(found) = self.started_master(run, now_secs).await? {
-                    return Ok(found);
-                }
-                match tokio::time::timeout(
-                    NOTE_TIMEOUT,
-                    claims.failed(attempt, &e.message, now_secs),
-                )
-                .await
-                {
-                    Ok(Ok(())) => {}
-                    // The claim then goes stale, and a later delivery takes it over.
-                    Ok(Err(note)) => tracing::warn!(run = %run, "{note}"),
-                    Err(_) => {
-                        tracing::warn!(run = %run, "attempt {attempt}'s failure not noted in time")
-                    }
-                }
-                if attempt < MAX_LAUNCH_ATTEMPTS {
-                    return Err(e);
-                }
-                let reason = format!(
+            Err(Attempt::Refused(reason)) => (reason.clone(), LaunchError::retryable(reason)),
+            // Passing trouble: recorded after the last attempt.
+            Err(Attempt::Failed(e)) if attempt >= MAX_LAUNCH_ATTEMPTS => (
+                format!(
                     "no master could be started in {attempt} attempts; the last: {}",
                     e.message
-                );
+                ),
+                e,
+            ),
+            // Passing trouble before the last attempt: noted (the next delivery takes
+            // over at once), unless the launch landed after all.
+            Err(Attempt::Failed(e)) => {
+                self.note(claims, attempt, &e.message, now_secs).await;
+                let lookup = self.started_master(run, now_secs);
+                return match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+                    Ok(Ok(Some(found))) => Ok(found),
+                    _ => Err(e),
+                };
+            }
+        };
+        // Noted first: should looking for a master or recording fail, the next delivery
+        // still takes over at once (and gives up, or finds the refusal again).
+        self.note(claims, attempt, &e.message, now_secs).await;
+        // A master an attempt started after all is the run's launch; one not looked for
+        // (the lookup failed) leaves the decision to the next delivery.
+        match tokio::time::timeout(LOOKUP_TIMEOUT, self.started_master(run, now_secs)).await {
+            Ok(Ok(Some(found))) => Ok(found),
+            Ok(Ok(None)) => {
                 self.record_launch_failure(run, playbook_key, trigger, reason, now_secs)
                     .await
             }
+            Ok(Err(lookup)) => Err(lookup),
+            Err(_) => Err(LaunchError::retryable(format!(
+                "looking for run {run}'s master did not finish in time; {}",
+                e.message
+            ))),
+        }
+    }
+
+    /// Notes attempt `attempt`'s failure, in time (a note not written leaves the claim
+    /// to go stale, and a later delivery takes it over then).
+    async fn note(&self, claims: &Claims<'_>, attempt: u32, why: &str, now_secs: u64) {
+        let run = claims.run;
+        match tokio::time::timeout(NOTE_TIMEOUT, claims.failed(attempt, why, now_secs)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(note)) => tracing::warn!(run = %run, "{note}"),
+            Err(_) => tracing::warn!(run = %run, "attempt {attempt}'s failure not noted in time"),
         }
     }
 
@@ -107,11 +120,17 @@ impl Launcher {
         reason: String,
         now_secs: u64,
     ) -> Result<Outcome, LaunchError> {
-        if let Some(found) = self.started_master(run, now_secs).await? {
-            return Ok(found);
+        match tokio::time::timeout(LOOKUP_TIMEOUT, self.started_master(run, now_secs)).await {
+            Ok(Ok(Some(found))) => Ok(found),
+            Ok(Ok(None)) => {
+                self.record_launch_failure(run, playbook_key, trigger, reason, now_secs)
+                    .await
+            }
+            Ok(Err(lookup)) => Err(lookup),
+            Err(_) => Err(LaunchError::retryable(format!(
+                "looking for run {run}'s master did not finish in time"
+            ))),
         }
-        self.record_launch_failure(run, playbook_key, trigger, reason, now_secs)
-            .await
     }
 
     /// A master of the run an attempt started after all, with its launch record written

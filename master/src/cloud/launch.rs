@@ -282,7 +282,22 @@ impl Launcher {
             run: &run,
             stale_after: self.settings.stale_claim,
         };
-        let attempt = match claims.take(claim, now_secs).await? {
+        // The launcher's budget runs from here (a Lambda invocation ends at its timeout):
+        // claiming and launching must end in time to note a failure.
+        let deadline = self
+            .settings
+            .launch_budget
+            .map(|b| tokio::time::Instant::now() + b);
+        let take = claims.take(claim, now_secs);
+        let taken = match deadline {
+            Some(d) => tokio::time::timeout_at(d, take).await.unwrap_or_else(|_| {
+                Err(LaunchError::retryable(format!(
+                    "claiming run {run} did not finish within SQUALL_LAUNCH_BUDGET"
+                )))
+            }),
+            None => take.await,
+        };
+        let attempt = match taken? {
             Claimed::Attempt(n) => n,
             Claimed::Settled => {
                 return Ok(Outcome {
@@ -306,17 +321,16 @@ impl Launcher {
                     .await;
             }
         };
-        // Within the launcher's budget (a Lambda invocation ends at its timeout): past
-        // it the attempt is noted failed, so that the next delivery takes over at once.
+        // Past the budget the attempt is noted failed, so that the next delivery takes
+        // over at once.
         let launch = self.launch_claimed(&run, &playbook_key, trigger, now_secs);
-        let result = match self.settings.launch_budget {
-            Some(budget) => tokio::time::timeout(budget, launch)
+        let result = match deadline {
+            Some(d) => tokio::time::timeout_at(d, launch)
                 .await
                 .unwrap_or_else(|_| {
-                    Err(Attempt::Failed(LaunchError::retryable(format!(
-                        "the launch did not finish within SQUALL_LAUNCH_BUDGET ({}s)",
-                        budget.as_secs()
-                    ))))
+                    Err(Attempt::Failed(LaunchError::retryable(
+                        "the launch did not finish within SQUALL_LAUNCH_BUDGET",
+                    )))
                 }),
             None => launch.await,
         };

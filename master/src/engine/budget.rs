@@ -1,9 +1,11 @@
 //! The run's estimated spend against its `budget_usd`: each worker from its launch to
-//! now (or to its loss or early release), billed for 60 s at least, at the on-demand
+//! now (or to its early release, which terminates it; a lost worker is counted on, as
+//! its instance may still run until teardown), billed for 60 s at least, at the on-demand
 //! price of its instance type ([`crate::plan::prices`]), else of its group's dearest
 //! type (the default type's for a group that names none); spot at the on-demand price.
 //! Types the table does not know are not counted. The master's own instance is not the
-//! engine's and is not counted either. Once the spend reaches the budget the run stops
+//! engine's and is not counted either. On an inventory the hosts are priced as if they
+//! were EC2's (the engine does not know who pays for them). Once the spend reaches the budget the run stops
 //! as at its deadline: nothing more is launched, running tasks are cancelled (with the
 //! stop grace), logs are collected, everything is torn down, and the run is recorded
 //! `budget_exceeded`. Part of [`super::Engine`].
@@ -24,8 +26,7 @@ impl Engine {
             .records()
             .iter()
             .map(|h| {
-                let until = h.lost.as_ref().map_or(now, |l| l.at_ms.min(now));
-                let until = h.released_at_ms.map_or(until, |r| r.min(until));
+                let until = h.released_at_ms.map_or(now, |r| r.min(now));
                 let ms = until.saturating_sub(h.launched_at_ms).max(MIN_BILLED_MS);
                 let price = h
                     .instance_type

@@ -3,7 +3,7 @@
 //! for final collections and live snapshots, and the master's own log packed at the end.
 //!
 //! Each archive takes one of the run's transfer slots ([`super::Ctx::transfer`]) while it
-//! moves (a snapshot only when one is free), and may take as long as it keeps moving:
+//! moves (snapshots at most half of them, in turn), and may take as long as it keeps moving:
 //! it is given up only after [`STALL_TIMEOUT`] without a byte (or past
 //! [`COLLECT_CEILING`]), so a big archive is not cut off at a fixed time while a stuck
 //! one still ends (the run's collect grace still bounds the final collection). A
@@ -74,19 +74,13 @@ impl Archive {
 /// Packs and stores a host's archive, then reports it.
 pub async fn pack(ctx: &Ctx, archive: Archive, host: HostId, name: String, inst: Instance) {
     let key = archive.key(&ctx.opts.run_id, &name);
-    // A snapshot never waits for a slot (final collections, copies and fetches do): one
-    // skipped now is taken at the next tick, and the host keeps its last one meanwhile.
-    let _slot = match archive {
-        Archive::Final => ctx.transfer().await,
-        Archive::Snapshot => match ctx.try_transfer() {
-            Some(slot) => Some(slot),
-            None => {
-                let busy = Failure("skipped: every transfer slot is busy".into());
-                ctx.send(archive.event(host, Err(busy)));
-                return;
-            }
-        },
+    // Snapshots take at most half the transfer slots (in turn, first come first
+    // served), so that final collections, copies and fetches always find the rest.
+    let _turn = match archive {
+        Archive::Final => None,
+        Archive::Snapshot => ctx.snapshot_turn().await,
     };
+    let _slot = ctx.transfer().await;
     let r = pipe_with_timeout(ctx, &inst, &key).await;
     if let (Archive::Snapshot, Err(e)) = (archive, &r) {
         tracing::debug!(host = %name, "log snapshot failed: {}", chain(e));

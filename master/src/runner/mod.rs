@@ -157,6 +157,8 @@ pub struct Ctx {
     store_slots: Arc<tokio::sync::Semaphore>,
     /// Bounds the transfers (log archives, copies, fetches) moving at once.
     transfers: Arc<tokio::sync::Semaphore>,
+    /// Half the transfer slots: what snapshots may hold at once.
+    snapshot_turns: Arc<tokio::sync::Semaphore>,
     /// The identities of the cache's inputs, once per (stage, URL).
     identities: Mutex<std::collections::HashMap<(usize, String), cache::Identity>>,
     /// The spot notices already passed on to the engine, per host and kind.
@@ -186,9 +188,9 @@ impl Ctx {
         self.transfers.clone().acquire_owned().await.ok()
     }
 
-    /// A transfer slot if one is free now.
-    fn try_transfer(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.transfers.clone().try_acquire_owned().ok()
+    /// A snapshot's turn: snapshots hold at most half the transfer slots at once.
+    async fn snapshot_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.snapshot_turns.clone().acquire_owned().await.ok()
     }
 
     /// The run's secret values' needles: masked in whatever the run stores.
@@ -285,6 +287,7 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         }
         None => (None, None),
     };
+    let transfers = opts.transfers.unwrap_or_else(slots::for_this_machine);
     let ctx = Arc::new(Ctx {
         b: b.clone(),
         opts: opts.clone(),
@@ -294,9 +297,8 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         record_error: Mutex::new(None),
         base_dir: std::path::absolute(&plan.base_dir).unwrap_or_else(|_| plan.base_dir.clone()),
         store_slots: Arc::new(tokio::sync::Semaphore::new(STORE_SLOTS)),
-        transfers: Arc::new(tokio::sync::Semaphore::new(
-            opts.transfers.unwrap_or_else(slots::for_this_machine),
-        )),
+        transfers: Arc::new(tokio::sync::Semaphore::new(transfers)),
+        snapshot_turns: Arc::new(tokio::sync::Semaphore::new((transfers / 2).max(1))),
         identities: Mutex::new(std::collections::HashMap::new()),
         notices: Mutex::new(std::collections::BTreeSet::new()),
         fence: fence.clone(),

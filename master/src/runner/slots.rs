@@ -6,8 +6,8 @@
 //! (the rest is the master's own, its ssh connections' and the system's).
 //! `SQUALL_TRANSFERS` sets the number instead.
 //!
-//! Snapshots take a slot only when one is free (a snapshot skipped is taken at the next
-//! tick); final collections, copies and fetches wait for one.
+//! Snapshots hold at most half the slots at once (they queue for their turn, first come
+//! first served), so final collections, copies and fetches always find the other half.
 
 /// What one transfer may hold in memory at once.
 pub const TRANSFER_BYTES: u64 = 24 << 20;

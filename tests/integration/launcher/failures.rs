@@ -2,7 +2,8 @@
 //! nothing launched), failing on every delivery (recorded when the attempts run out),
 //! and failing once while the same event is delivered ten times over the stale-claim
 //! window (exactly one run, one master, one launch record), and landing with its answer
-//! lost (the master found and recorded as the launch, not a failure).
+//! lost (the master found and recorded as the launch, not a failure), and hanging past
+//! the launcher's budget (noted, and the next delivery launches at once).
 
 use super::{handle, masters, s3_put_event, setup};
 use crate::aws::runtime;
@@ -265,5 +266,74 @@ fn a_launch_that_landed_though_its_answer_was_lost_is_the_run_s_launch_not_a_fai
         );
         let again = handle(&l, &event, 1_795_400_100).await.expect("handled");
         assert_eq!(again[0].status, "duplicate", "{again:?}");
+    });
+}
+
+/// EC2 whose launches never answer (within the test).
+#[derive(Debug)]
+struct Hanging(Arc<dyn Compute>);
+
+#[async_trait]
+impl Compute for Hanging {
+    async fn launch(&self, _req: &LaunchRequest) -> Result<Vec<Instance>, ComputeError> {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Err(ComputeError::failed(
+            "RunInstances",
+            squall::error::Message("no answer".into()),
+        ))
+    }
+    async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>, ComputeError> {
+        self.0.describe(ids).await
+    }
+    async fn list_by_tag(&self, key: &str, value: &str) -> Result<Vec<Instance>, ComputeError> {
+        self.0.list_by_tag(key, value).await
+    }
+    async fn terminate(&self, ids: &[String]) -> Result<(), ComputeError> {
+        self.0.terminate(ids).await
+    }
+}
+
+#[test]
+fn a_launch_past_its_budget_is_noted_failed_and_the_next_delivery_takes_over_at_once() {
+    if !moto::available() {
+        return;
+    }
+    let moto = Moto::start();
+    runtime().block_on(async {
+        let s = setup(&moto).await;
+        let mut hung = s.launcher.clone();
+        hung.compute = Arc::new(Hanging(s.launcher.compute.clone()));
+        hung.settings.launch_budget = Some(Duration::from_secs(2));
+        let event = s3_put_event("inbox/hung.csv", "00000000000000000000000000000005");
+        let started = Instant::now();
+        let e = handle(&hung, &event, 1_795_400_000)
+            .await
+            .expect_err("passing trouble: Lambda retries");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            e.retryable && e.message.contains("SQUALL_LAUNCH_BUDGET"),
+            "{e}"
+        );
+        // The failure is noted: the next delivery (a second later, well inside the stale
+        // window) takes over as attempt 2 and launches.
+        let next = handle(&s.launcher, &event, 1_795_400_001)
+            .await
+            .expect("handled");
+        assert_eq!(next[0].status, "launched", "{next:?}");
+        let run = next[0].run_id.clone().expect("run id");
+        assert_eq!(masters(&s.compute, &run).await.len(), 1);
+        let claims = s
+            .store
+            .list(&format!("runs/{run}/claims/"))
+            .await
+            .expect("list");
+        assert!(
+            claims.contains(&format!("runs/{run}/claims/1.failed.json")),
+            "{claims:?}"
+        );
     });
 }

@@ -296,7 +296,9 @@ fn failed<
     e: aws_smithy_runtime_api::client::result::SdkError<E, R>,
 ) -> ComputeError {
     let e = AwsError::from_sdk(e);
-    if e.is_retryable() {
+    // The same launch token with other parameters: an earlier attempt's launch landed
+    // (and is found by its tags), not a refusal.
+    if e.is_retryable() || e.code() == Some("IdempotentParameterMismatch") {
         ComputeError::failed(op, e)
     } else {
         ComputeError::refused(op, e)

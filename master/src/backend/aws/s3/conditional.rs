@@ -9,6 +9,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use std::time::Duration;
 
+/// The longest a conditional create goes on trying (each try is bounded by the client's
+/// own attempt timeout).
+const CREATE_WITHIN: Duration = Duration::from_secs(30);
+
 impl S3Store {
     /// Writes `body` at `key` only if nothing is there (see the module docs).
     pub(super) async fn create_once(&self, key: &str, body: Vec<u8>) -> Result<bool, StoreError> {
@@ -19,7 +23,13 @@ impl S3Store {
         // is. (This loop is the only retry loop around an AWS call in squall.)
         let body = Bytes::from(body);
         let mut ambiguous = false;
+        let started = std::time::Instant::now();
         for attempt in 0..aws::MAX_ATTEMPTS {
+            // Tried again only within CREATE_WITHIN (a claim or a journal batch is worth
+            // little late, and a launcher's time is short).
+            if attempt > 0 && started.elapsed() >= CREATE_WITHIN {
+                break;
+            }
             let r = self
                 .client
                 .put_object()
