@@ -4,6 +4,7 @@
 //! records a failure, the launcher looks for a master an attempt started after all (a
 //! launch that timed out after it landed, an attempt whose launcher stopped before it
 //! wrote `launch.json`): one found is the run's launch, and nothing says nothing ran.
+//! The records of a launch that never started (rejected, or failed) are written here.
 
 use super::claim::{Claims, MAX_LAUNCH_ATTEMPTS};
 use super::launch::{LaunchError, LaunchStatus, Launcher, Outcome};
@@ -203,5 +204,33 @@ impl Launcher {
             master: None,
             reason: Some(reason),
         })
+    }
+
+    /// A failed run record saying why nothing was launched: the playbook was rejected,
+    /// for `reason`.
+    pub(super) async fn record_rejection(
+        &self,
+        run: &str,
+        playbook_key: &str,
+        trigger: &Trigger,
+        reason: &str,
+        now_secs: u64,
+    ) -> Result<(), LaunchError> {
+        let mut record = RunRecord::ended_before_start(
+            run,
+            playbook_key,
+            RunStatus::Failed,
+            format!("rejected by the launcher, nothing was launched: {reason}"),
+            now_secs * 1000,
+        );
+        record.trigger = trigger.fields();
+        store::put_json(self.store.as_ref(), &keys::run_record(run), &record)
+            .await
+            .map_err(|e| {
+                LaunchError::retryable(format!(
+                    "recording the rejection of run {run}: {}",
+                    chain(&e)
+                ))
+            })
     }
 }

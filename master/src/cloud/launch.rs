@@ -20,7 +20,7 @@ use crate::backend::aws::Aws;
 use crate::backend::aws::ec2::Ec2Settings;
 use crate::error::chain;
 use crate::plan::{FleetGroup, Market, Plan};
-use crate::record::{Claim, LaunchRecord, RunRecord, RunRequest, RunStatus, keys};
+use crate::record::{Claim, LaunchRecord, RunRequest, keys};
 use crate::seam::compute::{self, Compute, LaunchRequest, tags};
 use crate::seam::store::{self as store, Store};
 use serde::Serialize;
@@ -583,32 +583,5 @@ impl Launcher {
             },
             instance_profile: self.settings.master_profile.clone(),
         }
-    }
-
-    /// A failed run record saying why nothing was launched.
-    async fn record_rejection(
-        &self,
-        run: &str,
-        playbook_key: &str,
-        trigger: &Trigger,
-        reason: &str,
-        now_secs: u64,
-    ) -> Result<(), LaunchError> {
-        let mut record = RunRecord::ended_before_start(
-            run,
-            playbook_key,
-            RunStatus::Failed,
-            format!("rejected by the launcher, nothing was launched: {reason}"),
-            now_secs * 1000,
-        );
-        record.trigger = trigger.fields();
-        store::put_json(self.store.as_ref(), &keys::run_record(run), &record)
-            .await
-            .map_err(|e| {
-                LaunchError::retryable(format!(
-                    "recording the rejection of run {run}: {}",
-                    chain(&e)
-                ))
-            })
     }
 }
