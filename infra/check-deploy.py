@@ -610,7 +610,7 @@ def check_stack(env, template, stack, given, vpc, subnet, code_size, checks):
             "SQUALL_WATCH_TARGET": f"arn:aws:lambda:{REGION}:{account}:function:{function_name}",
             "SQUALL_WATCH_ROLE": scheduler_role.get("Arn"),
             "SQUALL_STALE_AFTER": "3m",
-            "SQUALL_STALE_CLAIM": "180s",
+            "SQUALL_STALE_CLAIM": "150s",
             "SQUALL_LAUNCH_BUDGET": "60s",
             "SQUALL_STACK": stack,
             "SQUALL_SECRETS_PREFIX": p["SecretsPrefix"],

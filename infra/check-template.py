@@ -42,7 +42,8 @@ Checks:
 - dead-letters: the launcher function keeps the events it gave up on
   (`DeadLetterConfig` to an SQS queue of the stack, which its role may send to and
   nothing more), Lambda retries an event exactly twice (the run's three launch
-  attempts), `SQUALL_STALE_CLAIM` stays above the function's timeout and
+  attempts), `SQUALL_STALE_CLAIM` stays above the function's timeout (and below a
+  minute more, when Lambda's first retry comes) and
   `SQUALL_LAUNCH_BUDGET` at least 50 s below it (the time to note a failure, look for
   a master and write a record).
 - prefix-patterns: `UploadPrefix` and `WorkerDataPrefix` refuse squall's own prefixes
@@ -409,8 +410,9 @@ def check_dead_letters(t):
         errors.append(f"the launcher's event retries are {retries}, expected MaximumRetryAttempts 2")
     env = fn.get("Environment", {}).get("Variables", {})
     stale = env.get("SQUALL_STALE_CLAIM")
-    if not isinstance(stale, str) or seconds(stale) <= int(fn.get("Timeout", 3)):
-        errors.append(f"SQUALL_STALE_CLAIM {stale!r} is not above the launcher's Timeout {fn.get('Timeout')}")
+    timeout = int(fn.get("Timeout", 3))
+    if not isinstance(stale, str) or not timeout < seconds(stale) < timeout + 60:
+        errors.append(f"SQUALL_STALE_CLAIM {stale!r} is not between the launcher's Timeout {timeout} and a minute more (Lambda's first retry)")
     budget = env.get("SQUALL_LAUNCH_BUDGET")
     if not isinstance(budget, str) or seconds(budget) + 50 > int(fn.get("Timeout", 3)):
         errors.append(f"SQUALL_LAUNCH_BUDGET {budget!r} leaves less than 50 s of the launcher's Timeout {fn.get('Timeout')} (note, lookup, record)")

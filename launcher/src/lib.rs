@@ -59,10 +59,16 @@ pub async fn handle(
         });
     }
     let triggers = parse_event(event)?;
+    // One budget for the whole invocation, however many records its event holds.
+    let deadline = launcher.launch_deadline();
     let launches = async {
         let mut out = Vec::new();
         for trigger in &triggers {
-            out.push(launcher.handle_trigger(trigger, now_secs).await?);
+            out.push(
+                launcher
+                    .handle_trigger_by(trigger, now_secs, deadline)
+                    .await?,
+            );
         }
         Ok::<_, LaunchError>(out)
     };

@@ -290,13 +290,11 @@ fn copy_log(
             tv_nsec: 0,
         };
         let mut after_stop = 0usize;
+        let mut cut = false;
         loop {
             let stopping = stop.load(Ordering::SeqCst);
             if stopping && after_stop >= AFTER_STOP {
-                let line = b"\n[squall: output written after the task ended was not all kept]\n";
-                if writable {
-                    let _ = to.write_all(line);
-                }
+                cut = true;
                 break;
             }
             let mut fds = [PollFd::new(&from, PollFlags::IN)];
@@ -340,6 +338,11 @@ fn copy_log(
         out.clear();
         if let Some(m) = masker.as_mut() {
             m.finish(&mut out);
+        }
+        if cut {
+            out.extend_from_slice(
+                b"\n[squall: output written after the task ended was not all kept]\n",
+            );
         }
         if writable {
             let _ = to.write_all(&out);

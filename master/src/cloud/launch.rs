@@ -121,10 +121,8 @@ pub struct Launcher {
 /// stop and collect graces and the switch margin): its own boot, teardown and record.
 pub const MASTER_GRACE_SECS: u64 = 600;
 
-/// A claim without a launch record this old is taken over by a redelivery (its
-/// launcher died between claiming and launching), unless `SQUALL_STALE_CLAIM` says
-/// otherwise. Longer than a launcher invocation may last, so a claim is never taken
-/// over from a launcher still at work.
+/// The default `SQUALL_STALE_CLAIM` (see [`super::claim`]): longer than a launcher
+/// invocation may last, so a claim is never taken over from a launcher still at work.
 pub const STALE_CLAIM_SECS: u64 = 180;
 
 /// Why a playbook is rejected, for its failed record.
@@ -254,11 +252,30 @@ impl Launcher {
         }
     }
 
-    /// Handles one trigger at `now_secs` (unix time). See the module docs.
+    /// Handles one trigger at `now_secs` (unix time), within the launch budget from now.
+    /// See the module docs.
     pub async fn handle_trigger(
         &self,
         trigger: &Trigger,
         now_secs: u64,
+    ) -> Result<Outcome, LaunchError> {
+        let deadline = self.launch_deadline();
+        self.handle_trigger_by(trigger, now_secs, deadline).await
+    }
+
+    /// When the launch budget (`SQUALL_LAUNCH_BUDGET`) started now runs out.
+    pub fn launch_deadline(&self) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        self.settings.launch_budget.map(|b| now + b)
+    }
+
+    /// Handles one trigger, claiming and launching by `deadline` (one invocation's
+    /// budget, shared by all the triggers of its event).
+    pub async fn handle_trigger_by(
+        &self,
+        trigger: &Trigger,
+        now_secs: u64,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<Outcome, LaunchError> {
         let Some(playbook_key) = self.playbook_for(trigger) else {
             return Ok(Outcome {
@@ -282,12 +299,8 @@ impl Launcher {
             run: &run,
             stale_after: self.settings.stale_claim,
         };
-        // The launcher's budget runs from here (a Lambda invocation ends at its timeout):
-        // claiming and launching must end in time to note a failure.
-        let deadline = self
-            .settings
-            .launch_budget
-            .map(|b| tokio::time::Instant::now() + b);
+        // Claiming and launching must end in time to note a failure (a Lambda invocation
+        // ends at its timeout).
         let take = claims.take(claim, now_secs);
         let taken = match deadline {
             Some(d) => tokio::time::timeout_at(d, take).await.unwrap_or_else(|_| {

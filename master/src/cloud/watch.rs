@@ -39,12 +39,12 @@ pub type InstanceIds = Vec<String>;
 pub const WATCH_EVERY_MINUTES: u32 = 2;
 
 /// How long fencing waits for the old master to be seen terminated.
-/// (Within the launcher's 60 s timeout; a fence not done yet is finished by the next look.)
+/// (Within the launcher's 120 s timeout; a fence not done yet is finished by the next look.)
 const FENCE_WAIT: Duration = Duration::from_secs(40);
 
 /// How old a claim with no master may be before another look finishes its takeover
-/// (past the launcher's timeout: the watchdog that claimed it has given up).
-const UNFINISHED_TAKEOVER_MS: u64 = 90_000;
+/// (past the launcher's 120 s timeout: the watchdog that claimed it has given up).
+const UNFINISHED_TAKEOVER_MS: u64 = 150_000;
 
 /// What one watchdog invocation did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -294,12 +294,16 @@ impl HostTable {
 
     /// Live, bootstrapped hosts whose logs are not being snapshotted, in id order.
     pub fn snapshot_candidates(&self) -> Vec<HostId> {
-        (0..self.hosts.len())
+        let mut hosts: Vec<HostId> = (0..self.hosts.len())
             .filter(|h| {
                 let h = &self.hosts[*h];
                 h.live() && h.ready && !h.snapshotting
             })
-            .collect()
+            .collect();
+        // The longest without a snapshot first: when the runner has too few slots for
+        // all, those it skipped come first next time.
+        hosts.sort_by_key(|h| self.hosts[*h].rec.snapshot.as_ref().map_or(0, |s| s.at_ms));
+        hosts
     }
 
     /// Every host of `group`.

@@ -3,7 +3,8 @@
 //! for final collections and live snapshots, and the master's own log packed at the end.
 //!
 //! Each archive takes one of the run's transfer slots ([`super::Ctx::transfer`]) while it
-//! moves (snapshots at most half of them, in turn), and may take as long as it keeps moving:
+//! moves (snapshots at most half of them, skipped when those are busy), and may take as
+//! long as it keeps moving:
 //! it is given up only after [`STALL_TIMEOUT`] without a byte (or past
 //! [`COLLECT_CEILING`]), so a big archive is not cut off at a fixed time while a stuck
 //! one still ends (the run's collect grace still bounds the final collection). A
@@ -74,11 +75,20 @@ impl Archive {
 /// Packs and stores a host's archive, then reports it.
 pub async fn pack(ctx: &Ctx, archive: Archive, host: HostId, name: String, inst: Instance) {
     let key = archive.key(&ctx.opts.run_id, &name);
-    // Snapshots take at most half the transfer slots (in turn, first come first
-    // served), so that final collections, copies and fetches always find the rest.
+    // Snapshots hold at most half the transfer slots, so that final collections,
+    // copies and fetches always find the rest; one without a turn now is skipped (the
+    // host keeps its last one, and comes first next time) rather than queued, so that
+    // it never holds up the host's release or a spot notice's snapshot.
     let _turn = match archive {
         Archive::Final => None,
-        Archive::Snapshot => ctx.snapshot_turn().await,
+        Archive::Snapshot => match ctx.snapshot_turn() {
+            Some(turn) => Some(turn),
+            None => {
+                let busy = Failure("skipped: the snapshots' transfer slots are busy".into());
+                ctx.send(archive.event(host, Err(busy)));
+                return;
+            }
+        },
     };
     let _slot = ctx.transfer().await;
     let r = pipe_with_timeout(ctx, &inst, &key).await;

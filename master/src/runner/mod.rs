@@ -188,9 +188,10 @@ impl Ctx {
         self.transfers.clone().acquire_owned().await.ok()
     }
 
-    /// A snapshot's turn: snapshots hold at most half the transfer slots at once.
-    async fn snapshot_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.snapshot_turns.clone().acquire_owned().await.ok()
+    /// A snapshot's turn if one is free now: snapshots hold at most half the transfer
+    /// slots at once (none when there is one slot only).
+    fn snapshot_turn(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.snapshot_turns.clone().try_acquire_owned().ok()
     }
 
     /// The run's secret values' needles: masked in whatever the run stores.
@@ -298,7 +299,7 @@ pub async fn run(plan: Arc<Plan>, b: Backends, opts: RunOptions) -> Result<RunSu
         base_dir: std::path::absolute(&plan.base_dir).unwrap_or_else(|_| plan.base_dir.clone()),
         store_slots: Arc::new(tokio::sync::Semaphore::new(STORE_SLOTS)),
         transfers: Arc::new(tokio::sync::Semaphore::new(transfers)),
-        snapshot_turns: Arc::new(tokio::sync::Semaphore::new((transfers / 2).max(1))),
+        snapshot_turns: Arc::new(tokio::sync::Semaphore::new(transfers / 2)),
         identities: Mutex::new(std::collections::HashMap::new()),
         notices: Mutex::new(std::collections::BTreeSet::new()),
         fence: fence.clone(),

@@ -6,8 +6,9 @@
 //! (the rest is the master's own, its ssh connections' and the system's).
 //! `SQUALL_TRANSFERS` sets the number instead.
 //!
-//! Snapshots hold at most half the slots at once (they queue for their turn, first come
-//! first served), so final collections, copies and fetches always find the other half.
+//! Snapshots hold at most half the slots at once (one without a turn is skipped, and the
+//! hosts longest without one come first next time), so final collections, copies and
+//! fetches always find the other half.
 
 /// What one transfer may hold in memory at once.
 pub const TRANSFER_BYTES: u64 = 24 << 20;
