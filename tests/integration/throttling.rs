@@ -19,12 +19,10 @@ const BUCKET: &str = "squall-throttling-test";
 /// (only the first backoff is shortened, so that the test stays short).
 async fn store_via(moto: &Moto, proxy: &FaultProxy) -> S3Store {
     moto.bucket(BUCKET).await;
-    proxy.forward_to(&moto.endpoint());
-    let conf = moto
-        .sdk_config()
+    let conf = proxy
+        .sdk_config_for(moto)
         .await
         .to_builder()
-        .endpoint_url(proxy.endpoint())
         .retry_config(
             retry::retry_config(Mode::Standard).with_initial_backoff(Duration::from_millis(5)),
         )
@@ -180,13 +178,7 @@ fn a_capacity_error_is_not_retried_the_ladder_moves_on_at_once() {
                 ..Faults::none()
             },
         );
-        proxy.forward_to(&moto.endpoint());
-        let conf = moto
-            .sdk_config()
-            .await
-            .to_builder()
-            .endpoint_url(proxy.endpoint())
-            .build();
+        let conf = proxy.sdk_config_for(&moto).await;
         let ec2 = squall::backend::aws::ec2_client(&conf);
         let net = moto::network(&ec2).await;
         let compute = squall::backend::aws::ec2::Ec2Compute::new(

@@ -19,13 +19,7 @@ fn runs_are_listed_with_one_delimiter_listing_however_many_objects_they_hold() {
     runtime().block_on(async {
         let proxy = FaultProxy::start(Service::S3, Faults::none());
         moto.bucket("squall-list-test").await;
-        proxy.forward_to(&moto.endpoint());
-        let conf = moto
-            .sdk_config()
-            .await
-            .to_builder()
-            .endpoint_url(proxy.endpoint())
-            .build();
+        let conf = proxy.sdk_config_for(&moto).await;
         let store = std::sync::Arc::new(squall::backend::aws::s3::S3Store::new(
             squall::backend::aws::s3_client(&conf),
             "squall-list-test",

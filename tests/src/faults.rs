@@ -169,6 +169,17 @@ impl FaultProxy {
         }
     }
 
+    /// Forwards to `moto` from now on, and returns the SDK configuration (squall's, as
+    /// `Moto::sdk_config` gives it) whose calls go through this proxy.
+    pub async fn sdk_config_for(&self, moto: &crate::moto::Moto) -> aws_config::SdkConfig {
+        self.forward_to(&moto.endpoint());
+        moto.sdk_config()
+            .await
+            .to_builder()
+            .endpoint_url(self.endpoint())
+            .build()
+    }
+
     /// The proxy's URL.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
@@ -247,13 +258,7 @@ impl Call<'_> {
             match fault {
                 Some(Picked::Drop) => return Ok(()), // closed unanswered
                 Some(Picked::LoseAnswer) => {
-                    let mut up =
-                        TcpStream::connect_timeout(&self.upstream, Duration::from_secs(5))?;
-                    up.set_read_timeout(Some(Duration::from_secs(120)))?;
-                    let head = req.head.trim_end_matches("\r\n").trim_end_matches('\n');
-                    write!(up, "{head}\r\nConnection: close\r\n\r\n")?;
-                    up.write_all(&req.body)?;
-                    std::io::copy(&mut up, &mut std::io::sink())?;
+                    self.forward(&req, &mut std::io::sink())?;
                     return Ok(()); // done upstream, closed unanswered here
                 }
                 Some(Picked::Answer(status, xml)) => {
@@ -265,20 +270,25 @@ impl Call<'_> {
                     out.flush()?;
                 }
                 None => {
-                    let mut up =
-                        TcpStream::connect_timeout(&self.upstream, Duration::from_secs(5))?;
-                    up.set_read_timeout(Some(Duration::from_secs(120)))?;
-                    // Ask moto to close, so that its answer ends there.
-                    let head = req.head.trim_end_matches("\r\n").trim_end_matches('\n');
-                    write!(up, "{head}\r\nConnection: close\r\n\r\n")?;
-                    up.write_all(&req.body)?;
-                    std::io::copy(&mut up, &mut out)?;
+                    self.forward(&req, &mut out)?;
                     out.flush()?;
                     // The answer says `Connection: close`: the client reconnects.
                     return Ok(());
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Sends `req` to moto on a fresh connection and copies its answer into `answer`.
+    fn forward(&self, req: &Request, answer: &mut impl Write) -> std::io::Result<()> {
+        let mut up = TcpStream::connect_timeout(&self.upstream, Duration::from_secs(5))?;
+        up.set_read_timeout(Some(Duration::from_secs(120)))?;
+        // Ask moto to close, so that its answer ends there.
+        let head = req.head.trim_end_matches("\r\n").trim_end_matches('\n');
+        write!(up, "{head}\r\nConnection: close\r\n\r\n")?;
+        up.write_all(&req.body)?;
+        std::io::copy(&mut up, answer)?;
         Ok(())
     }
 

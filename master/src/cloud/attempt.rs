@@ -182,22 +182,16 @@ impl Launcher {
         now_secs: u64,
     ) -> Result<Outcome, LaunchError> {
         tracing::error!(run = %run, "launch failed: {reason}");
-        let mut record = RunRecord::ended_before_start(
+        let text = format!("launch failed, nothing ran: {reason}");
+        self.record_unstarted(
             run,
             playbook_key,
+            trigger,
             RunStatus::LaunchFailed,
-            format!("launch failed, nothing ran: {reason}"),
-            now_secs * 1000,
-        );
-        record.trigger = trigger.fields();
-        store::put_json(self.store.as_ref(), &keys::run_record(run), &record)
-            .await
-            .map_err(|e| {
-                LaunchError::retryable(format!(
-                    "recording the failed launch of run {run}: {}",
-                    chain(&e)
-                ))
-            })?;
+            text,
+            now_secs,
+        )
+        .await?;
         Ok(Outcome {
             run_id: Some(run.to_owned()),
             status: LaunchStatus::LaunchFailed,
@@ -216,21 +210,33 @@ impl Launcher {
         reason: &str,
         now_secs: u64,
     ) -> Result<(), LaunchError> {
-        let mut record = RunRecord::ended_before_start(
+        let text = format!("rejected by the launcher, nothing was launched: {reason}");
+        self.record_unstarted(
             run,
             playbook_key,
+            trigger,
             RunStatus::Failed,
-            format!("rejected by the launcher, nothing was launched: {reason}"),
-            now_secs * 1000,
-        );
+            text,
+            now_secs,
+        )
+        .await
+    }
+
+    /// Writes the record of a run that never started: `status`, because of `reason`.
+    async fn record_unstarted(
+        &self,
+        run: &str,
+        playbook_key: &str,
+        trigger: &Trigger,
+        status: RunStatus,
+        reason: String,
+        now_secs: u64,
+    ) -> Result<(), LaunchError> {
+        let mut record =
+            RunRecord::ended_before_start(run, playbook_key, status, reason, now_secs * 1000);
         record.trigger = trigger.fields();
         store::put_json(self.store.as_ref(), &keys::run_record(run), &record)
             .await
-            .map_err(|e| {
-                LaunchError::retryable(format!(
-                    "recording the rejection of run {run}: {}",
-                    chain(&e)
-                ))
-            })
+            .map_err(|e| LaunchError::retryable(format!("recording run {run}: {}", chain(&e))))
     }
 }

@@ -19,12 +19,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// EC2 (moto) whose first `fail` launches fail with passing trouble (after launching,
-/// when `land` is set: the answer lost, as a timeout after the call landed would).
+/// when `land` is set: the answer lost, as a timeout after the call landed would; or
+/// after a minute without an answer, when `hang` is).
 #[derive(Debug)]
 struct FailingLaunches {
     inner: Arc<dyn Compute>,
     fail: u32,
     land: bool,
+    hang: bool,
     launches: AtomicU32,
 }
 
@@ -35,6 +37,9 @@ impl Compute for FailingLaunches {
         if n < self.fail {
             if self.land {
                 self.inner.launch(req).await?;
+            }
+            if self.hang {
+                tokio::time::sleep(Duration::from_secs(60)).await;
             }
             // As RunInstances throttled past every retry would.
             return Err(ComputeError::failed(
@@ -69,6 +74,7 @@ fn failing_as(
         inner: l.compute.clone(),
         fail,
         land,
+        hang: false,
         launches: AtomicU32::new(0),
     });
     let mut l = l.clone();
@@ -269,30 +275,6 @@ fn a_launch_that_landed_though_its_answer_was_lost_is_the_run_s_launch_not_a_fai
     });
 }
 
-/// EC2 whose launches never answer (within the test).
-#[derive(Debug)]
-struct Hanging(Arc<dyn Compute>);
-
-#[async_trait]
-impl Compute for Hanging {
-    async fn launch(&self, _req: &LaunchRequest) -> Result<Vec<Instance>, ComputeError> {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Err(ComputeError::failed(
-            "RunInstances",
-            squall::error::Message("no answer".into()),
-        ))
-    }
-    async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>, ComputeError> {
-        self.0.describe(ids).await
-    }
-    async fn list_by_tag(&self, key: &str, value: &str) -> Result<Vec<Instance>, ComputeError> {
-        self.0.list_by_tag(key, value).await
-    }
-    async fn terminate(&self, ids: &[String]) -> Result<(), ComputeError> {
-        self.0.terminate(ids).await
-    }
-}
-
 #[test]
 fn a_launch_past_its_budget_is_noted_failed_and_the_next_delivery_takes_over_at_once() {
     if !moto::available() {
@@ -302,7 +284,13 @@ fn a_launch_past_its_budget_is_noted_failed_and_the_next_delivery_takes_over_at_
     runtime().block_on(async {
         let s = setup(&moto).await;
         let mut hung = s.launcher.clone();
-        hung.compute = Arc::new(Hanging(s.launcher.compute.clone()));
+        hung.compute = Arc::new(FailingLaunches {
+            inner: s.launcher.compute.clone(),
+            fail: u32::MAX,
+            land: false,
+            hang: true,
+            launches: AtomicU32::new(0),
+        });
         hung.settings.launch_budget = Some(Duration::from_secs(2));
         let event = s3_put_event("inbox/hung.csv", "00000000000000000000000000000005");
         let started = Instant::now();
